@@ -1,0 +1,177 @@
+//! Accounts: creating users, checking passwords, changing them, and the admin's view.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use service_kit::{password::PasswordHasher, Email, Password};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    domain::{ADMIN_ROLE, DEFAULT_ROLE},
+    error::{is_unique_violation, AuthError},
+};
+
+/// A user as stored, joined with its role.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: String,
+    pub permissions: Vec<String>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const USER_COLUMNS: &str =
+    "u.id, u.email, u.full_name, r.name AS role, r.permissions, u.is_active, \
+     u.created_at, u.updated_at";
+
+/// Inserts a user with the named role inside `tx`. A taken email is `EmailTaken`, decided by
+/// the unique index, so two concurrent registrations cannot both succeed.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    email: &Email,
+    password_hash: &str,
+    full_name: Option<&str>,
+    role: &str,
+) -> Result<UserRecord, AuthError> {
+    let inserted = sqlx::query_as::<_, UserRecord>(&format!(
+        "WITH inserted AS (
+             INSERT INTO users (id, email, password_hash, full_name, role_id)
+             SELECT $1, $2, $3, $4, r.id FROM roles r WHERE r.name = $5
+             RETURNING *
+         )
+         SELECT {USER_COLUMNS} FROM inserted u JOIN roles r ON r.id = u.role_id"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(email.as_str())
+    .bind(password_hash)
+    .bind(full_name)
+    .bind(role)
+    .fetch_optional(&mut **tx)
+    .await;
+    match inserted {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(AuthError::UnknownRole(role.to_owned())),
+        Err(e) if is_unique_violation(&e) => Err(AuthError::EmailTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn find(db: &PgPool, id: Uuid) -> Result<Option<UserRecord>, AuthError> {
+    Ok(sqlx::query_as::<_, UserRecord>(&format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN roles r ON r.id = u.role_id WHERE u.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct Credentials {
+    #[sqlx(flatten)]
+    user: UserRecord,
+    password_hash: String,
+}
+
+/// The account an email and password identify. Costs one argon2id verification whether or
+/// not the email exists, so response times do not reveal which emails have accounts.
+pub async fn authenticate(
+    db: &PgPool,
+    hasher: &PasswordHasher,
+    email: &str,
+    password: &SecretString,
+) -> Result<UserRecord, AuthError> {
+    let found = sqlx::query_as::<_, Credentials>(&format!(
+        "SELECT {USER_COLUMNS}, u.password_hash FROM users u JOIN roles r ON r.id = u.role_id WHERE u.email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(db)
+    .await?;
+    let matched = hasher
+        .verify(password, found.as_ref().map(|c| c.password_hash.as_str()))
+        .await?;
+    match found {
+        Some(c) if matched && c.user.is_active => Ok(c.user),
+        Some(_) if matched => Err(AuthError::AccountDisabled),
+        _ => Err(AuthError::InvalidCredentials),
+    }
+}
+
+/// Checks `current` against the stored hash of `user`.
+pub async fn verify_password(
+    db: &PgPool,
+    hasher: &PasswordHasher,
+    user: Uuid,
+    current: &SecretString,
+) -> Result<bool, AuthError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
+    Ok(hasher.verify(current, stored.as_deref()).await?)
+}
+
+pub async fn set_password(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+    password_hash: &str,
+) -> Result<(), AuthError> {
+    sqlx::query(
+        "UPDATE users SET password_hash = $2, password_changed_at = now(), updated_at = now() WHERE id = $1",
+    )
+    .bind(user)
+    .bind(password_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates an active admin without going through HTTP: the way the first admin of a platform
+/// comes to exist (`auth create-superuser`, and `gravity create-superuser` through it).
+pub async fn create_superuser(
+    db: &PgPool,
+    hasher: &PasswordHasher,
+    email: &Email,
+    password: &Password,
+) -> Result<UserRecord, AuthError> {
+    let hash = hasher.hash(password).await?;
+    let mut tx = db.begin().await?;
+    let user = insert(&mut tx, email, &hash, None, ADMIN_ROLE).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Registers a regular account.
+pub async fn register(
+    tx: &mut Transaction<'_, Postgres>,
+    hasher: &PasswordHasher,
+    email: &Email,
+    password: &Password,
+    full_name: Option<&str>,
+) -> Result<UserRecord, AuthError> {
+    let hash = hasher.hash(password).await?;
+    insert(tx, email, &hash, full_name, DEFAULT_ROLE).await
+}
+
+/// Fails with `LastAdmin` if no active admin other than `user` would remain. Takes a lock on
+/// the admin rows so two concurrent demotions cannot each see the other as the remaining admin.
+pub async fn ensure_other_admin(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+) -> Result<(), AuthError> {
+    let others: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT u.id FROM users u JOIN roles r ON r.id = u.role_id
+         WHERE r.name = $1 AND u.is_active ORDER BY u.id FOR UPDATE OF u",
+    )
+    .bind(ADMIN_ROLE)
+    .fetch_all(&mut **tx)
+    .await?;
+    if others.iter().all(|id| *id == user) && others.contains(&user) {
+        return Err(AuthError::LastAdmin);
+    }
+    Ok(())
+}

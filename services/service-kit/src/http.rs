@@ -1,0 +1,234 @@
+//! The HTTP stack every service runs behind, and the server loop with graceful shutdown.
+//!
+//! Outermost first: request id (taken from `X-Request-Id` or generated) → trace span carrying
+//! that id → echo of the id → problem+json for bodiless errors → panic to 500 → timeout →
+//! body limit → client address. Routes are timed by the metrics middleware.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, DefaultBodyLimit, Request},
+    http::{header, HeaderName, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use tracing::Span;
+
+use crate::{
+    config::HttpSettings,
+    problem::{InternalErrorReport, Problem, CONTENT_TYPE},
+};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The address of the client that sent the request: the peer, or the last `X-Forwarded-For`
+/// hop when the service is configured to trust the proxy in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+#[derive(Clone, Copy)]
+struct ForwardedPolicy {
+    trust: bool,
+}
+
+async fn client_addr(
+    axum::extract::State(policy): axum::extract::State<ForwardedPolicy>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let forwarded = policy
+        .trust
+        .then(|| {
+            request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .last()
+        })
+        .flatten();
+    if let Some(ip) = forwarded.or(peer) {
+        request.extensions_mut().insert(ClientAddr(ip));
+    }
+    next.run(request).await
+}
+
+/// Responses that leave the stack with an error status but no problem body (405 from the
+/// router, 408 from the timeout, 413 from the body limit) are rewritten as problem+json so
+/// clients only ever see one error shape.
+async fn problem_fallback(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.as_u16() < 400 {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(CONTENT_TYPE));
+    if is_problem {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut rewritten = Problem::for_status(status).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    if let Some(report) = parts.extensions.get::<InternalErrorReport>() {
+        rewritten.extensions_mut().insert(report.clone());
+    }
+    rewritten
+}
+
+fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Problem::internal("handler panicked").into_response()
+}
+
+/// Wraps a service's full router in the standard stack.
+pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+        })
+        .on_request(())
+        .on_response(|response: &Response, latency: Duration, _span: &Span| {
+            let status = response.status().as_u16();
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            // Unexpected failures are logged here, once, with their cause; client errors are
+            // the client's business and are logged as ordinary requests.
+            if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>() {
+                tracing::error!(status, latency_ms, error = %cause, "request failed");
+            } else {
+                tracing::info!(status, latency_ms, "request");
+            }
+        })
+        .on_failure(());
+
+    // `Router::layer` is applied innermost first; each call normalises body types, which
+    // lets layers that change them (body limit, panic catcher) sit between `from_fn`s.
+    router
+        .route_layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(
+            ForwardedPolicy {
+                trust: settings.trust_forwarded_for,
+            },
+            client_addr,
+        ))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(middleware::from_fn(problem_fallback))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Serves `router` until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish, and gives up on stragglers after `grace`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; draining in-flight requests");
+        let _ = stopping_tx.send(true);
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    let upkeep = tokio::spawn(crate::metrics::upkeep());
+    let result = tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    upkeep.abort();
+    result
+}
+
+/// Connects to Redis with bounded timeouts, retrying for up to `wait` so a service started
+/// alongside Redis does not crash while it boots.
+pub async fn connect_redis(
+    client: redis::Client,
+    wait: Duration,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(2))
+        .set_number_of_retries(2);
+    let started = std::time::Instant::now();
+    loop {
+        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if started.elapsed() >= wait => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! What every Gravity service needs, in one place: typed configuration, RFC 9457 errors,
+//! extractors that answer in the same shape, pagination, health checks, Prometheus metrics,
+//! structured logs with request ids, graceful shutdown, password hashing and JWTs.
+//!
+//! **Boundary:** this crate knows HTTP (axum), PostgreSQL (sqlx) and Redis, and nothing about
+//! Docker or any one service's domain.
+
+pub mod config;
+pub mod email;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod jwt;
+pub mod metrics;
+pub mod opaque;
+pub mod pagination;
+pub mod password;
+pub mod problem;
+pub mod telemetry;
+
+pub use email::Email;
+pub use password::Password;
+pub use problem::Problem;
