@@ -80,16 +80,18 @@ impl KeyRing {
         let current = self.current();
         match current.verifier.verify(token) {
             Err(TokenError::UnknownKid) if current.loaded_at.elapsed() >= RELOAD_AT_MOST_EVERY => {
-                self.reload().await?;
+                self.reload(false).await?;
                 Ok(self.current().verifier.verify(token)?)
             }
             other => Ok(other?),
         }
     }
 
-    pub async fn reload(&self) -> Result<(), AuthError> {
+    /// Reads the active keys again. Unless `force`d, does nothing when they were read less
+    /// than five seconds ago.
+    pub async fn reload(&self, force: bool) -> Result<(), AuthError> {
         let _guard = self.reload.lock().await;
-        if self.current().loaded_at.elapsed() < RELOAD_AT_MOST_EVERY {
+        if !force && self.current().loaded_at.elapsed() < RELOAD_AT_MOST_EVERY {
             return Ok(());
         }
         let fresh = Arc::new(fetch(&self.db, &self.issuer, &self.audience).await?);
@@ -98,6 +100,19 @@ impl KeyRing {
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
         Ok(())
+    }
+}
+
+/// Re-reads the keys every `every`, so a rotation done by `auth rotate-keys` reaches every
+/// instance: they start signing with the new key and stop publishing retired ones.
+pub async fn reload_periodically(ring: KeyRing, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = ring.reload(true).await {
+            tracing::warn!(error = %e, "could not reload signing keys; keeping the current ones");
+        }
     }
 }
 

@@ -7,12 +7,18 @@ use service_kit::{http, password::PasswordHasher};
 use sqlx::PgPool;
 
 use crate::{
-    config::Settings, error::AuthError, keys::KeyRing, routes, state::AppState,
+    config::Settings,
+    error::AuthError,
+    keys::{self, KeyRing},
+    routes,
+    state::AppState,
     throttle::LoginThrottle,
 };
 
 /// How long start-up waits for Redis before giving up.
 const REDIS_WAIT: Duration = Duration::from_secs(30);
+/// How often signing keys are re-read, so rotations reach every instance.
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth");
 
@@ -114,7 +120,13 @@ impl Application {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, "auth service listening");
-        http::serve(self.listener, self.router, self.grace, shutdown).await
+        let reloader = tokio::spawn(keys::reload_periodically(
+            self.state.keys.clone(),
+            KEY_RELOAD_EVERY,
+        ));
+        let served = http::serve(self.listener, self.router, self.grace, shutdown).await;
+        reloader.abort();
+        served
     }
 }
 

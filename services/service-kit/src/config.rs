@@ -52,6 +52,11 @@ impl Env {
         self
     }
 
+    /// The raw value of a variable, if set and not blank.
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.raw(var)
+    }
+
     fn raw(&self, var: &str) -> Option<&str> {
         self.vars
             .get(var)

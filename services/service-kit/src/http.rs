@@ -52,17 +52,19 @@ async fn client_addr(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
+    // Only the rightmost hop was written by the trusted proxy; anything left of it came from
+    // the client. A rightmost hop that does not parse is ignored rather than skipped over.
     let forwarded = policy
         .trust
         .then(|| {
-            request
+            let all: Vec<&str> = request
                 .headers()
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .last()
+                .collect();
+            all.last().and_then(|hop| hop.trim().parse::<IpAddr>().ok())
         })
         .flatten();
     if let Some(ip) = forwarded.or(peer) {

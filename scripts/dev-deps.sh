@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs (Debian/Ubuntu) and starts PostgreSQL and Redis on loopback for local runs and
+# tests, and creates the `gravity` database role they use. Safe to run again: it only does
+# what is missing. Prints the URLs to use.
+set -euo pipefail
+
+PG_USER=gravity
+PG_PASSWORD=gravity
+REDIS_PORT=${REDIS_PORT:-6379}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v pg_lsclusters >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# PostgreSQL: start the first cluster if it is down.
+read -r pg_version pg_cluster pg_port pg_status _ < <(pg_lsclusters -h | head -n1)
+if [ "$pg_status" != "online" ]; then
+    as_root pg_ctlcluster "$pg_version" "$pg_cluster" start
+fi
+for _ in $(seq 1 50); do
+    if as_root su postgres -c "psql -p $pg_port -tAc 'SELECT 1'" >/dev/null 2>&1; then break; fi
+    sleep 0.2
+done
+as_root su postgres -c "psql -p $pg_port -v ON_ERROR_STOP=1 -q" <<SQL
+DO \$\$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+        CREATE ROLE $PG_USER LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
+    END IF;
+END
+\$\$;
+SQL
+
+# Redis: start one in the background if nothing answers on the port.
+if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+
+echo "TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$pg_port/postgres"
+echo "TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"

@@ -1,0 +1,9 @@
+//! The auth service's HTTP API, tested as a client sees it: real HTTP on a random port, a fresh
+//! PostgreSQL database per test, real Redis.
+
+mod account;
+mod admin;
+mod edge;
+mod helpers;
+mod keys;
+mod tokens;
