@@ -7,7 +7,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    domain::{ADMIN_ROLE, DEFAULT_ROLE},
+    domain::ADMIN_ROLE,
     error::{is_unique_violation, AuthError},
 };
 
@@ -143,18 +143,6 @@ pub async fn create_superuser(
     let user = insert(&mut tx, email, &hash, None, ADMIN_ROLE).await?;
     tx.commit().await?;
     Ok(user)
-}
-
-/// Registers a regular account.
-pub async fn register(
-    tx: &mut Transaction<'_, Postgres>,
-    hasher: &PasswordHasher,
-    email: &Email,
-    password: &Password,
-    full_name: Option<&str>,
-) -> Result<UserRecord, AuthError> {
-    let hash = hasher.hash(password).await?;
-    insert(tx, email, &hash, full_name, DEFAULT_ROLE).await
 }
 
 /// Fails with `LastAdmin` if no active admin other than `user` would remain. Takes a lock on

@@ -25,6 +25,9 @@ struct Loaded {
     verifier: TokenVerifier,
     jwks: Jwks,
     loaded_at: Instant,
+    /// Changes whenever the set of published keys changes, so caches of verified tokens
+    /// can tell that a key they relied on may have been retired.
+    version: u64,
 }
 
 #[derive(Clone)]
@@ -63,6 +66,10 @@ impl KeyRing {
         }
     }
 
+    pub fn version(&self) -> u64 {
+        self.current().version
+    }
+
     pub fn jwks(&self) -> Jwks {
         self.current().jwks.clone()
     }
@@ -94,7 +101,14 @@ impl KeyRing {
         if !force && self.current().loaded_at.elapsed() < RELOAD_AT_MOST_EVERY {
             return Ok(());
         }
-        let fresh = Arc::new(fetch(&self.db, &self.issuer, &self.audience).await?);
+        let mut fresh = fetch(&self.db, &self.issuer, &self.audience).await?;
+        let current = self.current();
+        fresh.version = if fresh.jwks.keys == current.jwks.keys {
+            current.version
+        } else {
+            current.version + 1
+        };
+        let fresh = Arc::new(fresh);
         match self.loaded.write() {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -195,5 +209,6 @@ async fn fetch(db: &PgPool, issuer: &str, audience: &str) -> Result<Loaded, Auth
         verifier,
         jwks,
         loaded_at: Instant::now(),
+        version: 0,
     })
 }

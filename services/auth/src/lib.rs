@@ -8,6 +8,7 @@ pub mod authn;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod resets;
 pub mod routes;

@@ -15,21 +15,30 @@ use uuid::Uuid;
 
 use crate::error::AuthError;
 
-/// Starts a session for `user` and returns its id with its first refresh token.
-pub async fn start(
-    tx: &mut Transaction<'_, Postgres>,
+/// Starts a session for `user` and returns its id with its first refresh token. One
+/// statement, so it is atomic on its own and costs one round trip.
+pub async fn start<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     user: Uuid,
     ttl: Duration,
 ) -> Result<(Uuid, OpaqueToken), AuthError> {
     let family = Uuid::now_v7();
     let expires_at = Utc::now() + ttl;
-    sqlx::query("INSERT INTO refresh_families (id, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(family)
-        .bind(user)
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?;
-    let token = issue(tx, family, expires_at).await?;
+    let token = OpaqueToken::generate();
+    sqlx::query(
+        "WITH family AS (
+             INSERT INTO refresh_families (id, user_id, expires_at) VALUES ($1, $2, $3) RETURNING id
+         )
+         INSERT INTO refresh_tokens (id, family_id, token_hash, expires_at)
+         SELECT $4, family.id, $5, $3 FROM family",
+    )
+    .bind(family)
+    .bind(user)
+    .bind(expires_at)
+    .bind(Uuid::now_v7())
+    .bind(token.digest())
+    .execute(db)
+    .await?;
     Ok((family, token))
 }
 

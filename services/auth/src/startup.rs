@@ -7,8 +7,10 @@ use service_kit::{http, password::PasswordHasher};
 use sqlx::PgPool;
 
 use crate::{
+    authn::PrincipalCache,
     config::Settings,
     error::AuthError,
+    events::AuthEvents,
     keys::{self, KeyRing},
     routes,
     state::AppState,
@@ -52,6 +54,7 @@ pub struct Application {
     router: axum::Router,
     grace: Duration,
     state: AppState,
+    redis_client: redis::Client,
 }
 
 impl Application {
@@ -65,7 +68,8 @@ impl Application {
                 .await
                 .map_err(StartupError::Database)?;
         }
-        let redis = http::connect_redis(settings.redis.client()?, REDIS_WAIT)
+        let redis_client = settings.redis.client()?;
+        let redis = http::connect_redis(redis_client.clone(), REDIS_WAIT)
             .await
             .map_err(StartupError::Redis)?;
         let keys = KeyRing::load(
@@ -75,6 +79,7 @@ impl Application {
         )
         .await
         .map_err(StartupError::Keys)?;
+        let redis_for_events = redis.clone();
         let throttle = LoginThrottle::new(
             redis.clone(),
             &settings.redis_prefix,
@@ -86,6 +91,8 @@ impl Application {
             hasher: PasswordHasher::owasp()?,
             keys,
             throttle,
+            events: AuthEvents::new(redis_for_events, &settings.redis_prefix),
+            principals: PrincipalCache::default(),
             settings: Arc::new(settings),
         };
         let http_settings = &state.settings.http;
@@ -99,6 +106,7 @@ impl Application {
             router,
             grace: http_settings.shutdown_grace,
             state,
+            redis_client,
         })
     }
 
@@ -124,8 +132,10 @@ impl Application {
             self.state.keys.clone(),
             KEY_RELOAD_EVERY,
         ));
+        let listener = tokio::spawn(self.state.events.clone().listen(self.redis_client));
         let served = http::serve(self.listener, self.router, self.grace, shutdown).await;
         reloader.abort();
+        listener.abort();
         served
     }
 }

@@ -6,7 +6,10 @@ use redis::aio::ConnectionManager;
 use service_kit::password::PasswordHasher;
 use sqlx::PgPool;
 
-use crate::{config::Settings, keys::KeyRing, throttle::LoginThrottle};
+use crate::{
+    authn::PrincipalCache, config::Settings, events::AuthEvents, keys::KeyRing,
+    throttle::LoginThrottle,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,5 +18,7 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub keys: KeyRing,
     pub throttle: LoginThrottle,
+    pub events: AuthEvents,
+    pub principals: PrincipalCache,
     pub settings: Arc<Settings>,
 }

@@ -44,8 +44,9 @@ impl LoginThrottle {
         format!("{}login-fail:ip:{client}", self.prefix)
     }
 
-    /// Refuses with `Throttled` when the account or the client is over its limit.
-    pub async fn check(&self, email: &str, client: Option<IpAddr>) -> Result<(), AuthError> {
+    /// Refuses with `Throttled` when the account or the client is over its limit; otherwise
+    /// says whether the account has recent failures (which a successful login clears).
+    pub async fn check(&self, email: &str, client: Option<IpAddr>) -> Result<bool, AuthError> {
         let mut conn = self.redis.clone();
         let mut pipe = redis::pipe();
         let account = self.account_key(email);
@@ -66,7 +67,7 @@ impl LoginThrottle {
                 }
             }
         }
-        Ok(())
+        Ok(values.first().copied().flatten().unwrap_or(0) > 0)
     }
 
     pub async fn record_failure(

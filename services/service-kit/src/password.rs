@@ -1,13 +1,11 @@
 //! Passwords: a strength policy applied once at the edge (`Password::parse`) and argon2id
 //! hashing with OWASP's parameters, run on the blocking pool so it never stalls the executor.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::{
-    password_hash::{
-        rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
-    },
-    Algorithm, Argon2, Params, Version,
+    password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString},
+    Algorithm, Argon2, Block, Params, Version,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -98,14 +96,31 @@ pub enum HashError {
     Cancelled,
 }
 
+impl From<argon2::Error> for HashError {
+    fn from(e: argon2::Error) -> Self {
+        HashError::Hash(e.to_string())
+    }
+}
+
+impl From<argon2::password_hash::Error> for HashError {
+    fn from(e: argon2::password_hash::Error) -> Self {
+        HashError::Hash(e.to_string())
+    }
+}
+
 /// argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1).
 ///
 /// Concurrent hashes are capped at the number of cores: more would only thrash caches and
-/// multiply memory (19 MiB each) without finishing any sooner.
+/// multiply memory without finishing any sooner. Each running hash borrows one of at most
+/// that many 19 MiB work areas, kept between calls: allocating a fresh one per hash costs
+/// page faults on every call and, across the blocking pool's many threads, leaves hundreds of
+/// MiB resident in allocator arenas. The `argon2` crate's `PasswordHasher` trait allocates per
+/// call, which is why hashing and verifying below go through `hash_password_into_with_memory`.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    argon2: Argon2<'static>,
+    params: Params,
     permits: Arc<Semaphore>,
+    work_areas: Arc<Mutex<Vec<Vec<Block>>>>,
     /// A hash of a random password, verified against when an account does not exist so that
     /// unknown emails cost the same time as known ones.
     decoy: Arc<str>,
@@ -113,41 +128,96 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     pub fn owasp() -> Result<Self, HashError> {
-        let params =
-            Params::new(19 * 1024, 2, 1, None).map_err(|e| HashError::Hash(e.to_string()))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let params = Params::new(19 * 1024, 2, 1, Some(32))?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let decoy_secret = crate::opaque::OpaqueToken::generate();
-        let decoy = argon2
-            .hash_password(
-                decoy_secret.expose().as_bytes(),
-                &SaltString::generate(&mut OsRng),
-            )
-            .map_err(|e| HashError::Hash(e.to_string()))?
-            .to_string();
-        Ok(Self {
-            argon2,
+        let mut hasher = Self {
+            params,
             permits: Arc::new(Semaphore::new(cores)),
-            decoy: Arc::from(decoy),
-        })
+            work_areas: Arc::new(Mutex::new(Vec::with_capacity(cores))),
+            decoy: Arc::from(""),
+        };
+        let decoy_secret = crate::opaque::OpaqueToken::generate();
+        hasher.decoy = Arc::from(hasher.hash_now(decoy_secret.expose().as_bytes())?);
+        Ok(hasher)
+    }
+
+    fn argon2(params: Params) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// Runs `work` with a work area of `blocks` blocks, reusing a pooled one when it fits.
+    fn with_work_area<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let pooled = self.work_areas.lock().ok().and_then(|mut pool| pool.pop());
+        let mut area = match pooled {
+            Some(area) if area.len() == blocks => area,
+            _ => vec![Block::default(); blocks],
+        };
+        let result = work(&mut area);
+        // Only areas of the current parameters are kept; hashes stored with older parameters
+        // still verify, with a one-off allocation.
+        if blocks == self.params.block_count() {
+            if let Ok(mut pool) = self.work_areas.lock() {
+                pool.push(area);
+            }
+        }
+        result
+    }
+
+    fn hash_now(&self, password: &[u8]) -> Result<String, HashError> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes)?;
+        let mut out = [0u8; 32];
+        self.with_work_area(self.params.block_count(), |area| {
+            Self::argon2(self.params.clone())
+                .hash_password_into_with_memory(password, salt_bytes, &mut out, area)
+        })?;
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out)?),
+        };
+        Ok(phc.to_string())
+    }
+
+    fn verify_now(&self, password: &[u8], stored: &str) -> Result<bool, HashError> {
+        let parsed = PasswordHash::new(stored)?;
+        if parsed.algorithm != argon2::ARGON2ID_IDENT {
+            return Err(HashError::Hash(format!(
+                "unsupported algorithm {}",
+                parsed.algorithm
+            )));
+        }
+        let params = Params::try_from(&parsed)?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()?
+            .unwrap_or_default();
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(HashError::Hash("stored hash has no salt or output".into()));
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let mut out = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+        self.with_work_area(params.block_count(), |area| {
+            argon2.hash_password_into_with_memory(password, salt_bytes, &mut out, area)
+        })?;
+        // `Output`'s equality is constant-time.
+        Ok(Output::new(&out)? == expected)
     }
 
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let argon2 = self.argon2.clone();
+        let this = self.clone();
         let secret = password.expose().clone();
-        self.blocking(move || {
-            argon2
-                .hash_password(
-                    secret.expose_secret().as_bytes(),
-                    &SaltString::generate(&mut OsRng),
-                )
-                .map(|h| h.to_string())
-                .map_err(|e| HashError::Hash(e.to_string()))
-        })
-        .await
+        self.blocking(move || this.hash_now(secret.expose_secret().as_bytes()))
+            .await
     }
 
     /// Checks a candidate against a stored PHC string; `None` verifies against the decoy, so
@@ -159,15 +229,10 @@ impl PasswordHasher {
     ) -> Result<bool, HashError> {
         let known = stored.is_some();
         let phc: String = stored.unwrap_or(&self.decoy).to_owned();
-        let argon2 = self.argon2.clone();
+        let this = self.clone();
         let secret = candidate.clone();
         let matched = self
-            .blocking(move || {
-                let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Hash(e.to_string()))?;
-                Ok(argon2
-                    .verify_password(secret.expose_secret().as_bytes(), &parsed)
-                    .is_ok())
-            })
+            .blocking(move || this.verify_now(secret.expose_secret().as_bytes(), &phc))
             .await?;
         Ok(known && matched)
     }
@@ -240,5 +305,42 @@ mod tests {
             .verify(&secret("correct horse battery"), None)
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn verifies_hashes_made_by_the_reference_implementation() {
+        use argon2::password_hash::PasswordHasher as _;
+        // Written by the `argon2` crate's own API, with other parameters: a stored hash from
+        // before a parameter change must keep working.
+        let params = Params::new(8 * 1024, 3, 1, None).unwrap();
+        let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        let hasher = PasswordHasher::owasp().unwrap();
+        assert!(hasher
+            .verify(&secret("correct horse battery"), Some(&phc))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify(&secret("wrong horse battery"), Some(&phc))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn our_hashes_verify_with_the_reference_implementation() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let hasher = PasswordHasher::owasp().unwrap();
+        let p = Password::parse(secret("correct horse battery")).unwrap();
+        let phc = hasher.hash(&p).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse battery", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"wrong horse battery", &parsed)
+            .is_err());
     }
 }

@@ -51,6 +51,7 @@ pub async fn change_password(
     )
     .await?;
     tx.commit().await?;
+    state.events.publish("password-changed").await;
     tracing::info!(user = %principal.user.id, revoked_sessions = revoked, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -98,5 +99,6 @@ pub async fn reset_password(
     let new_password = parse_new_password("new_password", body.new_password)?;
     let hash = state.hasher.hash(&new_password).await?;
     resets::complete(&state.db, &body.token, &hash).await?;
+    state.events.publish("password-reset").await;
     Ok(StatusCode::NO_CONTENT)
 }

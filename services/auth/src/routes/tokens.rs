@@ -11,6 +11,7 @@ use super::dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse};
 use crate::{
     accounts::{self, UserRecord},
     authn::Principal,
+    domain::DEFAULT_ROLE,
     error::AuthError,
     sessions,
     state::AppState,
@@ -92,17 +93,13 @@ pub async fn register(
             return Err(AuthError::Validation(errors));
         }
     };
+    // Hash before taking a connection: a pooled connection held through 15 ms of argon2id
+    // would starve the pool under a burst of registrations.
+    let hash = state.hasher.hash(&password).await?;
     let mut tx = state.db.begin().await?;
-    let user = accounts::register(
-        &mut tx,
-        &state.hasher,
-        &email,
-        &password,
-        full_name.as_deref(),
-    )
-    .await?;
+    let user = accounts::insert(&mut tx, &email, &hash, full_name.as_deref(), DEFAULT_ROLE).await?;
     let (family, refresh) =
-        sessions::start(&mut tx, user.id, state.settings.tokens.refresh_ttl).await?;
+        sessions::start(&mut *tx, user.id, state.settings.tokens.refresh_ttl).await?;
     tx.commit().await?;
     tracing::info!(user = %user.id, "account registered");
     Ok((
@@ -137,7 +134,7 @@ pub async fn login(
     let email = Email::parse(&body.username)
         .map(|e| e.as_str().to_owned())
         .unwrap_or_else(|_| body.username.to_lowercase());
-    state.throttle.check(&email, client).await?;
+    let earlier_failures = state.throttle.check(&email, client).await?;
     let password = SecretString::from(body.password);
     let user = match accounts::authenticate(&state.db, &state.hasher, &email, &password).await {
         Ok(user) => user,
@@ -147,11 +144,11 @@ pub async fn login(
         }
         Err(e) => return Err(e),
     };
-    state.throttle.clear_account(&email).await?;
-    let mut tx = state.db.begin().await?;
+    if earlier_failures {
+        state.throttle.clear_account(&email).await?;
+    }
     let (family, refresh) =
-        sessions::start(&mut tx, user.id, state.settings.tokens.refresh_ttl).await?;
-    tx.commit().await?;
+        sessions::start(&state.db, user.id, state.settings.tokens.refresh_ttl).await?;
     Ok(axum::Json(token_response(&state, &user, family, &refresh)?))
 }
 
@@ -179,12 +176,20 @@ pub async fn refresh(
     if body.refresh_token.is_empty() || body.refresh_token.len() > 256 {
         return Err(AuthError::InvalidRefreshToken);
     }
-    let rotated = sessions::rotate(
+    let rotated = match sessions::rotate(
         &state.db,
         &body.refresh_token,
         state.settings.tokens.refresh_ttl,
     )
-    .await?;
+    .await
+    {
+        Ok(rotated) => rotated,
+        Err(e @ AuthError::RefreshTokenReused) => {
+            state.events.publish("session-revoked").await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let user = accounts::find(&state.db, rotated.user)
         .await?
         .ok_or(AuthError::InvalidRefreshToken)?;
@@ -214,5 +219,6 @@ pub async fn logout(
         principal.claims.exp,
     )
     .await?;
+    state.events.publish("logout").await;
     Ok(StatusCode::NO_CONTENT)
 }

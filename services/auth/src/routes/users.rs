@@ -183,6 +183,7 @@ pub async fn update(
         sessions::revoke_all(&mut tx, id, None, "account disabled").await?;
     }
     tx.commit().await?;
+    state.events.publish("user-updated").await;
     let user = accounts::find(&state.db, id)
         .await?
         .ok_or(AuthError::NotFound("user"))?;
@@ -216,6 +217,7 @@ pub async fn delete(
         return Err(AuthError::NotFound("user"));
     }
     tx.commit().await?;
+    state.events.publish("user-deleted").await;
     tracing::info!(user = %id, by = %principal.user.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -257,6 +259,7 @@ pub async fn set_role(
         return Err(AuthError::NotFound("user"));
     }
     tx.commit().await?;
+    state.events.publish("role-changed").await;
     let user = accounts::find(&state.db, user_id)
         .await?
         .ok_or(AuthError::NotFound("user"))?;

@@ -320,3 +320,71 @@ fn jti_of(token: &str) -> String {
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     claims["jti"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn a_successful_login_clears_the_accounts_failures() {
+    let env = test_env().await.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3");
+    let app = spawn_with(env).await;
+    let (email, _) = app.new_user().await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.login(&email, "wrong horse battery").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    app.login_ok(&email, PASSWORD).await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.login(&email, "wrong horse battery").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    app.login_ok(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_as_soon_as_its_session_ends_elsewhere() {
+    // Two instances share the database and Redis; the second has authenticated (and cached)
+    // the token before the first revokes it.
+    let app = spawn_app().await;
+    let other = spawn_with(app.env.clone()).await;
+    let (_, tokens) = app.new_user().await;
+    // Wait until both instances are subscribed to auth events, so the cache is in use.
+    for _ in 0..100 {
+        if app.state.events.generation().is_some() && other.state.events.generation().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        other.state.events.generation().is_some(),
+        "auth events never subscribed"
+    );
+    assert_eq!(
+        other.get("/api/v1/me", access(&tokens)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        other.get("/api/v1/me", access(&tokens)).await.status(),
+        StatusCode::OK
+    );
+
+    let r = app
+        .client
+        .post(app.url("/api/v1/logout"))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The event travels through Redis; allow it a moment, then the cached entry must be gone.
+    let mut status = StatusCode::OK;
+    for _ in 0..50 {
+        status = other.get("/api/v1/me", access(&tokens)).await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
