@@ -1,7 +1,7 @@
 //! `Application`: builds the service from its settings (binding the listener first, so tests
 //! can ask for port 0) and runs it until a shutdown signal.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use service_kit::{http, password::PasswordHasher};
 use sqlx::PgPool;
@@ -13,7 +13,7 @@ use crate::{
     events::AuthEvents,
     keys::{self, KeyRing},
     routes,
-    state::AppState,
+    state::{AppState, Handles},
     throttle::LoginThrottle,
 };
 
@@ -85,7 +85,7 @@ impl Application {
             &settings.redis_prefix,
             settings.throttle.clone(),
         );
-        let state = AppState {
+        let state = AppState::new(Handles {
             db,
             redis,
             hasher: PasswordHasher::owasp()?,
@@ -93,8 +93,8 @@ impl Application {
             throttle,
             events: AuthEvents::new(redis_for_events, &settings.redis_prefix),
             principals: PrincipalCache::default(),
-            settings: Arc::new(settings),
-        };
+            settings,
+        });
         let http_settings = &state.settings.http;
         let addr = format!("{}:{}", http_settings.host, http_settings.port);
         let listener = tokio::net::TcpListener::bind(&addr)

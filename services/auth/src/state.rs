@@ -1,6 +1,7 @@
-//! `AppState`: what every handler can reach. Cheap to clone (handles only).
+//! `AppState`: what every handler can reach. One `Arc`, so the per-request clone axum makes
+//! is a single atomic increment rather than one per handle.
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use redis::aio::ConnectionManager;
 use service_kit::password::PasswordHasher;
@@ -11,8 +12,7 @@ use crate::{
     throttle::LoginThrottle,
 };
 
-#[derive(Clone)]
-pub struct AppState {
+pub struct Handles {
     pub db: PgPool,
     pub redis: ConnectionManager,
     pub hasher: PasswordHasher,
@@ -20,5 +20,22 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     pub events: AuthEvents,
     pub principals: PrincipalCache,
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Handles>);
+
+impl AppState {
+    pub fn new(handles: Handles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
 }

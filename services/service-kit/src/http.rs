@@ -1,8 +1,8 @@
 //! The HTTP stack every service runs behind, and the server loop with graceful shutdown.
 //!
 //! Outermost first: request id (taken from `X-Request-Id` or generated) → trace span carrying
-//! that id → echo of the id → problem+json for bodiless errors → panic to 500 → timeout →
-//! body limit → client address. Routes are timed by the metrics middleware.
+//! that id → echo of the id → client address and problem+json for bodiless errors → timeout →
+//! panic to 500 → body limit. Routes are timed by the metrics middleware.
 
 use std::{
     future::Future,
@@ -17,9 +17,9 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
+use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
@@ -43,40 +43,17 @@ struct ForwardedPolicy {
     trust: bool,
 }
 
-async fn client_addr(
+/// The service's edge: records the client address for handlers, then rewrites responses that
+/// leave the stack with an error status but no problem body (405 from the router, 408 from the
+/// timeout) as problem+json, so clients only ever see one error shape.
+async fn edge(
     axum::extract::State(policy): axum::extract::State<ForwardedPolicy>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip());
-    // Only the rightmost hop was written by the trusted proxy; anything left of it came from
-    // the client. A rightmost hop that does not parse is ignored rather than skipped over.
-    let forwarded = policy
-        .trust
-        .then(|| {
-            let all: Vec<&str> = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .collect();
-            all.last().and_then(|hop| hop.trim().parse::<IpAddr>().ok())
-        })
-        .flatten();
-    if let Some(ip) = forwarded.or(peer) {
-        request.extensions_mut().insert(ClientAddr(ip));
+    if let Some(client) = client_addr(policy, &request) {
+        request.extensions_mut().insert(client);
     }
-    next.run(request).await
-}
-
-/// Responses that leave the stack with an error status but no problem body (405 from the
-/// router, 408 from the timeout, 413 from the body limit) are rewritten as problem+json so
-/// clients only ever see one error shape.
-async fn problem_fallback(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if status.as_u16() < 400 {
@@ -103,12 +80,35 @@ async fn problem_fallback(request: Request, next: Next) -> Response {
     rewritten
 }
 
+fn client_addr(policy: ForwardedPolicy, request: &Request) -> Option<ClientAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    if !policy.trust {
+        return peer.map(ClientAddr);
+    }
+    // Only the rightmost hop was written by the trusted proxy; anything left of it came from
+    // the client. A rightmost hop that does not parse is ignored rather than skipped over.
+    let rightmost = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>()
+        .last()
+        .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
+    rightmost.or(peer).map(ClientAddr)
+}
+
 fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     Problem::internal("handler panicked").into_response()
 }
 
 /// Wraps a service's full router in the standard stack.
 pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
+    let access_log = settings.access_log;
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request| {
             let id = request
@@ -119,40 +119,41 @@ pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
         })
         .on_request(())
-        .on_response(|response: &Response, latency: Duration, _span: &Span| {
+        .on_response(move |response: &Response, latency: Duration, _span: &Span| {
             let status = response.status().as_u16();
             let latency_ms = latency.as_secs_f64() * 1000.0;
             // Unexpected failures are logged here, once, with their cause; client errors are
-            // the client's business and are logged as ordinary requests.
+            // the client's business and only appear in the access log.
             if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>() {
                 tracing::error!(status, latency_ms, error = %cause, "request failed");
-            } else {
+            } else if access_log {
                 tracing::info!(status, latency_ms, "request");
             }
         })
         .on_failure(());
 
-    // `Router::layer` is applied innermost first; each call normalises body types, which
-    // lets layers that change them (body limit, panic catcher) sit between `from_fn`s.
+    // One `layer` call for the whole stack: axum boxes each `Router::layer` separately, so
+    // stacking them one by one would cost an allocation and a clone per layer per request.
+    // Outermost first. The body limit is `DefaultBodyLimit`, which every body extractor
+    // enforces while reading (also for chunked bodies), without changing the body type.
+    let policy = ForwardedPolicy {
+        trust: settings.trust_forwarded_for,
+    };
     router
         .route_layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn_with_state(
-            ForwardedPolicy {
-                trust: settings.trust_forwarded_for,
-            },
-            client_addr,
-        ))
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic_problem))
-        .layer(middleware::from_fn(problem_fallback))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(trace)
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn_with_state(policy, edge))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    settings.request_timeout,
+                ))
+                .layer(CatchPanicLayer::custom(panic_problem))
+                .layer(DefaultBodyLimit::max(settings.body_limit_bytes)),
+        )
 }
 
 /// Resolves on SIGTERM or SIGINT.
