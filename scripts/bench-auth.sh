@@ -33,6 +33,7 @@ if [[ -z ${ADMIN_DATABASE_URL:-} || -z ${REDIS_URL:-} ]]; then
 fi
 AUTH_PORT=${AUTH_PORT:-8791}
 BARE_PORT=${BARE_PORT:-8790}
+STACK_PORT=${STACK_PORT:-8792}
 ARGON2_SECONDS=${ARGON2_SECONDS:-10}
 LOAD_SECONDS=${LOAD_SECONDS:-15}
 WARMUP_SECONDS=${WARMUP_SECONDS:-3}
@@ -44,6 +45,7 @@ LOG_DIR=$TARGET_DIR/bench-auth
 SUMMARY=$TARGET_DIR/bench-auth.md
 AUTH_URL=http://127.0.0.1:$AUTH_PORT
 BARE_URL=http://127.0.0.1:$BARE_PORT
+STACK_URL=http://127.0.0.1:$STACK_PORT
 
 # Digits and dashes only: the run id ends up in a database name, a Redis prefix and emails
 # matched with LIKE, where `_` would be a wildcard.
@@ -53,6 +55,7 @@ REDIS_KEY_PREFIX=bench-auth-$RUN_ID:
 
 AUTH_PID=
 BARE_PID=
+STACK_PID=
 SAMPLER_PID=
 DB_CREATED=0
 COMMANDS=()
@@ -92,6 +95,7 @@ cleanup() {
 	set +e
 	stop_pid "$SAMPLER_PID"
 	stop_pid "$BARE_PID"
+	stop_pid "$STACK_PID"
 	stop_pid "$AUTH_PID"
 	if [[ $DB_CREATED == 1 ]]; then
 		# FORCE (PostgreSQL 13+) ends connections a stuck server might still hold.
@@ -214,7 +218,7 @@ if ! command -v wrk >/dev/null; then
 	as_root apt-get install -y wrk || { as_root apt-get update && as_root apt-get install -y wrk; } ||
 		die "cannot install wrk; install it (apt-get install -y wrk) and run again"
 fi
-for port in "$AUTH_PORT" "$BARE_PORT"; do
+for port in "$AUTH_PORT" "$BARE_PORT" "$STACK_PORT"; do
 	if port_in_use "$port"; then
 		die "something already listens on 127.0.0.1:$port; stop it or set AUTH_PORT/BARE_PORT"
 	fi
@@ -270,6 +274,14 @@ BARE_PID=$!
 COMMANDS+=("BIND=127.0.0.1:$BARE_PORT ${BARE_BIN#"$ROOT"/}")
 wait_until_ready "bare axum" "$BARE_PID" "$BARE_URL/me" "$LOG_DIR/bare_axum.log"
 
+# The same constant handler behind service-kit's standard stack: tells what the stack every
+# service runs costs, apart from what the auth service's own work costs.
+log "starting bare axum behind the standard stack on $STACK_URL"
+BIND=127.0.0.1:$STACK_PORT STANDARD_LAYERS=1 "$BARE_BIN" >"$LOG_DIR/stack_axum.log" 2>&1 &
+STACK_PID=$!
+COMMANDS+=("BIND=127.0.0.1:$STACK_PORT STANDARD_LAYERS=1 ${BARE_BIN#"$ROOT"/}")
+wait_until_ready "bare axum behind the standard stack" "$STACK_PID" "$STACK_URL/me" "$LOG_DIR/stack_axum.log"
+
 # Let start-up allocations settle before calling the service idle.
 sleep 2
 RSS_IDLE=$(proc_kib "$AUTH_PID" VmRSS)
@@ -323,6 +335,9 @@ run_wrk me -t2 -c64 --latency -s scripts/wrk/bearer.lua "$AUTH_URL/api/v1/me"
 stop_rss_sampler
 # The same request, token included, so both servers parse the same bytes.
 run_wrk bare -t2 -c64 --latency -s scripts/wrk/bearer.lua "$BARE_URL/me"
+run_wrk stack -t2 -c64 --latency -s scripts/wrk/bearer.lua "$STACK_URL/me"
+STACK_RPS=$(wrk_rps "$LOG_DIR/stack.txt")
+STACK_P99=$(wrk_p99_ms "$LOG_DIR/stack.txt")
 ME_RPS=$(wrk_rps "$LOG_DIR/me.txt")
 ME_P99=$(wrk_p99_ms "$LOG_DIR/me.txt")
 ME_ERRORS=$(wrk_errors "$LOG_DIR/me.txt")
@@ -397,6 +412,7 @@ fi
 		"$LOGIN_RPS" "$LOGIN_PCT" "${LOGIN_STATUSES:-no statuses}" "$LOGIN_VERDICT"
 	printf '| GET /api/v1/me, -t2 -c64 | %s req/s, p99 %s ms | | |\n' "$ME_RPS" "$ME_P99"
 	printf '| bare axum GET /me, -t2 -c64 | %s req/s, p99 %s ms | | |\n' "$BARE_RPS" "$BARE_P99"
+	printf '| bare axum GET /me behind the standard stack, -t2 -c64 | %s req/s, p99 %s ms, %s%% of bare | | |\n' "$STACK_RPS" "$STACK_P99" "$(percent "$STACK_RPS" "$BARE_RPS")"
 	printf '| /api/v1/me against bare axum | %s%% of its req/s | ≥ 70%% | %s |\n' "$ME_PCT" "$ME_VERDICT"
 	printf '| Errors under wrk (non-2xx/3xx, socket) | login %s, me %s, bare %s | 0 | %s |\n' \
 		"$LOGIN_ERRORS" "$ME_ERRORS" "$BARE_ERRORS" "$ERRORS_VERDICT"

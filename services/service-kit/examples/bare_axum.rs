@@ -23,10 +23,25 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = Router::new().route(
+    let mut app = Router::new().route(
         "/me",
         get(|| async { ([(header::CONTENT_TYPE, "application/json")], ME) }),
     );
+    // With STANDARD_LAYERS=1 the same handler sits behind the stack every service runs
+    // (request id, trace, timeout, panic catcher, body limit, metrics), which separates what
+    // that stack costs from what a service's own work costs.
+    if std::env::var("STANDARD_LAYERS").is_ok_and(|v| v == "1") {
+        let env = service_kit::config::Env::from_process();
+        let settings = match service_kit::config::HttpSettings::from_env(&env) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        app = service_kit::http::with_standard_layers(app, &settings);
+    }
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match axum::serve(listener, app).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
