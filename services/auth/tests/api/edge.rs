@@ -354,3 +354,70 @@ async fn the_openapi_document_describes_every_endpoint() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight_then_stops() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let env = test_env().await;
+    let settings = auth::config::Settings::from_env(&env).unwrap();
+    let app = auth::startup::Application::build(settings).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    // A registration whose body is only half sent when the shutdown signal arrives.
+    let body = format!(
+        r#"{{"email":"{}","password":"correct horse battery"}}"#,
+        crate::helpers::unique_email()
+    );
+    let (first, second) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/register HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // New connections are no longer served...
+    let refused = match tokio::net::TcpStream::connect(addr).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = s
+                .write_all(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await;
+            // Accepted by the kernel's backlog perhaps, but never answered.
+            let mut buf = vec![0u8; 256];
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await,
+                Ok(Ok(n)) if n > 0
+            )
+        }
+    };
+    assert!(
+        refused,
+        "a new connection was served after the shutdown signal"
+    );
+
+    // ...but the one in flight completes.
+    stream.write_all(second).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..n]);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server did not stop after draining")
+        .unwrap()
+        .unwrap();
+}
