@@ -1,0 +1,6 @@
+//! The `gravity` platform manager, as a library: `main.rs` only parses arguments and maps
+//! errors to exit codes.
+//!
+//! **Invariant:** only this crate will talk to Docker.
+
+pub mod manifest;

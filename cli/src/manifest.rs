@@ -1,0 +1,591 @@
+//! `gravity.toml`, parsed into typed values. A mistake is reported with the file, line and
+//! column, and what to write instead.
+
+use std::{collections::BTreeMap, fmt, ops::Range, path::Path};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A problem in gravity.toml, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}{}", help.as_deref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
+pub struct ManifestError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// A service or infrastructure name: lowercase kebab-case, 2 to 40 characters, usable as a
+/// container, database and DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = (2..=40).contains(&raw.len())
+            && raw.starts_with(|c: char| c.is_ascii_lowercase())
+            && !raw.ends_with('-')
+            && !raw.contains("--")
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!(
+                "{raw:?} is not a valid name: use 2-40 lowercase letters, digits and single dashes, starting with a letter (e.g. \"user-profiles\")"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A TCP port a platform publishes on the host: 1024 to 65535 (no privileged ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port(u16);
+
+impl Port {
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        match u16::try_from(raw) {
+            Ok(p) if p >= 1024 => Ok(Self(p)),
+            _ => Err(format!(
+                "{raw} is not a usable port: pick one between 1024 and 65535"
+            )),
+        }
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// A container image reference: `name[:tag]`, optionally with a registry and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    name: String,
+    tag: String,
+}
+
+impl ImageRef {
+    pub fn parse(raw: &str, default_tag: &str) -> Result<Self, String> {
+        let (name, tag) = match raw.rsplit_once(':') {
+            // A colon before the last slash belongs to a registry's port, not a tag.
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (raw, default_tag),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c))
+            && !name.starts_with(['/', '.', '-'])
+            && !name.ends_with('/');
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !tag.starts_with(['.', '-']);
+        if name_ok && tag_ok {
+            Ok(Self {
+                name: name.to_owned(),
+                tag: tag.to_owned(),
+            })
+        } else {
+            Err(format!("{raw:?} is not an image reference (e.g. \"postgres:15\" or \"registry.local/redis:7\")"))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.tag)
+    }
+}
+
+/// The platform gravity.toml describes.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub name: ServiceName,
+    pub postgres: Option<Infra>,
+    pub redis: Option<Infra>,
+    pub services: BTreeMap<ServiceName, ServiceSpec>,
+}
+
+/// One piece of infrastructure (PostgreSQL, Redis).
+#[derive(Debug, Clone)]
+pub struct Infra {
+    pub image: ImageRef,
+    pub port: Port,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One service of the platform.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub crate_name: String,
+    pub port: Port,
+    /// The service's own database, if it has one.
+    pub database: Option<String>,
+    pub depends_on: Vec<ServiceName>,
+    pub env: BTreeMap<String, String>,
+    pub health: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    platform: RawPlatform,
+    #[serde(default)]
+    infrastructure: RawInfrastructure,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    name: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInfrastructure {
+    postgres: Option<RawInfra>,
+    redis: Option<RawInfra>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInfra {
+    image: Spanned<String>,
+    version: Spanned<String>,
+    port: Spanned<i64>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    #[serde(rename = "crate")]
+    crate_name: Option<Spanned<String>>,
+    port: Spanned<i64>,
+    database: Option<Spanned<String>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    health: Option<Spanned<String>>,
+}
+
+/// Turns byte offsets into 1-based line and column for error messages.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ManifestError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ManifestError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            help,
+        }
+    }
+}
+
+/// The known name closest to `unknown`, if any is close enough to be a likely typo.
+fn nearest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+impl Manifest {
+    /// Reads and parses gravity.toml at `path`.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Ok(Self::parse(&path.display().to_string(), &text)?)
+    }
+
+    /// Parses gravity.toml's text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ManifestError> {
+        let src = Source { file, text };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            src.error(
+                span,
+                e.message().trim().to_owned(),
+                syntax_help(e.message()),
+            )
+        })?;
+
+        let name = ServiceName::parse(raw.platform.name.get_ref())
+            .map_err(|m| src.error(raw.platform.name.span(), m, None))?;
+
+        let infra =
+            |spec: Option<RawInfra>, default_port: i64| -> Result<Option<Infra>, ManifestError> {
+                let Some(spec) = spec else { return Ok(None) };
+                let _ = default_port;
+                let image = ImageRef::parse(spec.image.get_ref(), spec.version.get_ref())
+                    .map_err(|m| src.error(spec.image.span(), m, None))?;
+                let port = Port::parse(*spec.port.get_ref())
+                    .map_err(|m| src.error(spec.port.span(), m, None))?;
+                Ok(Some(Infra {
+                    image,
+                    port,
+                    settings: spec.settings,
+                }))
+            };
+        let postgres = infra(raw.infrastructure.postgres, 5432)?;
+        let redis = infra(raw.infrastructure.redis, 6379)?;
+
+        let mut known: Vec<String> = Vec::new();
+        if postgres.is_some() {
+            known.push("postgres".to_owned());
+        }
+        if redis.is_some() {
+            known.push("redis".to_owned());
+        }
+        for key in raw.services.keys() {
+            known.push(key.get_ref().clone());
+        }
+
+        let mut services = BTreeMap::new();
+        let mut ports: BTreeMap<Port, (String, Range<usize>)> = BTreeMap::new();
+        for (label, p) in [("postgres", &postgres), ("redis", &redis)] {
+            if let Some(infra) = p {
+                ports.insert(infra.port, (label.to_owned(), 0..0));
+            }
+        }
+        for (key, spec) in raw.services {
+            let name =
+                ServiceName::parse(key.get_ref()).map_err(|m| src.error(key.span(), m, None))?;
+            if name.as_str() == "postgres" || name.as_str() == "redis" {
+                return Err(src.error(
+                    key.span(),
+                    format!("service name {name:?} is reserved for infrastructure"),
+                    Some("pick another name for the service".to_owned()),
+                ));
+            }
+            let port = Port::parse(*spec.port.get_ref())
+                .map_err(|m| src.error(spec.port.span(), m, None))?;
+            if let Some((other, _)) = ports.get(&port) {
+                return Err(src.error(
+                    spec.port.span(),
+                    format!("port {} is already used by {other}", port.get()),
+                    Some("give each service and infrastructure piece its own port".to_owned()),
+                ));
+            }
+            ports.insert(port, (name.to_string(), spec.port.span()));
+            let mut depends_on = Vec::new();
+            for dep in &spec.depends_on {
+                let dep_name = dep.get_ref();
+                if dep_name == name.as_str() {
+                    return Err(src.error(
+                        dep.span(),
+                        format!("service {name} depends on itself"),
+                        None,
+                    ));
+                }
+                if !known.iter().any(|k| k == dep_name) {
+                    let help = match nearest(dep_name, known.iter().map(String::as_str)) {
+                        Some(n) => {
+                            format!("did you mean \"{n}\"? known names: {}", known.join(", "))
+                        }
+                        None => format!("known names: {}", known.join(", ")),
+                    };
+                    return Err(src.error(
+                        dep.span(),
+                        format!("unknown name \"{dep_name}\" in services.{name}.depends_on"),
+                        Some(help),
+                    ));
+                }
+                depends_on.push(ServiceName(dep_name.clone()));
+            }
+            let health = match spec.health {
+                Some(h) if h.get_ref().starts_with('/') => h.into_inner(),
+                Some(h) => {
+                    return Err(src.error(
+                        h.span(),
+                        format!("health path {:?} must start with '/'", h.get_ref()),
+                        Some("for example health = \"/health/ready\"".to_owned()),
+                    ))
+                }
+                None => "/health/ready".to_owned(),
+            };
+            let database = match spec.database {
+                Some(db) => {
+                    let ok = !db.get_ref().is_empty()
+                        && db.get_ref().len() <= 63
+                        && db
+                            .get_ref()
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if !ok {
+                        return Err(src.error(
+                            db.span(),
+                            format!("{:?} is not a database name", db.get_ref()),
+                            Some("use lowercase letters, digits and underscores (e.g. \"user_profiles\")".to_owned()),
+                        ));
+                    }
+                    Some(db.into_inner())
+                }
+                None => None,
+            };
+            let crate_name = spec
+                .crate_name
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| name.to_string());
+            services.insert(
+                name,
+                ServiceSpec {
+                    crate_name,
+                    port,
+                    database,
+                    depends_on,
+                    env: spec.env,
+                    health,
+                },
+            );
+        }
+        let manifest = Self {
+            name,
+            postgres,
+            redis,
+            services,
+        };
+        manifest.check_cycles(&src)?;
+        Ok(manifest)
+    }
+
+    /// Refuses `depends_on` cycles, naming one.
+    fn check_cycles(&self, src: &Source<'_>) -> Result<(), ManifestError> {
+        fn visit<'a>(
+            m: &'a Manifest,
+            at: &'a ServiceName,
+            path: &mut Vec<&'a ServiceName>,
+            done: &mut Vec<&'a ServiceName>,
+        ) -> Result<(), Vec<String>> {
+            if done.contains(&at) {
+                return Ok(());
+            }
+            if let Some(i) = path.iter().position(|p| *p == at) {
+                let mut cycle: Vec<String> = path[i..].iter().map(|s| s.to_string()).collect();
+                cycle.push(at.to_string());
+                return Err(cycle);
+            }
+            path.push(at);
+            if let Some(spec) = m.services.get(at) {
+                for dep in &spec.depends_on {
+                    visit(m, dep, path, done)?;
+                }
+            }
+            path.pop();
+            done.push(at);
+            Ok(())
+        }
+        let mut done = Vec::new();
+        for name in self.services.keys() {
+            if let Err(cycle) = visit(self, name, &mut Vec::new(), &mut done) {
+                let at = src
+                    .text
+                    .find(&format!("[services.{}]", cycle[0]))
+                    .unwrap_or(0);
+                return Err(src.error(
+                    at..at,
+                    format!("depends_on forms a cycle: {}", cycle.join(" -> ")),
+                    Some("remove one of these dependencies".to_owned()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn syntax_help(message: &str) -> Option<String> {
+    if message.contains("unknown field") {
+        Some("check the spelling; docs/ARCHITECTURE.md lists gravity.toml's keys".to_owned())
+    } else if message.contains("missing field") {
+        Some("add the missing key to this table".to_owned())
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "cannot read {path}: {error}; run gravity from the platform's root, where gravity.toml is, or pass --file"
+    )]
+    Read { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Invalid(#[from] ManifestError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[platform]
+name = "shop"
+
+[infrastructure.postgres]
+image = "postgres"
+version = "15"
+port = 5432
+
+[infrastructure.redis]
+image = "redis"
+version = "7"
+port = 6379
+
+[services.auth]
+port = 8000
+database = "auth"
+depends_on = ["postgres", "redis"]
+
+[services.gateway]
+port = 8080
+depends_on = ["auth"]
+"#;
+
+    #[test]
+    fn parses_a_platform() {
+        let m = Manifest::parse("gravity.toml", GOOD).unwrap();
+        assert_eq!(m.name.as_str(), "shop");
+        assert_eq!(
+            m.postgres.as_ref().unwrap().image.to_string(),
+            "postgres:15"
+        );
+        let auth = &m.services[&ServiceName::parse("auth").unwrap()];
+        assert_eq!(auth.crate_name, "auth");
+        assert_eq!(auth.port.get(), 8000);
+        assert_eq!(auth.health, "/health/ready");
+        assert_eq!(auth.database.as_deref(), Some("auth"));
+    }
+
+    #[test]
+    fn the_shipped_gravity_toml_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gravity.toml");
+        let m = Manifest::load(&path).unwrap();
+        assert!(m
+            .services
+            .contains_key(&ServiceName::parse("auth").unwrap()));
+    }
+
+    #[test]
+    fn an_unknown_dependency_is_located_and_a_near_name_suggested() {
+        let text = GOOD.replace(r#"depends_on = ["auth"]"#, r#"depends_on = ["auht"]"#);
+        let err = Manifest::parse("gravity.toml", &text).unwrap_err();
+        assert_eq!((err.line, err.column), (22, 15), "{err}");
+        assert!(err.message.contains("unknown name \"auht\""), "{err}");
+        assert!(
+            err.help
+                .as_deref()
+                .unwrap()
+                .contains("did you mean \"auth\""),
+            "{err}"
+        );
+        let shown = err.to_string();
+        assert!(shown.starts_with("gravity.toml:22:15: "), "{shown}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_are_located() {
+        let err = Manifest::parse("gravity.toml", "[platform]\nname = \n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        let err = Manifest::parse(
+            "gravity.toml",
+            "[platform]\nname = \"shop\"\nnmae = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_location() {
+        let err = Manifest::parse("g.toml", &GOOD.replace("port = 8080", "port = 80")).unwrap_err();
+        assert_eq!(err.line, 21);
+        assert!(err.message.contains("1024"));
+        let err =
+            Manifest::parse("g.toml", &GOOD.replace("port = 8080", "port = 8000")).unwrap_err();
+        assert!(err.message.contains("already used by auth"), "{err}");
+        let err = Manifest::parse(
+            "g.toml",
+            &GOOD.replace("[services.gateway]", "[services.Gateway]"),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("not a valid name"), "{err}");
+        let err = Manifest::parse(
+            "g.toml",
+            &GOOD.replace("depends_on = [\"auth\"]", "depends_on = [\"gateway\"]"),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("depends on itself"), "{err}");
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let text = GOOD.replace(
+            r#"depends_on = ["postgres", "redis"]"#,
+            r#"depends_on = ["gateway"]"#,
+        );
+        let err = Manifest::parse("g.toml", &text).unwrap_err();
+        assert!(err.message.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn image_refs() {
+        assert_eq!(
+            ImageRef::parse("postgres", "15").unwrap().to_string(),
+            "postgres:15"
+        );
+        assert_eq!(
+            ImageRef::parse("registry.local:5000/redis", "7")
+                .unwrap()
+                .to_string(),
+            "registry.local:5000/redis:7"
+        );
+        assert_eq!(ImageRef::parse("redis:7.2", "x").unwrap().tag(), "7.2");
+        assert!(ImageRef::parse("Bad Image", "1").is_err());
+    }
+}
