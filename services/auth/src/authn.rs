@@ -6,7 +6,7 @@
 //! change takes effect on the next request, not at the next login.
 
 use std::{
-    sync::{Arc, LazyLock},
+    sync::{Arc, LazyLock, OnceLock},
     time::Duration,
 };
 
@@ -22,13 +22,45 @@ use axum::{
 };
 use service_kit::jwt::AccessClaims;
 
-#[derive(Clone)]
-pub struct Principal {
+/// What authentication established about a caller.
+pub struct Authenticated {
     pub user: UserRecord,
     pub claims: AccessClaims,
+    /// The caller's account as `GET /api/v1/me` renders it, rendered once per cached principal.
+    me: OnceLock<axum::body::Bytes>,
+}
+
+/// The authenticated caller. Cheap to clone: cached principals are shared, not copied.
+#[derive(Clone)]
+pub struct Principal(Arc<Authenticated>);
+
+impl std::ops::Deref for Principal {
+    type Target = Authenticated;
+
+    fn deref(&self) -> &Authenticated {
+        &self.0
+    }
 }
 
 impl Principal {
+    fn new(user: UserRecord, claims: AccessClaims) -> Self {
+        Self(Arc::new(Authenticated {
+            user,
+            claims,
+            me: OnceLock::new(),
+        }))
+    }
+
+    /// The account as JSON, the body of `GET /api/v1/me`.
+    pub fn me_json(&self) -> Result<axum::body::Bytes, serde_json::Error> {
+        if let Some(bytes) = self.me.get() {
+            return Ok(bytes.clone());
+        }
+        let view = crate::routes::dto::UserView::from(self.user.clone());
+        let bytes = axum::body::Bytes::from(serde_json::to_vec(&view)?);
+        Ok(self.me.get_or_init(|| bytes).clone())
+    }
+
     pub fn require(&self, permission: &'static str) -> Result<(), AuthError> {
         if self.user.permissions.iter().any(|p| p == permission) {
             Ok(())
@@ -79,7 +111,7 @@ pub fn bearer(parts: &Parts) -> Result<&str, AuthError> {
 /// has not expired, and the entry is younger than `PRINCIPAL_TTL`, which bounds staleness even
 /// if an event were lost on a connection that died silently.
 #[derive(Clone)]
-pub struct PrincipalCache(moka::sync::Cache<String, ((u64, u64), Arc<Principal>)>);
+pub struct PrincipalCache(moka::sync::Cache<String, ((u64, u64), Principal)>);
 
 pub const PRINCIPAL_TTL: Duration = Duration::from_secs(10);
 /// Entries are a token (~600 bytes) and an account (~300 bytes): ~50 MiB at most.
@@ -103,14 +135,14 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Au
     let generation = (events, state.keys.version());
     if let Some((cached_in, principal)) = state.principals.0.get(token) {
         if cached_in == generation && principal.claims.exp > chrono::Utc::now().timestamp() {
-            return Ok(Principal::clone(&principal));
+            return Ok(principal);
         }
     }
     let principal = authenticate_uncached(state, token).await?;
     state
         .principals
         .0
-        .insert(token.to_owned(), (generation, Arc::new(principal.clone())));
+        .insert(token.to_owned(), (generation, principal.clone()));
     Ok(principal)
 }
 
@@ -133,10 +165,7 @@ async fn authenticate_uncached(state: &AppState, token: &str) -> Result<Principa
     if row.session_active != Some(true) {
         return Err(AuthError::Unauthenticated("session has been revoked"));
     }
-    Ok(Principal {
-        user: row.user,
-        claims,
-    })
+    Ok(Principal::new(row.user, claims))
 }
 
 impl FromRequestParts<AppState> for Principal {

@@ -49,6 +49,8 @@ pub enum AuthError {
     Hash(#[from] HashError),
     #[error("token signing failed: {0}")]
     Signing(String),
+    #[error("rendering a response failed: {0}")]
+    Render(String),
 }
 
 impl From<TokenError> for AuthError {
@@ -122,7 +124,7 @@ impl AuthError {
             AuthError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) | AuthError::Redis(_) => {
                 Problem::unavailable(self)
             }
-            AuthError::Database(_) | AuthError::Hash(_) | AuthError::Signing(_) => Problem::internal(self),
+            AuthError::Database(_) | AuthError::Hash(_) | AuthError::Signing(_) | AuthError::Render(_) => Problem::internal(self),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! tokens they signed have expired.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -37,6 +40,7 @@ pub struct KeyRing {
     audience: String,
     loaded: Arc<RwLock<Arc<Loaded>>>,
     reload: Arc<tokio::sync::Mutex<()>>,
+    version: Arc<AtomicU64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -56,6 +60,7 @@ impl KeyRing {
             audience: audience.to_owned(),
             loaded: Arc::new(RwLock::new(Arc::new(loaded))),
             reload: Arc::new(tokio::sync::Mutex::new(())),
+            version: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -66,8 +71,9 @@ impl KeyRing {
         }
     }
 
+    /// Read on every authenticated request, so it is an atomic rather than a lock.
     pub fn version(&self) -> u64 {
-        self.current().version
+        self.version.load(Ordering::Acquire)
     }
 
     pub fn jwks(&self) -> Jwks {
@@ -108,6 +114,7 @@ impl KeyRing {
         } else {
             current.version + 1
         };
+        self.version.store(fresh.version, Ordering::Release);
         let fresh = Arc::new(fresh);
         match self.loaded.write() {
             Ok(mut guard) => *guard = fresh,

@@ -1,30 +1,33 @@
 //! The HTTP stack every service runs behind, and the server loop with graceful shutdown.
 //!
-//! Outermost first: request id (taken from `X-Request-Id` or generated) → trace span carrying
-//! that id → echo of the id → client address and problem+json for bodiless errors → timeout →
-//! panic to 500 → body limit. Routes are timed by the metrics middleware.
+//! Outermost first: `edge` (request id taken from `X-Request-Id` or generated, a trace span
+//! carrying it, the client address, problem+json for bodiless errors, the id echoed back, 5xx
+//! and optional access logging) → panic to 500 → request timeout → body limit. Routes are
+//! timed by the metrics middleware.
+//!
+//! `edge` does by hand what tower-http's request-id and trace layers do, in one pass: on a
+//! two-core machine each layer a request crosses is measurable in peak throughput
+//! (docs/BENCHMARKS.md), and these three share all their state (the id, the span, the clock).
 
 use std::{
+    convert::Infallible,
     future::Future,
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Request},
-    http::{header, HeaderName, StatusCode},
+    http::{header, HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
 };
-use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    timeout::TimeoutLayer,
-    trace::TraceLayer,
-};
-use tracing::Span;
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
 
 use crate::{
     config::HttpSettings,
@@ -32,29 +35,75 @@ use crate::{
 };
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Incoming request ids longer than this are replaced, so clients cannot bloat every log line.
+const MAX_REQUEST_ID: usize = 128;
 
 /// The address of the client that sent the request: the peer, or the last `X-Forwarded-For`
 /// hop when the service is configured to trust the proxy in front of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+/// The request's id, as echoed in `X-Request-Id`, for handlers that pass it on.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
 #[derive(Clone, Copy)]
-struct ForwardedPolicy {
-    trust: bool,
+struct EdgePolicy {
+    trust_forwarded_for: bool,
+    access_log: bool,
 }
 
-/// The service's edge: records the client address for handlers, then rewrites responses that
-/// leave the stack with an error status but no problem body (405 from the router, 408 from the
-/// timeout) as problem+json, so clients only ever see one error shape.
+fn request_id(request: &Request) -> HeaderValue {
+    let incoming = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.to_str().is_ok());
+    match incoming {
+        Some(v) => v.clone(),
+        None => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
+    }
+}
+
 async fn edge(
-    axum::extract::State(policy): axum::extract::State<ForwardedPolicy>,
+    axum::extract::State(policy): axum::extract::State<EdgePolicy>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(client) = client_addr(policy, &request) {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or("-"),
+        method = %request.method(),
+        path = request.uri().path(),
+    );
+    if let Some(client) = client_addr(policy.trust_forwarded_for, &request) {
         request.extensions_mut().insert(client);
     }
-    let response = next.run(request).await;
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = problem_fallback(response);
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Unexpected failures are logged here, once, with their cause; client errors are the
+    // client's business and only appear in the access log.
+    if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>() {
+        span.in_scope(|| tracing::error!(status, latency_ms, error = %cause, "request failed"));
+    } else if policy.access_log {
+        span.in_scope(|| tracing::info!(status, latency_ms, "request"));
+    }
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// Responses that leave the stack with an error status but no problem body (405 from the
+/// router, 408 from the timeout) are rewritten as problem+json, so clients only ever see one
+/// error shape.
+fn problem_fallback(response: Response) -> Response {
     let status = response.status();
     if status.as_u16() < 400 {
         return response;
@@ -80,12 +129,12 @@ async fn edge(
     rewritten
 }
 
-fn client_addr(policy: ForwardedPolicy, request: &Request) -> Option<ClientAddr> {
+fn client_addr(trust_forwarded_for: bool, request: &Request) -> Option<ClientAddr> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    if !policy.trust {
+    if !trust_forwarded_for {
         return peer.map(ClientAddr);
     }
     // Only the rightmost hop was written by the trusted proxy; anything left of it came from
@@ -106,52 +155,109 @@ fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     Problem::internal("handler panicked").into_response()
 }
 
+/// A request timeout that arms its timer only when the handler does not finish on its first
+/// poll. tower-http's `Timeout` creates a tokio `Sleep` for every request, which registers
+/// with the runtime's timer; most requests here complete on their first poll and never need
+/// one, and that per-request cost was the largest single item of the stack's overhead.
+#[derive(Clone, Copy)]
+struct RequestTimeoutLayer {
+    timeout: Duration,
+}
+
+impl<S> Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RequestTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Request> for RequestTimeout<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        TimeoutFuture {
+            inner: self.inner.call(request),
+            deadline: tokio::time::Instant::now() + self.timeout,
+            sleep: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        deadline: tokio::time::Instant,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(response) = this.inner.poll(cx) {
+            return Poll::Ready(response);
+        }
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                let problem = Problem::for_status(StatusCode::REQUEST_TIMEOUT).with_detail(
+                    "The request took longer than this service allows; retry, or send less.",
+                );
+                return Poll::Ready(Ok(problem.into_response()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
 /// Wraps a service's full router in the standard stack.
 pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
-    let access_log = settings.access_log;
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request| {
-            let id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-        })
-        .on_request(())
-        .on_response(move |response: &Response, latency: Duration, _span: &Span| {
-            let status = response.status().as_u16();
-            let latency_ms = latency.as_secs_f64() * 1000.0;
-            // Unexpected failures are logged here, once, with their cause; client errors are
-            // the client's business and only appear in the access log.
-            if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>() {
-                tracing::error!(status, latency_ms, error = %cause, "request failed");
-            } else if access_log {
-                tracing::info!(status, latency_ms, "request");
-            }
-        })
-        .on_failure(());
-
+    let policy = EdgePolicy {
+        trust_forwarded_for: settings.trust_forwarded_for,
+        access_log: settings.access_log,
+    };
     // One `layer` call for the whole stack: axum boxes each `Router::layer` separately, so
     // stacking them one by one would cost an allocation and a clone per layer per request.
-    // Outermost first. The body limit is `DefaultBodyLimit`, which every body extractor
-    // enforces while reading (also for chunked bodies), without changing the body type.
-    let policy = ForwardedPolicy {
-        trust: settings.trust_forwarded_for,
-    };
+    // The body limit is `DefaultBodyLimit`, which every body extractor enforces while reading
+    // (chunked bodies included), without changing the body type.
     router
         .route_layer(middleware::from_fn(crate::metrics::track))
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(trace)
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(policy, edge))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    settings.request_timeout,
-                ))
                 .layer(CatchPanicLayer::custom(panic_problem))
+                .layer(RequestTimeoutLayer {
+                    timeout: settings.request_timeout,
+                })
                 .layer(DefaultBodyLimit::max(settings.body_limit_bytes)),
         )
 }
@@ -233,5 +339,99 @@ pub async fn connect_redis(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, routing::get};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::config::Env;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    fn app(timeout_secs: &str) -> Router {
+        let settings =
+            HttpSettings::from_env(&Env::from_pairs([("REQUEST_TIMEOUT_SECS", timeout_secs)]))
+                .unwrap();
+        let router = Router::new()
+            .route("/fast", get(|| async { "ok" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/yield",
+                get(|| async {
+                    tokio::task::yield_now().await;
+                    "ok"
+                }),
+            )
+            .route("/panic", get(boom));
+        with_standard_layers(router, &settings)
+    }
+
+    async fn send(
+        app: Router,
+        uri: &str,
+        request_id: Option<&str>,
+    ) -> (StatusCode, HeaderValue, String) {
+        let mut request = axum::http::Request::get(uri);
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID, id);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let id = response.headers()[REQUEST_ID].clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, id, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_handler_times_out_with_a_problem() {
+        let (status, _, body) = send(app("1"), "/slow", None).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            body.contains("urn:gravity:problem:request-timeout"),
+            "{body}"
+        );
+        // A handler that is pending once but finishes in time is not cut off.
+        let (status, _, _) = send(app("1"), "/yield", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_500_problem_without_details() {
+        let (status, _, body) = send(app("5"), "/panic", None).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("urn:gravity:problem:internal"), "{body}");
+        assert!(!body.contains("boom"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_kept_when_sane_and_replaced_when_not() {
+        let (_, id, _) = send(app("5"), "/fast", Some("abc-123")).await;
+        assert_eq!(id, "abc-123");
+        let long = "x".repeat(MAX_REQUEST_ID + 1);
+        let (_, id, _) = send(app("5"), "/fast", Some(&long)).await;
+        assert!(
+            uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
+            "{id:?}"
+        );
+        let (status, id, body) = send(app("5"), "/nowhere", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok());
+        assert!(body.contains("urn:gravity:problem:not-found"), "{body}");
     }
 }

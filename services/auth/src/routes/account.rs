@@ -15,8 +15,12 @@ use crate::{accounts, authn::Principal, error::AuthError, resets, sessions, stat
     get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, content_type = "application/problem+json"))
 )]
-pub async fn me(principal: Principal) -> Json<UserView> {
-    Json(principal.user.into())
+pub async fn me(principal: Principal) -> Result<axum::response::Response, AuthError> {
+    use axum::{http::header, response::IntoResponse as _};
+    let body = principal
+        .me_json()
+        .map_err(|e| AuthError::Render(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Change the caller's password. Every other session of the account is revoked; the current
