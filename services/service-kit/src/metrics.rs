@@ -1,16 +1,24 @@
 //! Prometheus metrics: per-route request counts and latency histograms, served at `/metrics`.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{header, HeaderValue},
-    middleware::Next,
+    http::{header, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::{Layer, Service};
 
 pub const REQUESTS: &str = "http_requests_total";
 pub const DURATION: &str = "http_request_duration_seconds";
@@ -46,25 +54,116 @@ pub async fn upkeep() {
     }
 }
 
-/// Middleware: counts and times every request by method, matched route and status.
+/// Counts and times every routed request by method, route template and status.
 ///
-/// The route label is the route template (`/api/v1/users/{id}`), never the raw path, so
-/// label cardinality stays bounded whatever clients send.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(DURATION, "method" => method, "route" => route).record(elapsed);
-    response
+/// The route label is the template (`/api/v1/users/{id}`), never the raw path, so label
+/// cardinality stays bounded whatever clients send. A tower layer with its own future rather
+/// than an axum `from_fn`, which would box a future per request.
+#[derive(Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Track { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        TrackFuture {
+            inner: self.inner.call(request),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+        method: SharedString,
+        started: Instant,
+    }
+}
+
+impl<F> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        let elapsed = this.started.elapsed().as_secs_f64();
+        let route: SharedString = match this.route {
+            Some(path) => path.as_str().to_owned().into(),
+            None => SharedString::const_str("unmatched"),
+        };
+        let status = status_label(response.status());
+        metrics::counter!(REQUESTS, "method" => this.method.clone(), "route" => route.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!(DURATION, "method" => this.method.clone(), "route" => route)
+            .record(elapsed);
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn method_label(method: &Method) -> SharedString {
+    match *method {
+        Method::GET => SharedString::const_str("GET"),
+        Method::POST => SharedString::const_str("POST"),
+        Method::PUT => SharedString::const_str("PUT"),
+        Method::DELETE => SharedString::const_str("DELETE"),
+        Method::PATCH => SharedString::const_str("PATCH"),
+        Method::HEAD => SharedString::const_str("HEAD"),
+        Method::OPTIONS => SharedString::const_str("OPTIONS"),
+        ref other => other.as_str().to_owned().into(),
+    }
+}
+
+fn status_label(status: StatusCode) -> SharedString {
+    match status.as_u16() {
+        200 => SharedString::const_str("200"),
+        201 => SharedString::const_str("201"),
+        202 => SharedString::const_str("202"),
+        204 => SharedString::const_str("204"),
+        400 => SharedString::const_str("400"),
+        401 => SharedString::const_str("401"),
+        403 => SharedString::const_str("403"),
+        404 => SharedString::const_str("404"),
+        409 => SharedString::const_str("409"),
+        422 => SharedString::const_str("422"),
+        429 => SharedString::const_str("429"),
+        500 => SharedString::const_str("500"),
+        503 => SharedString::const_str("503"),
+        other => other.to_string().into(),
+    }
 }
 
 async fn render() -> Response {

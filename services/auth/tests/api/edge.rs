@@ -421,3 +421,59 @@ async fn shutdown_drains_a_request_in_flight_then_stops() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_carrying_the_request_id() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let env = test_env().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+        .env_clear()
+        .env("DATABASE_URL", env.get("DATABASE_URL").unwrap())
+        .env("REDIS_URL", env.get("REDIS_URL").unwrap())
+        .env("REDIS_KEY_PREFIX", env.get("REDIS_KEY_PREFIX").unwrap())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ACCESS_LOG", "true")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = next_json_line(&mut lines).await;
+        if line["message"] == "auth service listening" {
+            break line["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    client
+        .get(format!("http://{addr}/api/v1/me"))
+        .header("x-request-id", "find-me-in-the-logs")
+        .send()
+        .await
+        .unwrap();
+    let line = loop {
+        let line = next_json_line(&mut lines).await;
+        if line["message"] == "request" {
+            break line;
+        }
+    };
+    assert_eq!(line["span"]["request_id"], "find-me-in-the-logs", "{line}");
+    assert_eq!(line["status"], 401, "{line}");
+    assert_eq!(line["path"], "/api/v1/me", "{line}");
+    assert_eq!(line["level"], "INFO");
+    child.kill().await.unwrap();
+}
+
+async fn next_json_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no log line within 20 s")
+        .unwrap()
+        .expect("the service's stdout closed");
+    serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
