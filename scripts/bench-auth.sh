@@ -19,7 +19,8 @@
 # check fails.
 #
 # Tunables: AUTH_PORT (8791), BARE_PORT (8790), ARGON2_SECONDS (10), LOAD_SECONDS (15),
-# WARMUP_SECONDS (3), REGISTER_CLIENTS (50), REGISTER_PER_CLIENT (40).
+# WARMUP_SECONDS (3), ROUNDS (3: rounds of the /me comparison, medians reported),
+# REGISTER_CLIENTS (50), REGISTER_PER_CLIENT (40).
 
 set -euo pipefail
 
@@ -37,6 +38,7 @@ STACK_PORT=${STACK_PORT:-8792}
 ARGON2_SECONDS=${ARGON2_SECONDS:-10}
 LOAD_SECONDS=${LOAD_SECONDS:-15}
 WARMUP_SECONDS=${WARMUP_SECONDS:-3}
+ROUNDS=${ROUNDS:-3}
 REGISTER_CLIENTS=${REGISTER_CLIENTS:-50}
 REGISTER_PER_CLIENT=${REGISTER_PER_CLIENT:-40}
 
@@ -177,6 +179,8 @@ run_wrk() {
 	log "wrk -d${LOAD_SECONDS}s $*"
 	wrk -d"${LOAD_SECONDS}s" "$@" | tee "$LOG_DIR/$name.txt" >&2
 }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 
@@ -331,19 +335,32 @@ is_number "$LOGIN_RPS" || die "no requests/s in the login report; see $LOG_DIR/l
 
 log "load: GET /api/v1/me, then bare axum GET /me"
 start_rss_sampler "$AUTH_PID" "$LOG_DIR/rss-me.kib"
-run_wrk me -t2 -c64 --latency -s scripts/wrk/bearer.lua "$AUTH_URL/api/v1/me"
+# Rounds alternate the three servers, so a slow spell of the machine hits them alike; each
+# figure is the median of its rounds. The same request, token included, goes to all three.
+me_rps=() me_p99=() bare_rps=() bare_p99=() stack_rps=() stack_p99=()
+ME_ERRORS=0 BARE_ERRORS=0
+for round in $(seq 1 "$ROUNDS"); do
+	run_wrk "me-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$AUTH_URL/api/v1/me"
+	run_wrk "bare-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$BARE_URL/me"
+	run_wrk "stack-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$STACK_URL/me"
+	me_rps+=("$(wrk_rps "$LOG_DIR/me-$round.txt")")
+	me_p99+=("$(wrk_p99_ms "$LOG_DIR/me-$round.txt")")
+	bare_rps+=("$(wrk_rps "$LOG_DIR/bare-$round.txt")")
+	bare_p99+=("$(wrk_p99_ms "$LOG_DIR/bare-$round.txt")")
+	stack_rps+=("$(wrk_rps "$LOG_DIR/stack-$round.txt")")
+	stack_p99+=("$(wrk_p99_ms "$LOG_DIR/stack-$round.txt")")
+	ME_ERRORS=$((ME_ERRORS + $(wrk_errors "$LOG_DIR/me-$round.txt")))
+	BARE_ERRORS=$((BARE_ERRORS + $(wrk_errors "$LOG_DIR/bare-$round.txt")))
+done
 stop_rss_sampler
-# The same request, token included, so both servers parse the same bytes.
-run_wrk bare -t2 -c64 --latency -s scripts/wrk/bearer.lua "$BARE_URL/me"
-run_wrk stack -t2 -c64 --latency -s scripts/wrk/bearer.lua "$STACK_URL/me"
-STACK_RPS=$(wrk_rps "$LOG_DIR/stack.txt")
-STACK_P99=$(wrk_p99_ms "$LOG_DIR/stack.txt")
-ME_RPS=$(wrk_rps "$LOG_DIR/me.txt")
-ME_P99=$(wrk_p99_ms "$LOG_DIR/me.txt")
-ME_ERRORS=$(wrk_errors "$LOG_DIR/me.txt")
-BARE_RPS=$(wrk_rps "$LOG_DIR/bare.txt")
-BARE_P99=$(wrk_p99_ms "$LOG_DIR/bare.txt")
-BARE_ERRORS=$(wrk_errors "$LOG_DIR/bare.txt")
+ME_RPS=$(median "${me_rps[@]}")
+ME_P99=$(median "${me_p99[@]}")
+BARE_RPS=$(median "${bare_rps[@]}")
+BARE_P99=$(median "${bare_p99[@]}")
+STACK_RPS=$(median "${stack_rps[@]}")
+STACK_P99=$(median "${stack_p99[@]}")
+ME_ROUNDS="${me_rps[*]}"
+BARE_ROUNDS="${bare_rps[*]}"
 RSS_ME=$(cat "$LOG_DIR/rss-me.kib")
 for value in "$ME_RPS" "$BARE_RPS"; do
 	is_number "$value" || die "a /me report has no requests/s; see $LOG_DIR/me.txt and $LOG_DIR/bare.txt"
@@ -410,8 +427,8 @@ fi
 	printf '| argon2id verifications/s alone, %s threads | %s | | |\n' "$THREADS" "$VERIFY_BOUND"
 	printf '| POST /api/v1/login, -t2 -c16 | %s req/s, %s%% of the verification bound; statuses %s | ≥ 90%% | %s |\n' \
 		"$LOGIN_RPS" "$LOGIN_PCT" "${LOGIN_STATUSES:-no statuses}" "$LOGIN_VERDICT"
-	printf '| GET /api/v1/me, -t2 -c64 | %s req/s, p99 %s ms | | |\n' "$ME_RPS" "$ME_P99"
-	printf '| bare axum GET /me, -t2 -c64 | %s req/s, p99 %s ms | | |\n' "$BARE_RPS" "$BARE_P99"
+	printf '| GET /api/v1/me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$ME_RPS" "$ME_P99" "$ME_ROUNDS"
+	printf '| bare axum GET /me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$BARE_RPS" "$BARE_P99" "$BARE_ROUNDS"
 	printf '| bare axum GET /me behind the standard stack, -t2 -c64 | %s req/s, p99 %s ms, %s%% of bare | | |\n' "$STACK_RPS" "$STACK_P99" "$(percent "$STACK_RPS" "$BARE_RPS")"
 	printf '| /api/v1/me against bare axum | %s%% of its req/s | ≥ 70%% | %s |\n' "$ME_PCT" "$ME_VERDICT"
 	printf '| Errors under wrk (non-2xx/3xx, socket) | login %s, me %s, bare %s | 0 | %s |\n' \

@@ -20,7 +20,6 @@ use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower::{Layer, Service};
 
-pub const REQUESTS: &str = "http_requests_total";
 pub const DURATION: &str = "http_request_duration_seconds";
 
 const BUCKETS: &[f64] = &[
@@ -54,7 +53,9 @@ pub async fn upkeep() {
     }
 }
 
-/// Counts and times every routed request by method, route template and status.
+/// Times every routed request by method, route template and status, in one histogram whose
+/// `_count` series is the request count (as OpenTelemetry's `http.server.request.duration`
+/// does): one registry lookup per request instead of two.
 ///
 /// The route label is the template (`/api/v1/users/{id}`), never the raw path, so label
 /// cardinality stays bounded whatever clients send. A tower layer with its own future rather
@@ -126,9 +127,7 @@ where
             None => SharedString::const_str("unmatched"),
         };
         let status = status_label(response.status());
-        metrics::counter!(REQUESTS, "method" => this.method.clone(), "route" => route.clone(), "status" => status)
-            .increment(1);
-        metrics::histogram!(DURATION, "method" => this.method.clone(), "route" => route)
+        metrics::histogram!(DURATION, "method" => this.method.clone(), "route" => route, "status" => status)
             .record(elapsed);
         Poll::Ready(Ok(response))
     }

@@ -300,13 +300,13 @@ async fn metrics_count_and_time_requests_per_route() {
         .unwrap();
     assert!(
         text.contains(
-            r#"http_requests_total{method="POST",route="/api/v1/register",status="201"}"#
+            r#"http_request_duration_seconds_count{method="POST",route="/api/v1/register",status="201"} 1"#
         ),
         "{text}"
     );
     assert!(
         text.contains(
-            r#"http_request_duration_seconds_bucket{method="GET",route="/api/v1/me",le="0.005"}"#
+            r#"http_request_duration_seconds_bucket{method="GET",route="/api/v1/me",status="200",le="0.005"}"#
         ),
         "{text}"
     );
