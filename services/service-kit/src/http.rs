@@ -1,7 +1,7 @@
 //! The HTTP stack every service runs behind, and the server loop with graceful shutdown.
 //!
-//! Outermost first: `Edge` (request id taken from `X-Request-Id` or generated, a trace span
-//! carrying it, the client address, panics to 500, problem+json for bodiless errors, the id
+//! Outermost first: `Edge` (request id taken from `X-Request-Id` or generated and put on
+//! every log line written while serving, the client address, panics to 500, problem+json for bodiless errors, the id
 //! echoed back, 5xx and optional access logging) → request timeout → body limit. Routes are
 //! timed by the metrics layer.
 
@@ -10,6 +10,7 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -98,22 +99,20 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let id = request_id(&request);
-        // Only the id goes on the span: span fields are formatted on every request, while
-        // method and path are on the lines that need them (access log, failures).
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
         let method = request.method().clone();
         let uri = request.uri().clone();
         if let Some(client) = client_addr(self.policy.trust_forwarded_for, &request) {
             request.extensions_mut().insert(client);
         }
+        let id_text: Arc<str> = Arc::from(id.to_str().unwrap_or("-"));
         // A panic while building the handler's future is caught like one while polling it.
-        let inner = {
-            let _entered = span.enter();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request))).ok()
-        };
+        let inner =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request)))
+                .ok()
+                .map(|future| crate::telemetry::scope_request_id(id_text.clone(), future));
         EdgeFuture {
             inner,
-            span,
+            id_text,
             id: Some(id),
             started,
             policy: self.policy,
@@ -126,8 +125,8 @@ where
 pin_project_lite::pin_project! {
     struct EdgeFuture<F> {
         #[pin]
-        inner: Option<F>,
-        span: tracing::Span,
+        inner: Option<tokio::task::futures::TaskLocalFuture<Arc<str>, F>>,
+        id_text: Arc<str>,
         id: Option<HeaderValue>,
         started: Instant,
         policy: EdgePolicy,
@@ -144,7 +143,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
         let response = match this.inner.as_pin_mut() {
             None => Problem::internal("handler panicked").into_response(),
             Some(inner) => {
@@ -164,9 +162,24 @@ where
         // client's business and only appear in the access log.
         if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>()
         {
-            tracing::error!(method = %this.method, path = this.uri.path(), status, latency_ms, error = %cause, "request failed");
+            tracing::error!(
+                request_id = &**this.id_text,
+                method = %this.method,
+                path = this.uri.path(),
+                status,
+                latency_ms,
+                error = %cause,
+                "request failed"
+            );
         } else if this.policy.access_log {
-            tracing::info!(method = %this.method, path = this.uri.path(), status, latency_ms, "request");
+            tracing::info!(
+                request_id = &**this.id_text,
+                method = %this.method,
+                path = this.uri.path(),
+                status,
+                latency_ms,
+                "request"
+            );
         }
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID, id);

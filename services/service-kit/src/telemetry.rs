@@ -1,11 +1,48 @@
-//! Structured logs: JSON lines by default (one object per event, with the request id of the
-//! request being served), human-readable with `LOG_FORMAT=pretty`.
+//! Structured logs: one JSON object per line by default, human-readable lines with
+//! `LOG_FORMAT=pretty`. Every line written while a request is being served carries that
+//! request's id.
+//!
+//! The request id travels in a task-local (`scope_request_id`), not in a tracing span, and the
+//! line format is written here rather than by tracing-subscriber's JSON formatter: a span per
+//! request had its fields formatted on creation, which cost a tenth of a service's peak
+//! throughput even for requests that log nothing. Now the id is only read when a line is
+//! actually written.
 //!
 //! Lines are written by a background thread, so a request never waits on the log's I/O. The
 //! writer blocks rather than drops when its buffer is full: no log line is ever lost.
 
+use std::{fmt, future::Future, sync::Arc};
+
+use serde_json::{Map, Value};
+use tracing::{
+    field::{Field, Visit},
+    Event, Subscriber,
+};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use tracing_subscriber::{
+    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
+    EnvFilter,
+};
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Runs `future` with `id` as the request id of every log line it writes.
+pub fn scope_request_id<F: Future>(
+    id: Arc<str>,
+    future: F,
+) -> tokio::task::futures::TaskLocalFuture<Arc<str>, F> {
+    REQUEST_ID.scope(id, future)
+}
+
+/// The id of the request being served on this task, if any.
+pub fn current_request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
 
 /// Installs the global subscriber. Level from `RUST_LOG` (default `default_filter`). Keep the
 /// returned guard alive until exit: dropping it flushes what is still buffered. Calling this
@@ -17,23 +54,13 @@ pub fn init(default_filter: &str) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = if pretty {
-        registry
-            .with(fmt::layer().with_target(false).with_writer(writer))
-            .try_init()
-    } else {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(writer),
-            )
-            .try_init()
-    };
+    let layer = tracing_subscriber::fmt::layer()
+        .event_format(Lines { pretty })
+        .with_writer(writer);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
     guard
 }
 
@@ -42,5 +69,96 @@ pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
         // Tests end without a shutdown; the guard lives as long as the test binary.
         std::mem::forget(init("info"));
+    }
+}
+
+/// Writes one event as a line: JSON (`timestamp`, `level`, `message`, the event's fields,
+/// `target`, `request_id`) or, when `pretty`, `timestamp LEVEL message key=value ...`.
+struct Lines {
+    pretty: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Fields(Map::new());
+        event.record(&mut fields);
+        let mut fields = fields.0;
+        if !fields.contains_key("request_id") {
+            if let Some(id) = current_request_id() {
+                fields.insert("request_id".into(), Value::String(id.to_string()));
+            }
+        }
+        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let level = event.metadata().level().as_str();
+        if self.pretty {
+            let message = fields.remove("message").unwrap_or(Value::Null);
+            write!(
+                writer,
+                "{timestamp} {level:>5} {}",
+                message.as_str().unwrap_or_default()
+            )?;
+            for (key, value) in &fields {
+                match value {
+                    Value::String(s) => write!(writer, " {key}={s}")?,
+                    other => write!(writer, " {key}={other}")?,
+                }
+            }
+            writeln!(writer)
+        } else {
+            let mut line = Map::with_capacity(fields.len() + 3);
+            line.insert("timestamp".into(), Value::String(timestamp));
+            line.insert("level".into(), Value::String(level.to_owned()));
+            line.extend(fields);
+            line.insert(
+                "target".into(),
+                Value::String(event.metadata().target().to_owned()),
+            );
+            writeln!(writer, "{}", Value::Object(line))
+        }
+    }
+}
+
+/// Collects an event's fields as JSON values.
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::Bool(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
     }
 }

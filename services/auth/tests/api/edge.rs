@@ -460,10 +460,26 @@ async fn logs_are_json_lines_carrying_the_request_id() {
             break line;
         }
     };
-    assert_eq!(line["span"]["request_id"], "find-me-in-the-logs", "{line}");
+    assert_eq!(line["request_id"], "find-me-in-the-logs", "{line}");
     assert_eq!(line["status"], 401, "{line}");
     assert_eq!(line["path"], "/api/v1/me", "{line}");
     assert_eq!(line["level"], "INFO");
+
+    // A line written by a handler, not by the edge, carries the id too.
+    client
+        .post(format!("http://{addr}/api/v1/register"))
+        .header("x-request-id", "registration-42")
+        .json(&serde_json::json!({ "email": crate::helpers::unique_email(), "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    let line = loop {
+        let line = next_json_line(&mut lines).await;
+        if line["message"] == "account registered" {
+            break line;
+        }
+    };
+    assert_eq!(line["request_id"], "registration-42", "{line}");
     child.kill().await.unwrap();
 }
 
