@@ -97,7 +97,7 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
         return Err(AuthError::InvalidRefreshToken);
     }
     if found.used_at.is_some() {
-        revoke_family_in(&mut tx, found.family_id, "refresh token reused").await?;
+        revoke_family(&mut *tx, found.family_id, "refresh token reused").await?;
         tx.commit().await?;
         tracing::warn!(user = %found.user_id, session = %found.family_id, "refresh token reused; session revoked");
         return Err(AuthError::RefreshTokenReused);
@@ -131,22 +131,12 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
     })
 }
 
-async fn revoke_family_in(
-    tx: &mut Transaction<'_, Postgres>,
+/// Revokes one session: its refresh tokens stop working, and so do access tokens issued in it.
+pub async fn revoke_family<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     family: Uuid,
     reason: &str,
 ) -> Result<(), AuthError> {
-    sqlx::query(
-        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(family)
-    .bind(reason)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn revoke_family(db: &PgPool, family: Uuid, reason: &str) -> Result<(), AuthError> {
     sqlx::query(
         "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
     )

@@ -18,6 +18,13 @@ use crate::{
     state::AppState,
 };
 
+/// The accounts matching the list filters: `$1` email substring (LIKE-escaped), `$2` role,
+/// `$3` active.
+const FILTERED_USERS: &str = "FROM users u JOIN roles r ON r.id = u.role_id
+     WHERE ($1::text IS NULL OR u.email LIKE '%' || $1 || '%')
+       AND ($2::text IS NULL OR r.name = $2)
+       AND ($3::bool IS NULL OR u.is_active = $3)";
+
 /// Escapes `%`, `_` and `\` so user input matches literally inside a LIKE pattern.
 fn like_literal(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -55,47 +62,33 @@ pub async fn list(
         return Err(AuthError::field("email", "must be at most 254 characters"));
     }
     let (limit, offset) = page.sql();
-    let rows = sqlx::query_as::<_, Counted>(&format!(
-        "SELECT {USER_COLUMNS}, count(*) OVER () AS total
-         FROM users u JOIN roles r ON r.id = u.role_id
-         WHERE ($1::text IS NULL OR u.email LIKE '%' || $1 || '%')
-           AND ($2::text IS NULL OR r.name = $2)
-           AND ($3::bool IS NULL OR u.is_active = $3)
-         ORDER BY u.created_at DESC, u.id DESC
-         LIMIT $4 OFFSET $5"
-    ))
-    .bind(
-        filter
-            .email
-            .as_deref()
-            .map(|e| like_literal(&e.to_lowercase())),
-    )
-    .bind(filter.role.as_deref())
-    .bind(filter.active)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&state.db)
-    .await?;
+    let email = filter
+        .email
+        .as_deref()
+        .map(|e| like_literal(&e.to_lowercase()));
+    let page_sql = format!(
+        "SELECT {USER_COLUMNS}, count(*) OVER () AS total {FILTERED_USERS}
+         ORDER BY u.created_at DESC, u.id DESC LIMIT $4 OFFSET $5"
+    );
+    let rows = sqlx::query_as::<_, Counted>(&page_sql)
+        .bind(&email)
+        .bind(filter.role.as_deref())
+        .bind(filter.active)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&state.db)
+        .await?;
     let total = match rows.first() {
         Some(r) => r.total,
         // An empty page past the end still reports the true total.
         None if offset > 0 => {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM users u JOIN roles r ON r.id = u.role_id
-             WHERE ($1::text IS NULL OR u.email LIKE '%' || $1 || '%')
-               AND ($2::text IS NULL OR r.name = $2)
-               AND ($3::bool IS NULL OR u.is_active = $3)",
-            )
-            .bind(
-                filter
-                    .email
-                    .as_deref()
-                    .map(|e| like_literal(&e.to_lowercase())),
-            )
-            .bind(filter.role.as_deref())
-            .bind(filter.active)
-            .fetch_one(&state.db)
-            .await?
+            let count_sql = format!("SELECT count(*) {FILTERED_USERS}");
+            sqlx::query_scalar(&count_sql)
+                .bind(&email)
+                .bind(filter.role.as_deref())
+                .bind(filter.active)
+                .fetch_one(&state.db)
+                .await?
         }
         None => 0,
     };
