@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu) and starts PostgreSQL and Redis on loopback for local runs and
-# tests, and creates the `gravity` database role they use. Safe to run again: it only does
+# tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
+# gravity builds images when no registry can be reached. Safe to run again: it only does
 # what is missing. Prints the URLs to use.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ as_root() {
 missing=()
 command -v pg_lsclusters >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Builds container images from Debian packages when no registry can be reached.
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root apt-get update -qq

@@ -3,4 +3,6 @@
 //!
 //! **Invariant:** only this crate will talk to Docker.
 
+pub mod engine;
+pub mod images;
 pub mod manifest;
