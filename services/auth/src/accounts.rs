@@ -163,3 +163,24 @@ pub async fn ensure_other_admin(
     }
     Ok(())
 }
+
+/// Fails with `Escalation` when `target`'s role holds permissions the caller lacks: an account
+/// may only change accounts no more powerful than itself. A missing target passes, so the
+/// caller's own "not found" applies.
+pub async fn ensure_can_manage(
+    tx: &mut Transaction<'_, Postgres>,
+    caller: &crate::authn::Principal,
+    target: Uuid,
+) -> Result<(), AuthError> {
+    let covered: Option<bool> = sqlx::query_scalar(
+        "SELECT r.permissions <@ $2::text[] FROM users u JOIN roles r ON r.id = u.role_id WHERE u.id = $1",
+    )
+    .bind(target)
+    .bind(&caller.user.permissions)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match covered {
+        Some(false) => Err(AuthError::Escalation),
+        _ => Ok(()),
+    }
+}

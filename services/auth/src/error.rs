@@ -31,6 +31,8 @@ pub enum AuthError {
     InvalidResetToken,
     #[error("missing permission {0}")]
     Forbidden(&'static str),
+    #[error("would grant or override permissions the caller does not hold")]
+    Escalation,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("role already exists")]
@@ -106,6 +108,9 @@ impl AuthError {
             }
             AuthError::Forbidden(permission) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .with_detail(format!("This action needs the '{permission}' permission.")),
+            AuthError::Escalation => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(
+                "This action would grant, or act on an account holding, permissions you do not have.",
+            ),
             AuthError::NotFound(what) => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").with_detail(format!("No such {what}."))
             }

@@ -52,7 +52,7 @@ pub enum StartupError {
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    grace: Duration,
+    http: service_kit::config::HttpSettings,
     state: AppState,
     redis_client: redis::Client,
 }
@@ -104,7 +104,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
-            grace: http_settings.shutdown_grace,
+            http: http_settings.clone(),
             state,
             redis_client,
         })
@@ -133,7 +133,7 @@ impl Application {
             KEY_RELOAD_EVERY,
         ));
         let listener = tokio::spawn(self.state.events.clone().listen(self.redis_client));
-        let served = http::serve(self.listener, self.router, self.grace, shutdown).await;
+        let served = http::serve(self.listener, self.router, &self.http, shutdown).await;
         reloader.abort();
         listener.abort();
         served

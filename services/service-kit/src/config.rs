@@ -145,6 +145,8 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// Time given to in-flight requests after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Time a client gets to send a request's headers before its connection is closed.
+    pub header_read_timeout: Duration,
     /// Take the client address from the last `X-Forwarded-For` hop (only behind the gateway).
     pub trust_forwarded_for: bool,
     /// Log one line per request. Off by default: the gateway writes the platform's access log,
@@ -168,6 +170,7 @@ impl HttpSettings {
             request_timeout: env.seconds("REQUEST_TIMEOUT_SECS", 30, 3600)?,
             body_limit_bytes,
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECS", 20, 600)?,
+            header_read_timeout: env.seconds("HEADER_READ_TIMEOUT_SECS", 10, 600)?,
             trust_forwarded_for: env.flag("TRUST_FORWARDED_FOR", false)?,
             access_log: env.flag("ACCESS_LOG", false)?,
         })

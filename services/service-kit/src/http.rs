@@ -366,38 +366,78 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `router` until `shutdown` resolves, then stops accepting, lets in-flight requests
-/// finish, and gives up on stragglers after `grace`.
+/// finish, and gives up on stragglers after `settings.shutdown_grace`.
+///
+/// A client gets `settings.header_read_timeout` to send a request's headers; without it, one
+/// that opens connections and trickles bytes holds them forever (slowloris). axum's own
+/// `serve` sets no timer, so hyper applies no such timeout; hence this accept loop.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    grace: Duration,
+    settings: &HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutdown requested; draining in-flight requests");
-        let _ = stopping_tx.send(true);
+    let grace = settings.shutdown_grace;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto, graceful::GracefulShutdown},
     };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let deadline = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
+    use tower::ServiceExt as _;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(crate::metrics::upkeep());
-    let result = tokio::select! {
-        r = server => r,
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; stopping anyway");
-            Ok(())
-        }
-    };
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, or a connection reset before it was accepted: keep
+            // serving the connections there are, and try again shortly.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutdown requested; draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still in flight after the grace period; stopping anyway"
+        );
+    }
     upkeep.abort();
-    result
+    Ok(())
 }
 
 /// Connects to Redis with bounded timeouts, retrying for up to `wait` so a service started

@@ -142,7 +142,9 @@ fn method_label(method: &Method) -> SharedString {
         Method::PATCH => SharedString::const_str("PATCH"),
         Method::HEAD => SharedString::const_str("HEAD"),
         Method::OPTIONS => SharedString::const_str("OPTIONS"),
-        ref other => other.as_str().to_owned().into(),
+        // Any other method shares one label: clients choose methods, and each distinct label
+        // value would otherwise be a new series kept forever.
+        _ => SharedString::const_str("_OTHER"),
     }
 }
 
@@ -161,6 +163,7 @@ fn status_label(status: StatusCode) -> SharedString {
         429 => SharedString::const_str("429"),
         500 => SharedString::const_str("500"),
         503 => SharedString::const_str("503"),
+        // Status codes are chosen by the server, so this set stays small.
         other => other.to_string().into(),
     }
 }

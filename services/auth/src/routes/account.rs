@@ -1,8 +1,8 @@
 //! The caller's own account: who am I, change my password, forgot and reset it.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{extract::State, http::StatusCode, Extension};
 use secrecy::SecretString;
-use service_kit::{extract::Json, Email};
+use service_kit::{extract::Json, http::ClientAddr, Email};
 
 use super::{
     dto::{Accepted, ChangePasswordRequest, ForgotPasswordRequest, ResetPasswordRequest, UserView},
@@ -37,13 +37,22 @@ pub async fn me(principal: Principal) -> Result<axum::response::Response, AuthEr
 pub async fn change_password(
     State(state): State<AppState>,
     principal: Principal,
+    client: Option<Extension<ClientAddr>>,
     Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, AuthError> {
     let new_password = parse_new_password("new_password", body.new_password)?;
     let current = SecretString::from(body.current_password);
+    // Guesses at the current password count against the same limits as logins: a stolen
+    // access token must not become an unthrottled password oracle.
+    let client = client.map(|Extension(ClientAddr(ip))| ip);
+    let reservation = state
+        .throttle
+        .reserve(&principal.user.email, client)
+        .await?;
     if !accounts::verify_password(&state.db, &state.hasher, principal.user.id, &current).await? {
         return Err(AuthError::InvalidCredentials);
     }
+    state.throttle.succeeded(reservation).await?;
     let hash = state.hasher.hash(&new_password).await?;
     let mut tx = state.db.begin().await?;
     accounts::set_password(&mut tx, principal.user.id, &hash).await?;
@@ -73,7 +82,11 @@ pub async fn forgot_password(
     Json(body): Json<ForgotPasswordRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), AuthError> {
     let email = Email::parse(&body.email).map_err(|e| AuthError::field("email", e))?;
-    resets::request(&state.db, email.as_str(), state.settings.tokens.reset_ttl).await?;
+    // Past a few requests per account and window, answer the same but create nothing, so
+    // the endpoint cannot be used to flood someone's inbox or the outbox.
+    if state.throttle.reserve_reset(email.as_str()).await? {
+        resets::request(&state.db, email.as_str(), state.settings.tokens.reset_ttl).await?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {

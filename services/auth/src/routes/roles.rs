@@ -67,6 +67,17 @@ pub async fn create(
         .map_err(|e| AuthError::field("permissions", e))?;
     perms.sort();
     perms.dedup();
+    // A role may only carry permissions its creator holds, or `roles:write` would be a way
+    // to mint any power at all.
+    if let Some(missing) = perms
+        .iter()
+        .find(|p| !principal.user.permissions.contains(p))
+    {
+        return Err(AuthError::field(
+            "permissions",
+            format!("you cannot grant {missing:?}, which you do not hold"),
+        ));
+    }
     let created = sqlx::query_as::<_, RoleView>(
         "INSERT INTO roles (id, name, description, permissions) VALUES ($1, $2, $3, $4)
          RETURNING id, name, description, permissions, created_at",

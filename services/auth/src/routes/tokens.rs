@@ -134,19 +134,12 @@ pub async fn login(
     let email = Email::parse(&body.username)
         .map(|e| e.as_str().to_owned())
         .unwrap_or_else(|_| body.username.to_lowercase());
-    let earlier_failures = state.throttle.check(&email, client).await?;
+    // The attempt is counted before the password is checked, so concurrent guesses cannot
+    // all slip through while the first is being hashed; a right password gives it back.
+    let reservation = state.throttle.reserve(&email, client).await?;
     let password = SecretString::from(body.password);
-    let user = match accounts::authenticate(&state.db, &state.hasher, &email, &password).await {
-        Ok(user) => user,
-        Err(e @ (AuthError::InvalidCredentials | AuthError::AccountDisabled)) => {
-            state.throttle.record_failure(&email, client).await?;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
-    if earlier_failures {
-        state.throttle.clear_account(&email).await?;
-    }
+    let user = accounts::authenticate(&state.db, &state.hasher, &email, &password).await?;
+    state.throttle.succeeded(reservation).await?;
     let (family, refresh) =
         sessions::start(&state.db, user.id, state.settings.tokens.refresh_ttl).await?;
     Ok(axum::Json(token_response(&state, &user, family, &refresh)?))
@@ -212,6 +205,9 @@ pub async fn logout(
     principal: Principal,
 ) -> Result<StatusCode, AuthError> {
     sessions::revoke_family(&state.db, principal.claims.sid, "logout").await?;
+    // Published as soon as the session is revoked, so no instance keeps the token cached
+    // even if blocking its jti below fails.
+    state.events.publish("logout").await;
     sessions::block_access_token(
         &state.redis,
         &state.settings.redis_prefix,
@@ -219,6 +215,5 @@ pub async fn logout(
         principal.claims.exp,
     )
     .await?;
-    state.events.publish("logout").await;
     Ok(StatusCode::NO_CONTENT)
 }

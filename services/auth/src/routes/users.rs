@@ -148,6 +148,7 @@ pub async fn update(
         other => other,
     };
     let mut tx = state.db.begin().await?;
+    accounts::ensure_can_manage(&mut tx, &principal, id).await?;
     if body.is_active == Some(false) {
         accounts::ensure_other_admin(&mut tx, id).await?;
     }
@@ -201,6 +202,7 @@ pub async fn delete(
 ) -> Result<StatusCode, AuthError> {
     principal.require(permissions::USERS_WRITE)?;
     let mut tx = state.db.begin().await?;
+    accounts::ensure_can_manage(&mut tx, &principal, id).await?;
     accounts::ensure_other_admin(&mut tx, id).await?;
     let done = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
@@ -235,14 +237,21 @@ pub async fn set_role(
     principal.require(permissions::USERS_WRITE)?;
     let role = RoleName::parse(&body.role).map_err(|e| AuthError::field("role", e))?;
     let mut tx = state.db.begin().await?;
+    accounts::ensure_can_manage(&mut tx, &principal, user_id).await?;
     if role.as_str() != ADMIN_ROLE {
         accounts::ensure_other_admin(&mut tx, user_id).await?;
     }
-    let role_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM roles WHERE name = $1")
-        .bind(role.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let role_id = role_id.ok_or_else(|| AuthError::UnknownRole(role.to_string()))?;
+    let found: Option<(Uuid, bool)> =
+        sqlx::query_as("SELECT id, permissions <@ $2::text[] FROM roles WHERE name = $1")
+            .bind(role.as_str())
+            .bind(&principal.user.permissions)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (role_id, grantable) = found.ok_or_else(|| AuthError::UnknownRole(role.to_string()))?;
+    // Nobody hands out permissions they do not hold themselves.
+    if !grantable {
+        return Err(AuthError::Escalation);
+    }
     let done = sqlx::query("UPDATE users SET role_id = $2, updated_at = now() WHERE id = $1")
         .bind(user_id)
         .bind(role_id)

@@ -216,3 +216,48 @@ async fn reset_tokens_expire_after_thirty_minutes_by_default() {
     .unwrap();
     assert!((minutes - 30.0).abs() < 0.1, "{minutes}");
 }
+
+#[tokio::test]
+async fn guesses_at_the_current_password_are_throttled_like_logins() {
+    let env = crate::helpers::test_env()
+        .await
+        .with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3");
+    let app = crate::helpers::spawn_with(env).await;
+    let (_, tokens) = app.new_user().await;
+    let guess = json!({ "current_password": "wrong horse battery", "new_password": NEW_PASSWORD });
+    for _ in 0..3 {
+        let r = app
+            .send_json(
+                Method::POST,
+                "/api/v1/change-password",
+                access(&tokens),
+                guess.clone(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let right = json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD });
+    let r = app
+        .send_json(
+            Method::POST,
+            "/api/v1/change-password",
+            access(&tokens),
+            right,
+        )
+        .await;
+    assert_problem(r, StatusCode::TOO_MANY_REQUESTS, "login-throttled").await;
+}
+
+#[tokio::test]
+async fn reset_requests_for_one_account_are_capped() {
+    let app = spawn_app().await;
+    let (email, _) = app.new_user().await;
+    for _ in 0..6 {
+        assert_eq!(forgot(&app, &email).await.status(), StatusCode::ACCEPTED);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+}

@@ -470,3 +470,104 @@ async fn the_create_superuser_subcommand_reads_the_password_from_stdin() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[tokio::test]
+async fn nobody_grants_or_overrides_more_than_they_hold() {
+    let app = spawn_app().await;
+    let (_, admin) = app.new_admin().await;
+    let admin_token = access(&admin);
+    let admin_id = app
+        .get("/api/v1/me", admin_token)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({ "name": "support", "permissions": ["users:read", "users:write"] });
+    assert_eq!(
+        app.send_json(Method::POST, "/api/v1/roles", admin_token, body)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    let (_, support) = app.new_user().await;
+    let support_token = access(&support);
+    let support_id = app
+        .get("/api/v1/me", support_token)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/users/{support_id}/role"),
+            admin_token,
+            json!({ "role": "support" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Support may manage plain users...
+    let (_, plain) = app.new_user().await;
+    let plain_id = app
+        .get("/api/v1/me", access(&plain))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/users/{plain_id}"),
+            support_token,
+            json!({ "full_name": "Plain" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // ...but not make itself admin, nor touch an admin.
+    let r = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/users/{support_id}/role"),
+            support_token,
+            json!({ "role": "admin" }),
+        )
+        .await;
+    assert_problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/users/{admin_id}"),
+            support_token,
+            json!({ "email": "mine@example.com" }),
+        )
+        .await;
+    assert_problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = app
+        .send_json(
+            Method::DELETE,
+            &format!("/api/v1/users/{admin_id}"),
+            support_token,
+            json!(null),
+        )
+        .await;
+    assert_problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let me: Value = app
+        .get("/api/v1/me", admin_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "admin");
+    assert_ne!(me["email"], "mine@example.com");
+}

@@ -289,6 +289,13 @@ async fn metrics_count_and_time_requests_per_route() {
     let app = spawn_app().await;
     let (_, tokens) = app.new_user().await;
     app.get("/api/v1/me", access(&tokens)).await;
+    // Clients pick methods; unknown ones share one label so they cannot grow the series.
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    app.client
+        .request(odd, app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -299,8 +306,13 @@ async fn metrics_count_and_time_requests_per_route() {
         .await
         .unwrap();
     assert!(
+        text.contains(r#"method="_OTHER",route="/health/live",status="405""#),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
+    assert!(
         text.contains(
-            r#"http_request_duration_seconds_count{method="POST",route="/api/v1/register",status="201"} 1"#
+            r#"http_request_duration_seconds_count{method="POST",route="/api/v1/register",status="201"}"#
         ),
         "{text}"
     );
@@ -492,4 +504,28 @@ async fn next_json_line(
         .unwrap()
         .expect("the service's stdout closed");
     serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+#[tokio::test]
+async fn a_client_trickling_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = spawn_with(test_env().await.with("HEADER_READ_TIMEOUT_SECS", "1")).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    // The headers never end; the server must close the connection rather than wait forever.
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the connection was still open after 5 s");
+    // A well-behaved client is unaffected.
+    let r = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }

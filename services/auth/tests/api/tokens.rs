@@ -388,3 +388,29 @@ async fn a_cached_token_is_refused_as_soon_as_its_session_ends_elsewhere() {
     }
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_outrun_the_throttle() {
+    let env = test_env().await.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3");
+    let app = spawn_with(env).await;
+    let (email, _) = app.new_user().await;
+    let guesses = (0..10).map(|_| app.login(&email, "wrong horse battery"));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (3, 7), "{statuses:?}");
+    assert_eq!(
+        app.login(&email, PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
