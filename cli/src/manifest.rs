@@ -259,22 +259,20 @@ impl Manifest {
         let name = ServiceName::parse(raw.platform.name.get_ref())
             .map_err(|m| src.error(raw.platform.name.span(), m, None))?;
 
-        let infra =
-            |spec: Option<RawInfra>, default_port: i64| -> Result<Option<Infra>, ManifestError> {
-                let Some(spec) = spec else { return Ok(None) };
-                let _ = default_port;
-                let image = ImageRef::parse(spec.image.get_ref(), spec.version.get_ref())
-                    .map_err(|m| src.error(spec.image.span(), m, None))?;
-                let port = Port::parse(*spec.port.get_ref())
-                    .map_err(|m| src.error(spec.port.span(), m, None))?;
-                Ok(Some(Infra {
-                    image,
-                    port,
-                    settings: spec.settings,
-                }))
-            };
-        let postgres = infra(raw.infrastructure.postgres, 5432)?;
-        let redis = infra(raw.infrastructure.redis, 6379)?;
+        let infra = |spec: Option<RawInfra>| -> Result<Option<Infra>, ManifestError> {
+            let Some(spec) = spec else { return Ok(None) };
+            let image = ImageRef::parse(spec.image.get_ref(), spec.version.get_ref())
+                .map_err(|m| src.error(spec.image.span(), m, None))?;
+            let port = Port::parse(*spec.port.get_ref())
+                .map_err(|m| src.error(spec.port.span(), m, None))?;
+            Ok(Some(Infra {
+                image,
+                port,
+                settings: spec.settings,
+            }))
+        };
+        let postgres = infra(raw.infrastructure.postgres)?;
+        let redis = infra(raw.infrastructure.redis)?;
 
         let mut known: Vec<String> = Vec::new();
         if postgres.is_some() {
@@ -288,10 +286,10 @@ impl Manifest {
         }
 
         let mut services = BTreeMap::new();
-        let mut ports: BTreeMap<Port, (String, Range<usize>)> = BTreeMap::new();
+        let mut ports: BTreeMap<Port, String> = BTreeMap::new();
         for (label, p) in [("postgres", &postgres), ("redis", &redis)] {
             if let Some(infra) = p {
-                ports.insert(infra.port, (label.to_owned(), 0..0));
+                ports.insert(infra.port, label.to_owned());
             }
         }
         for (key, spec) in raw.services {
@@ -306,14 +304,14 @@ impl Manifest {
             }
             let port = Port::parse(*spec.port.get_ref())
                 .map_err(|m| src.error(spec.port.span(), m, None))?;
-            if let Some((other, _)) = ports.get(&port) {
+            if let Some(other) = ports.get(&port) {
                 return Err(src.error(
                     spec.port.span(),
                     format!("port {} is already used by {other}", port.get()),
                     Some("give each service and infrastructure piece its own port".to_owned()),
                 ));
             }
-            ports.insert(port, (name.to_string(), spec.port.span()));
+            ports.insert(port, name.to_string());
             let mut depends_on = Vec::new();
             for dep in &spec.depends_on {
                 let dep_name = dep.get_ref();

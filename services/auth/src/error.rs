@@ -69,6 +69,15 @@ impl From<TokenError> for AuthError {
     }
 }
 
+/// One field that failed to parse, and why.
+pub type FieldError = (&'static str, String);
+
+impl From<FieldError> for AuthError {
+    fn from(error: FieldError) -> Self {
+        AuthError::Validation(vec![error])
+    }
+}
+
 impl AuthError {
     pub fn field(field: &'static str, message: impl std::fmt::Display) -> Self {
         AuthError::Validation(vec![(field, message.to_string())])
@@ -142,11 +151,7 @@ impl IntoResponse for AuthError {
 
 impl From<service_kit::pagination::PageError> for AuthError {
     fn from(e: service_kit::pagination::PageError) -> Self {
-        let field = match e {
-            service_kit::pagination::PageError::Limit => "limit",
-            service_kit::pagination::PageError::Offset => "offset",
-        };
-        AuthError::field(field, e)
+        AuthError::field(e.field(), e)
     }
 }
 

@@ -140,12 +140,7 @@ pub async fn reload_periodically(ring: KeyRing, every: Duration) {
 /// Adds a new signing key; older keys retire after `retire_after` (at least the access-token
 /// lifetime, so no valid token loses its key). Returns the new key's id.
 pub async fn rotate(db: &PgPool, retire_after: Duration) -> Result<String, AuthError> {
-    let (key, der) = SigningKey::generate().map_err(|e| AuthError::Signing(e.to_string()))?;
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(KEYS_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = locked(db).await?;
     sqlx::query(
         "UPDATE signing_keys SET retire_at = now() + make_interval(secs => $1)
          WHERE retire_at IS NULL OR retire_at > now() + make_interval(secs => $1)",
@@ -153,39 +148,46 @@ pub async fn rotate(db: &PgPool, retire_after: Duration) -> Result<String, AuthE
     .bind(retire_after.as_secs_f64())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO signing_keys (kid, algorithm, private_key) VALUES ($1, 'EdDSA', $2)")
-        .bind(key.kid())
-        .bind(&der)
-        .execute(&mut *tx)
-        .await?;
+    let kid = insert_new_key(&mut tx).await?;
     tx.commit().await?;
-    Ok(key.kid().to_owned())
+    Ok(kid)
 }
 
 async fn ensure_one(db: &PgPool) -> Result<(), AuthError> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(KEYS_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = locked(db).await?;
     let active: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM signing_keys WHERE retire_at IS NULL OR retire_at > now()",
     )
     .fetch_one(&mut *tx)
     .await?;
     if active == 0 {
-        let (key, der) = SigningKey::generate().map_err(|e| AuthError::Signing(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_key) VALUES ($1, 'EdDSA', $2)",
-        )
-        .bind(key.kid())
-        .bind(&der)
-        .execute(&mut *tx)
-        .await?;
-        tracing::info!(kid = key.kid(), "created the first signing key");
+        let kid = insert_new_key(&mut tx).await?;
+        tracing::info!(kid, "created the first signing key");
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// A transaction holding the lock that serialises key changes across instances.
+async fn locked(db: &PgPool) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, AuthError> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(KEYS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+async fn insert_new_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<String, AuthError> {
+    let (key, der) = SigningKey::generate().map_err(|e| AuthError::Signing(e.to_string()))?;
+    sqlx::query("INSERT INTO signing_keys (kid, algorithm, private_key) VALUES ($1, 'EdDSA', $2)")
+        .bind(key.kid())
+        .bind(&der)
+        .execute(&mut **tx)
+        .await?;
+    Ok(key.kid().to_owned())
 }
 
 async fn fetch(db: &PgPool, issuer: &str, audience: &str) -> Result<Loaded, AuthError> {

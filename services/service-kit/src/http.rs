@@ -10,7 +10,6 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -104,16 +103,14 @@ where
         if let Some(client) = client_addr(self.policy.trust_forwarded_for, &request) {
             request.extensions_mut().insert(client);
         }
-        let id_text: Arc<str> = Arc::from(id.to_str().unwrap_or("-"));
         // A panic while building the handler's future is caught like one while polling it.
         let inner =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request)))
                 .ok()
-                .map(|future| crate::telemetry::scope_request_id(id_text.clone(), future));
+                .map(|future| crate::telemetry::scope_request_id(id.clone(), future));
         EdgeFuture {
             inner,
-            id_text,
-            id: Some(id),
+            id,
             started,
             policy: self.policy,
             method,
@@ -125,9 +122,8 @@ where
 pin_project_lite::pin_project! {
     struct EdgeFuture<F> {
         #[pin]
-        inner: Option<tokio::task::futures::TaskLocalFuture<Arc<str>, F>>,
-        id_text: Arc<str>,
-        id: Option<HeaderValue>,
+        inner: Option<tokio::task::futures::TaskLocalFuture<HeaderValue, F>>,
+        id: HeaderValue,
         started: Instant,
         policy: EdgePolicy,
         method: axum::http::Method,
@@ -163,7 +159,7 @@ where
         if let Some(InternalErrorReport(cause)) = response.extensions().get::<InternalErrorReport>()
         {
             tracing::error!(
-                request_id = &**this.id_text,
+                request_id = this.id.to_str().unwrap_or("-"),
                 method = %this.method,
                 path = this.uri.path(),
                 status,
@@ -173,7 +169,7 @@ where
             );
         } else if this.policy.access_log {
             tracing::info!(
-                request_id = &**this.id_text,
+                request_id = this.id.to_str().unwrap_or("-"),
                 method = %this.method,
                 path = this.uri.path(),
                 status,
@@ -181,9 +177,7 @@ where
                 "request"
             );
         }
-        if let Some(id) = this.id.take() {
-            response.headers_mut().insert(REQUEST_ID, id);
-        }
+        response.headers_mut().insert(REQUEST_ID, this.id.clone());
         Poll::Ready(Ok(response))
     }
 }
@@ -233,8 +227,7 @@ fn client_addr(trust_forwarded_for: bool, request: &Request) -> Option<ClientAdd
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .collect::<Vec<_>>()
-        .last()
+        .next_back()
         .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
     rightmost.or(peer).map(ClientAddr)
 }

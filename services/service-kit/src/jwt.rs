@@ -158,10 +158,6 @@ impl TokenVerifier {
         Self { keys, validation }
     }
 
-    pub fn knows(&self, kid: &str) -> bool {
-        self.keys.contains_key(kid)
-    }
-
     /// The key id a token names, read before verification to pick the key.
     pub fn kid_of(token: &str) -> Result<String, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;

@@ -69,13 +69,19 @@ impl PageRequest {
     }
 }
 
-impl From<PageError> for crate::problem::Problem {
-    fn from(e: PageError) -> Self {
-        let field = match e {
+impl PageError {
+    /// The query parameter at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
             PageError::Limit => "limit",
             PageError::Offset => "offset",
-        };
-        crate::problem::validation(vec![(field, e.to_string())])
+        }
+    }
+}
+
+impl From<PageError> for crate::problem::Problem {
+    fn from(e: PageError) -> Self {
+        crate::problem::validation(vec![(e.field(), e.to_string())])
     }
 }
 

@@ -11,7 +11,9 @@
 //! Lines are written by a background thread, so a request never waits on the log's I/O. The
 //! writer blocks rather than drops when its buffer is full: no log line is ever lost.
 
-use std::{fmt, future::Future, sync::Arc};
+use std::{fmt, future::Future};
+
+use axum::http::HeaderValue;
 
 use serde_json::{Map, Value};
 use tracing::{
@@ -28,20 +30,23 @@ use tracing_subscriber::{
 };
 
 tokio::task_local! {
-    static REQUEST_ID: Arc<str>;
+    static REQUEST_ID: HeaderValue;
 }
 
-/// Runs `future` with `id` as the request id of every log line it writes.
+/// Runs `future` with `id` (as echoed in `X-Request-Id`) as the request id of every log line
+/// it writes.
 pub fn scope_request_id<F: Future>(
-    id: Arc<str>,
+    id: HeaderValue,
     future: F,
-) -> tokio::task::futures::TaskLocalFuture<Arc<str>, F> {
+) -> tokio::task::futures::TaskLocalFuture<HeaderValue, F> {
     REQUEST_ID.scope(id, future)
 }
 
 /// The id of the request being served on this task, if any.
-pub fn current_request_id() -> Option<Arc<str>> {
-    REQUEST_ID.try_with(Arc::clone).ok()
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or("-").to_owned())
+        .ok()
 }
 
 /// Installs the global subscriber. Level from `RUST_LOG` (default `default_filter`). Keep the
@@ -94,7 +99,7 @@ where
         let mut fields = fields.0;
         if !fields.contains_key("request_id") {
             if let Some(id) = current_request_id() {
-                fields.insert("request_id".into(), Value::String(id.to_string()));
+                fields.insert("request_id".into(), Value::String(id));
             }
         }
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

@@ -12,7 +12,7 @@ use crate::{
     accounts::{self, UserRecord},
     authn::Principal,
     domain::DEFAULT_ROLE,
-    error::AuthError,
+    error::{AuthError, FieldError},
     sessions,
     state::AppState,
 };
@@ -41,19 +41,18 @@ pub fn token_response(
     })
 }
 
-pub fn parse_new_password(field: &'static str, raw: String) -> Result<Password, AuthError> {
-    Password::parse(SecretString::from(raw)).map_err(|e| AuthError::field(field, e))
+pub fn parse_new_password(field: &'static str, raw: String) -> Result<Password, FieldError> {
+    Password::parse(SecretString::from(raw)).map_err(|e| (field, e.to_string()))
 }
 
-fn parse_full_name(raw: Option<String>) -> Result<Option<String>, AuthError> {
+fn parse_full_name(raw: Option<String>) -> Result<Option<String>, FieldError> {
     match raw.map(|n| n.trim().to_owned()) {
-        Some(n) if n.chars().count() > 200 => Err(AuthError::field(
+        Some(n) if n.chars().count() > 200 => {
+            Err(("full_name", "must be at most 200 characters".to_owned()))
+        }
+        Some(n) if n.chars().any(char::is_control) => Err((
             "full_name",
-            "must be at most 200 characters",
-        )),
-        Some(n) if n.chars().any(char::is_control) => Err(AuthError::field(
-            "full_name",
-            "must not contain control characters",
+            "must not contain control characters".to_owned(),
         )),
         Some(n) if n.is_empty() => Ok(None),
         other => Ok(other),
@@ -75,21 +74,14 @@ pub async fn register(
     State(state): State<AppState>,
     JsonOrForm(body): JsonOrForm<RegisterRequest>,
 ) -> Result<impl IntoResponse, AuthError> {
-    let email = Email::parse(&body.email).map_err(|e| AuthError::field("email", e));
+    // Report every invalid field at once rather than one per round trip.
+    let email = Email::parse(&body.email).map_err(|e| ("email", e.to_string()));
     let password = parse_new_password("password", body.password);
     let full_name = parse_full_name(body.full_name);
-    // Report every invalid field at once rather than one per round trip.
     let (email, password, full_name) = match (email, password, full_name) {
         (Ok(e), Ok(p), Ok(n)) => (e, p, n),
         (e, p, n) => {
-            let errors = [e.err(), p.err(), n.err()]
-                .into_iter()
-                .flatten()
-                .flat_map(|err| match err {
-                    AuthError::Validation(list) => list,
-                    _ => Vec::new(),
-                })
-                .collect();
+            let errors = [e.err(), p.err(), n.err()].into_iter().flatten().collect();
             return Err(AuthError::Validation(errors));
         }
     };

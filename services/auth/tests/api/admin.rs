@@ -8,14 +8,8 @@ async fn non_admins_are_refused_on_every_admin_route() {
     let app = spawn_app().await;
     let (_, user) = app.new_user().await;
     let (_, victim) = app.new_user().await;
-    let victim_id = app
-        .get("/api/v1/me", access(&victim))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .clone();
-    let id = victim_id.as_str().unwrap();
+    let victim_id = app.id_of(access(&victim)).await;
+    let id = victim_id.as_str();
     let token = access(&user);
     let requests = [
         (Method::GET, "/api/v1/users".to_owned(), json!(null)),
@@ -142,15 +136,7 @@ async fn admins_read_update_disable_and_delete_users() {
     let (_, admin) = app.new_admin().await;
     let token = access(&admin);
     let (email, user) = app.new_user().await;
-    let id = app
-        .get("/api/v1/me", access(&user))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.id_of(access(&user)).await;
 
     let got: Value = app
         .get(&format!("/api/v1/users/{id}"), token)
@@ -305,15 +291,7 @@ async fn roles_are_listed_created_and_assigned() {
 
     // An auditor can read users but not change them; the change applies to existing tokens.
     let (_, user) = app.new_user().await;
-    let id = app
-        .get("/api/v1/me", access(&user))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.id_of(access(&user)).await;
     assert_eq!(
         app.get("/api/v1/users", access(&user)).await.status(),
         StatusCode::FORBIDDEN
@@ -358,15 +336,7 @@ async fn the_last_admin_cannot_be_removed() {
     let app = spawn_app().await;
     let (_, admin) = app.new_admin().await;
     let token = access(&admin);
-    let id = app
-        .get("/api/v1/me", token)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.id_of(token).await;
     let r = app
         .send_json(
             Method::DELETE,
@@ -476,15 +446,7 @@ async fn nobody_grants_or_overrides_more_than_they_hold() {
     let app = spawn_app().await;
     let (_, admin) = app.new_admin().await;
     let admin_token = access(&admin);
-    let admin_id = app
-        .get("/api/v1/me", admin_token)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin_id = app.id_of(admin_token).await;
     let body = json!({ "name": "support", "permissions": ["users:read", "users:write"] });
     assert_eq!(
         app.send_json(Method::POST, "/api/v1/roles", admin_token, body)
@@ -495,15 +457,7 @@ async fn nobody_grants_or_overrides_more_than_they_hold() {
 
     let (_, support) = app.new_user().await;
     let support_token = access(&support);
-    let support_id = app
-        .get("/api/v1/me", support_token)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let support_id = app.id_of(support_token).await;
     let r = app
         .send_json(
             Method::PUT,
@@ -516,15 +470,7 @@ async fn nobody_grants_or_overrides_more_than_they_hold() {
 
     // Support may manage plain users...
     let (_, plain) = app.new_user().await;
-    let plain_id = app
-        .get("/api/v1/me", access(&plain))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plain_id = app.id_of(access(&plain)).await;
     let r = app
         .send_json(
             Method::PUT,

@@ -153,6 +153,17 @@ impl TestApp {
             .expect("GET")
     }
 
+    /// The id of the account a token belongs to, as `GET /api/v1/me` reports it.
+    pub async fn id_of(&self, token: &str) -> String {
+        let me: Value = self
+            .get("/api/v1/me", token)
+            .await
+            .json()
+            .await
+            .expect("me json");
+        me["id"].as_str().expect("id").to_owned()
+    }
+
     pub async fn send_json(
         &self,
         method: reqwest::Method,
