@@ -3,7 +3,9 @@
 //!
 //! **Invariant:** Gravity only ever touches Docker objects that carry its labels.
 
-use bollard::Docker;
+use std::collections::HashMap;
+
+use bollard::{models::ContainerSummary, query_parameters::ListContainersOptions, Docker};
 
 /// Set on every object Gravity creates.
 pub const LABEL_MANAGED: &str = "dev.gravity.managed";
@@ -45,5 +47,58 @@ impl Engine {
 
     pub fn api(&self) -> &Docker {
         &self.docker
+    }
+}
+
+/// A hash of everything a container was created from; a different hash means recreate it.
+pub const LABEL_SPEC: &str = "dev.gravity.spec";
+
+/// True when the engine answered 404 (no such object).
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// True when the engine answered 409 (conflict: exists already, in use).
+pub fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+/// True when the engine answered 304 (already started or stopped).
+pub fn is_not_modified(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    /// All containers (running or not) carrying `filters`' labels.
+    pub async fn containers(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        Ok(self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?)
     }
 }

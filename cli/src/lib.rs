@@ -1,8 +1,21 @@
 //! The `gravity` platform manager, as a library: `main.rs` only parses arguments and maps
 //! errors to exit codes.
 //!
-//! **Invariant:** only this crate will talk to Docker.
+//! **Invariant:** only this crate talks to Docker, and only to objects carrying its labels.
 
+pub mod build;
+pub mod compose;
+pub mod containers;
+pub mod database;
+pub mod down;
 pub mod engine;
 pub mod images;
+pub mod infra;
+pub mod logs;
 pub mod manifest;
+pub mod migrate;
+pub mod progress;
+pub mod project;
+pub mod ps;
+pub mod superuser;
+pub mod up;

@@ -1,14 +1,35 @@
 //! `gravity`: the platform manager. Parses arguments, runs the command, maps errors to an exit
-//! code. Exit codes: 0 success, 1 failure, 2 usage error (from clap).
+//! code. Exit codes: 0 success, 1 failure, 2 usage error (from clap), 130 interrupted.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime},
+};
 
-use clap::{Parser, Subcommand};
-use gravity::manifest::Manifest;
+use anyhow::Context as _;
+use clap::{CommandFactory as _, Parser, Subcommand};
+use gravity::{
+    compose,
+    down::{self, Confirm},
+    logs::{self, LogsOptionsArgs},
+    manifest::Manifest,
+    migrate,
+    progress::{self, Mode, Reporter},
+    project::Project,
+    ps, superuser,
+    up::{self, UpOptions},
+};
+use service_kit::{password::read_new_password, Email};
 
-/// Gravity: run a microservice platform from one gravity.toml.
+/// Gravity runs a microservice platform described by one gravity.toml: PostgreSQL, Redis and
+/// the platform's services, as containers on the local Docker Engine.
+///
+/// Start with `gravity up`; `gravity ps` shows what runs, `gravity logs -f` follows it, and
+/// `gravity down` stops it (keeping its data).
 #[derive(Parser)]
-#[command(name = "gravity", version, about)]
+#[command(name = "gravity", version, about, long_about)]
 struct Cli {
     /// The platform description to use.
     #[arg(long, global = true, default_value = "gravity.toml")]
@@ -21,44 +42,358 @@ struct Cli {
 enum Command {
     /// Check gravity.toml and print the platform it describes.
     Check,
+    /// Bring the platform (or some services and what they depend on) up, healthy.
+    ///
+    /// Creates the network and data volumes, gets the images (pulled, or built from Debian
+    /// packages when no registry is reachable), starts PostgreSQL and Redis, creates each
+    /// service's own database and role, applies migrations, builds the services with one
+    /// `cargo build`, and starts them in dependency order, waiting for each to be healthy.
+    /// Running it again changes only what changed; it never deletes data.
+    Up {
+        /// Services to start (with their dependencies); all when none is named.
+        services: Vec<String>,
+        /// Print one JSON object per event on standard output instead of progress lines.
+        #[arg(long)]
+        json: bool,
+        /// Seconds one resource may take to become healthy.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Remove the platform's containers and network. Data volumes are kept unless --volumes.
+    Down {
+        /// Also delete the data volumes (asks for confirmation unless --yes).
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask before deleting data volumes.
+        #[arg(long, requires = "volumes")]
+        yes: bool,
+        /// Print events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each resource's state, health and port.
+    Ps {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the platform's logs, merged, each line prefixed with its resource.
+    Logs {
+        /// Resources to show (services, postgres, redis); all when none is named.
+        resources: Vec<String>,
+        /// Keep following new output.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only output since this long ago (10m, 1h30m) or this time (2026-11-25T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the last N lines of each resource.
+        #[arg(long, short = 'n')]
+        tail: Option<usize>,
+        /// Never colour the prefixes.
+        #[arg(long)]
+        no_color: bool,
+    },
+    /// Apply each service's pending migrations, or list them with --status.
+    #[command(args_conflicts_with_subcommands = true)]
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+        /// Only this service.
+        service: Option<String>,
+        /// List migrations and whether they are applied; change nothing.
+        #[arg(long)]
+        status: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an admin account in the auth service. The password is asked twice without
+    /// echo, or read from standard input with --password-stdin; never from the command line.
+    CreateSuperuser {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (first line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Export the platform in another tool's format.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
+    /// Print a shell completion script (e.g. `gravity completions bash > /etc/bash_completion.d/gravity`).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Write a new, empty, timestamped migration: migrations/SERVICE/<timestamp>_NAME.sql.
+    New { service: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum ExportFormat {
+    /// A docker-compose file equivalent to the running platform (run `gravity up` first).
+    Compose {
+        /// Where to write it; `-` for standard output.
+        #[arg(long, short = 'o', default_value = "docker-compose.yml")]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
         Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Do not wait for blocking tasks (hashing, lock waits) once the command is over.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match outcome {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("\ninterrupted: nothing is lost; run the command again to finish");
+            ExitCode::from(130)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = || Project::load(&cli.file);
     match cli.command {
-        Command::Check => {
-            let manifest = Manifest::load(&cli.file)?;
-            println!("platform {}", manifest.name);
-            for (label, infra) in [("postgres", &manifest.postgres), ("redis", &manifest.redis)] {
-                if let Some(infra) = infra {
-                    println!(
-                        "  {label:<12} {:<24} port {}",
-                        infra.image.to_string(),
-                        infra.port.get()
-                    );
-                }
+        Command::Check => check(&cli.file),
+        Command::Up {
+            services,
+            json,
+            timeout,
+        } => {
+            let project = load()?;
+            let started = Instant::now();
+            let reporter = Reporter::new(Mode::detect(json));
+            let options = UpOptions {
+                services,
+                health_timeout: Duration::from_secs(timeout),
+            };
+            let summary = up::up(&project, &options, &reporter).await?;
+            let changed = summary
+                .changes
+                .values()
+                .filter(|c| **c != gravity::containers::Change::Unchanged)
+                .count();
+            let elapsed = progress::human(started.elapsed());
+            match reporter.mode() {
+                Mode::Json => println!(
+                    "{}",
+                    serde_json::json!({"event": "up", "platform": project.name(), "changed": changed, "elapsed_ms": started.elapsed().as_millis()})
+                ),
+                _ if changed == 0 => eprintln!(
+                    "platform {} is up, nothing changed ({elapsed})",
+                    project.name()
+                ),
+                _ => eprintln!(
+                    "platform {} is up: {changed} container(s) changed ({elapsed})",
+                    project.name()
+                ),
             }
-            for (name, spec) in &manifest.services {
-                let name = name.to_string();
-                let deps: Vec<&str> = spec.depends_on.iter().map(|d| d.as_str()).collect();
-                println!(
-                    "  {name:<12} crate {:<15} port {}  depends on: {}",
-                    spec.crate_name,
-                    spec.port.get(),
-                    deps.join(", ")
+            Ok(())
+        }
+        Command::Down { volumes, yes, json } => {
+            let project = load()?;
+            let reporter = Reporter::new(Mode::detect(json));
+            let confirm = volumes.then(|| {
+                if yes {
+                    Confirm::Yes
+                } else if std::io::stdin().is_terminal() {
+                    let expected = project.name().to_owned();
+                    Confirm::Ask(Some(Box::new(move |question: &str| {
+                        eprint!("{question}");
+                        let _ = std::io::stderr().flush();
+                        let mut answer = String::new();
+                        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == expected
+                    })))
+                } else {
+                    Confirm::Ask(None)
+                }
+            });
+            let removed = down::down(&project, confirm, &reporter).await?;
+            if reporter.mode() != Mode::Json {
+                eprintln!(
+                    "platform {} is down: {} container(s) removed, {}",
+                    project.name(),
+                    removed.containers.len(),
+                    if removed.volumes.is_empty() {
+                        "data kept".to_owned()
+                    } else {
+                        format!("{} volume(s) deleted", removed.volumes.len())
+                    }
                 );
             }
+            Ok(())
+        }
+        Command::Ps { json } => {
+            let project = load()?;
+            let rows = ps::ps(&project).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", ps::table(&rows));
+            }
+            Ok(())
+        }
+        Command::Logs {
+            resources,
+            follow,
+            since,
+            tail,
+            no_color,
+        } => {
+            let project = load()?;
+            let since = since
+                .map(|s| logs::parse_since(&s, SystemTime::now()))
+                .transpose()?;
+            let color = !no_color
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none();
+            logs::logs(
+                &project,
+                LogsOptionsArgs {
+                    resources,
+                    follow,
+                    since,
+                    tail,
+                    color,
+                },
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Migrate {
+            action: Some(MigrateAction::New { service, name }),
+            ..
+        } => {
+            let project = load()?;
+            let path = migrate::new_migration(&project, &service, &name, chrono::Utc::now())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Migrate {
+            action: None,
+            service,
+            status,
+            json,
+        } => {
+            let project = load()?;
+            let report = migrate::migrate(&project, service.as_deref(), status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            for s in report {
+                println!(
+                    "{} (database {}): {} applied now",
+                    s.service, s.database, s.applied_now
+                );
+                for m in s.migrations {
+                    let state = match (m.applied, m.changed) {
+                        (true, false) => "applied",
+                        (true, true) => "applied, file changed since",
+                        (false, _) => "pending",
+                    };
+                    println!("  {:<16} {:<28} {state}", m.version, m.description);
+                }
+            }
+            Ok(())
+        }
+        Command::CreateSuperuser {
+            email,
+            password_stdin,
+        } => {
+            let project = load()?;
+            let email = Email::parse(&email).context("--email")?;
+            let password = read_new_password(password_stdin)?;
+            let id = superuser::create_superuser(&project, &email, &password).await?;
+            println!("created admin {email} ({id})");
+            Ok(())
+        }
+        Command::Export {
+            format: ExportFormat::Compose { output },
+        } => {
+            let project = load()?;
+            let text = compose::export(&project).await?;
+            if output.as_os_str() == "-" {
+                print!("{text}");
+            } else {
+                write_private(&output, &text)
+                    .with_context(|| format!("writing {}", output.display()))?;
+                eprintln!(
+                    "wrote {} (it holds the platform's passwords; keep it private)",
+                    output.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "gravity", &mut std::io::stdout());
+            Ok(())
         }
     }
+}
+
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let manifest = Manifest::load(file)?;
+    println!("platform {}", manifest.name);
+    for (label, infra) in [("postgres", &manifest.postgres), ("redis", &manifest.redis)] {
+        if let Some(infra) = infra {
+            println!(
+                "  {label:<12} {:<24} port {}",
+                infra.image.to_string(),
+                infra.port.get()
+            );
+        }
+    }
+    for (name, spec) in &manifest.services {
+        let name = name.to_string();
+        let deps: Vec<&str> = spec.depends_on.iter().map(|d| d.as_str()).collect();
+        println!(
+            "  {name:<12} crate {:<15} port {}  depends on: {}",
+            spec.crate_name,
+            spec.port.get(),
+            deps.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -1,7 +1,12 @@
 //! `gravity.toml`, parsed into typed values. A mistake is reported with the file, line and
 //! column, and what to write instead.
 
-use std::{collections::BTreeMap, fmt, ops::Range, path::Path};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -126,6 +131,11 @@ impl fmt::Display for ImageRef {
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub name: ServiceName,
+    /// The Cargo workspace holding the services' crates and `migrations/`, relative to
+    /// gravity.toml's directory (default: that directory).
+    pub workspace: PathBuf,
+    /// The Cargo profile services are built with (`dev` unless `[build] profile` says).
+    pub profile: String,
     pub postgres: Option<Infra>,
     pub redis: Option<Infra>,
     pub services: BTreeMap<ServiceName, ServiceSpec>,
@@ -159,12 +169,21 @@ struct RawManifest {
     infrastructure: RawInfrastructure,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
+    #[serde(default)]
+    build: RawBuild,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    profile: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlatform {
     name: Spanned<String>,
+    workspace: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -265,6 +284,18 @@ impl Manifest {
                 .map_err(|m| src.error(spec.image.span(), m, None))?;
             let port = Port::parse(*spec.port.get_ref())
                 .map_err(|m| src.error(spec.port.span(), m, None))?;
+            if let Some(key) = spec.settings.keys().find(|k| {
+                k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            }) {
+                return Err(src.error(
+                    spec.port.span(),
+                    format!("setting name {key:?} is not valid"),
+                    Some("setting names are letters, digits, '_', '.' and '-' (e.g. max_connections = \"200\")".to_owned()),
+                ));
+            }
             Ok(Some(Infra {
                 image,
                 port,
@@ -367,10 +398,53 @@ impl Manifest {
                 }
                 None => None,
             };
-            let crate_name = spec
-                .crate_name
-                .map(Spanned::into_inner)
-                .unwrap_or_else(|| name.to_string());
+            let crate_name = match spec.crate_name {
+                Some(c) => {
+                    let ok = !c.get_ref().is_empty()
+                        && c.get_ref().len() <= 64
+                        && c.get_ref().starts_with(|ch: char| ch.is_ascii_alphabetic())
+                        && c.get_ref().chars().all(|ch| {
+                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_'
+                        });
+                    if !ok {
+                        return Err(src.error(
+                            c.span(),
+                            format!("{:?} is not a crate name", c.get_ref()),
+                            Some("name the workspace crate whose binary runs this service (e.g. \"auth\")".to_owned()),
+                        ));
+                    }
+                    c.into_inner()
+                }
+                None => name.to_string(),
+            };
+            if let Some(db) = &database {
+                if postgres.is_none() {
+                    return Err(src.error(
+                        key.span(),
+                        format!("service {name} has a database but the platform has no PostgreSQL"),
+                        Some(
+                            "add an [infrastructure.postgres] table, or remove `database`"
+                                .to_owned(),
+                        ),
+                    ));
+                }
+                if let Some((other, _)) =
+                    services
+                        .iter()
+                        .find(|(_, s): &(&ServiceName, &ServiceSpec)| {
+                            s.database.as_deref() == Some(db.as_str())
+                        })
+                {
+                    return Err(src.error(
+                        key.span(),
+                        format!("services {other} and {name} both use database {db:?}"),
+                        Some(
+                            "each service owns its own database: give this one another name"
+                                .to_owned(),
+                        ),
+                    ));
+                }
+            }
             services.insert(
                 name,
                 ServiceSpec {
@@ -383,8 +457,27 @@ impl Manifest {
                 },
             );
         }
+        let profile = match raw.build.profile {
+            Some(p) => {
+                let ok = !p.get_ref().is_empty()
+                    && p.get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !ok {
+                    return Err(src.error(
+                        p.span(),
+                        format!("{:?} is not a Cargo profile name", p.get_ref()),
+                        Some("for example profile = \"release\"".to_owned()),
+                    ));
+                }
+                p.into_inner()
+            }
+            None => "dev".to_owned(),
+        };
         let manifest = Self {
             name,
+            workspace: PathBuf::from(raw.platform.workspace.unwrap_or_else(|| ".".to_owned())),
+            profile,
             postgres,
             redis,
             services,

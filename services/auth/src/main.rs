@@ -1,12 +1,15 @@
 //! The `auth` binary: serve (the default), create the first admin, or rotate signing keys.
 
-use std::{io::Read as _, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use auth::{accounts, config::Settings, keys, startup};
 use clap::{Parser, Subcommand};
-use secrecy::SecretString;
-use service_kit::{config::Env, password::PasswordHasher, telemetry, Email, Password};
+use service_kit::{
+    config::Env,
+    password::{read_new_password, PasswordHasher},
+    telemetry, Email,
+};
 
 /// Gravity's auth service. Configured from the environment (see docs/ARCHITECTURE.md).
 #[derive(Parser)]
@@ -87,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let email = Email::parse(&email).context("--email")?;
-            let password = read_password(password_stdin)?;
+            let password = read_new_password(password_stdin)?;
             let db = settings.database.pool()?;
             startup::migrate(&db).await?;
             let hasher = PasswordHasher::owasp()?;
@@ -101,25 +104,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
-    let raw = if from_stdin {
-        let mut buf = String::new();
-        std::io::stdin()
-            .take(4096)
-            .read_to_string(&mut buf)
-            .context("reading the password from standard input")?;
-        buf.lines().next().unwrap_or("").to_owned()
-    } else {
-        let first = rpassword::prompt_password("password: ")
-            .context("reading the password (use --password-stdin when there is no terminal)")?;
-        let second =
-            rpassword::prompt_password("password (again): ").context("reading the password")?;
-        if first != second {
-            anyhow::bail!("the two passwords differ; run the command again");
-        }
-        first
-    };
-    Password::parse(SecretString::from(raw)).map_err(|e| anyhow::anyhow!("{e}"))
 }

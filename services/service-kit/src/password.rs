@@ -55,6 +55,43 @@ pub enum PasswordError {
     TooWeak,
 }
 
+/// Why no password could be read for a command-line tool.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadPasswordError {
+    #[error("reading the password from standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("reading the password ({0}); use --password-stdin when there is no terminal")]
+    Prompt(std::io::Error),
+    #[error("the two passwords differ; run the command again")]
+    Mismatch,
+    #[error(transparent)]
+    Weak(#[from] PasswordError),
+}
+
+/// Reads a new password for a command-line tool: the first line of standard input, or asked
+/// twice on the terminal without echo. Never from the command line, where other users of the
+/// machine could see it.
+pub fn read_new_password(from_stdin: bool) -> Result<Password, ReadPasswordError> {
+    use std::io::Read as _;
+    let raw = if from_stdin {
+        let mut buf = String::new();
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut buf)
+            .map_err(ReadPasswordError::Stdin)?;
+        buf.lines().next().unwrap_or("").to_owned()
+    } else {
+        let first = rpassword::prompt_password("password: ").map_err(ReadPasswordError::Prompt)?;
+        let second =
+            rpassword::prompt_password("password (again): ").map_err(ReadPasswordError::Prompt)?;
+        if first != second {
+            return Err(ReadPasswordError::Mismatch);
+        }
+        first
+    };
+    Ok(Password::parse(SecretString::from(raw))?)
+}
+
 impl Password {
     /// Applies the policy: NIST SP 800-63B's length rule, no composition rules, and a refusal
     /// of passwords that are trivially guessable (common, or few distinct characters).

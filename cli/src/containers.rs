@@ -1,0 +1,314 @@
+//! Containers as Gravity wants them (`ContainerPlan`), and bringing one real container in line
+//! with its plan: left alone when it matches and runs, started when stopped, recreated when
+//! its plan changed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::{
+    models::{
+        ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig,
+        NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    },
+    query_parameters::{
+        CreateContainerOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    },
+};
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::engine::{is_conflict, is_not_found, is_not_modified, Engine, EngineError, LABEL_SPEC};
+
+/// Everything a container is created from. Its hash, stored as a label, tells whether a
+/// running container still matches.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerPlan {
+    /// The resource it runs (`postgres`, `redis`, or a service name).
+    pub resource: String,
+    pub name: String,
+    pub image: String,
+    /// The image's id: a re-pulled or rebuilt image under the same tag recreates the container.
+    pub image_id: String,
+    pub env: BTreeMap<String, String>,
+    pub cmd: Option<Vec<String>>,
+    pub container_port: u16,
+    pub host_port: u16,
+    /// A named volume and where it is mounted.
+    pub volume: Option<(String, String)>,
+    pub healthcheck: Vec<String>,
+    pub network: String,
+    #[serde(skip)]
+    pub labels: HashMap<String, String>,
+}
+
+/// What was done to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    Started,
+    Created,
+    Recreated,
+}
+
+impl Change {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Unchanged => "running, unchanged",
+            Self::Started => "started",
+            Self::Created => "created",
+            Self::Recreated => "recreated (changed)",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("a container named {name} exists and Gravity did not create it; remove or rename it, or change [platform] name in gravity.toml")]
+    NameTaken { name: String },
+    #[error("port {port} on 127.0.0.1 is already taken by {owner}; stop it, or give {resource} another port in gravity.toml")]
+    PortTaken {
+        port: u16,
+        resource: String,
+        owner: String,
+    },
+}
+
+impl From<bollard::errors::Error> for ContainerError {
+    fn from(e: bollard::errors::Error) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+impl ContainerPlan {
+    pub fn spec_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn create_body(&self) -> ContainerCreateBody {
+        let port_key = format!("{}/tcp", self.container_port);
+        let mut labels = self.labels.clone();
+        labels.insert(LABEL_SPEC.to_owned(), self.spec_hash());
+        let secs = |s: i64| s * 1_000_000_000;
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: self.cmd.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(vec![port_key.clone()]),
+            healthcheck: Some(HealthConfig {
+                test: Some(self.healthcheck.clone()),
+                interval: Some(secs(2)),
+                timeout: Some(secs(3)),
+                retries: Some(15),
+                start_period: Some(secs(1)),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                // Published on loopback only: a development platform is not for the network.
+                port_bindings: Some(HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".to_owned()),
+                        host_port: Some(self.host_port.to_string()),
+                    }]),
+                )])),
+                binds: self
+                    .volume
+                    .as_ref()
+                    .map(|(volume, path)| vec![format!("{volume}:{path}")]),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                network_mode: Some(self.network.clone()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![self.resource.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Brings the container of `plan` in line with it. `existing` is the container of that name
+/// among the platform's, if any.
+pub async fn ensure(
+    engine: &Engine,
+    plan: &ContainerPlan,
+    existing: Option<&ContainerSummary>,
+) -> Result<Change, ContainerError> {
+    let docker = engine.api();
+    let mut change = Change::Created;
+    if let Some(c) = existing {
+        let id = c.id.clone().unwrap_or_default();
+        let same = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SPEC))
+            .is_some_and(|h| *h == plan.spec_hash());
+        let running = c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running");
+        if same && running {
+            return Ok(Change::Unchanged);
+        }
+        if same {
+            check_port(engine, plan).await?;
+            start(engine, &id).await?;
+            return Ok(Change::Started);
+        }
+        remove(engine, &id).await?;
+        change = Change::Recreated;
+    }
+    check_port(engine, plan).await?;
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(plan.name.clone()),
+                ..Default::default()
+            }),
+            plan.create_body(),
+        )
+        .await;
+    let id = match created {
+        Ok(r) => r.id,
+        Err(e) if is_conflict(&e) => {
+            return Err(ContainerError::NameTaken {
+                name: plan.name.clone(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    start(engine, &id).await?;
+    Ok(change)
+}
+
+async fn start(engine: &Engine, id: &str) -> Result<(), ContainerError> {
+    match engine.api().start_container(id, None).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_modified(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stops (10 s grace) and removes a container.
+pub async fn remove(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let docker = engine.api();
+    match docker
+        .stop_container(
+            id,
+            Some(StopContainerOptions {
+                t: Some(10),
+                ..Default::default()
+            }),
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if is_not_modified(&e) || is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        // Already being removed by another call.
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses to start a container whose host port something else holds, naming what.
+async fn check_port(engine: &Engine, plan: &ContainerPlan) -> Result<(), ContainerError> {
+    let port = plan.host_port;
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(());
+    }
+    // Held by a container (ours or not)? Name it.
+    let all = engine.containers(HashMap::new()).await?;
+    for c in &all {
+        let publishes = c
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.public_port == Some(port));
+        if publishes {
+            let name = c
+                .names
+                .iter()
+                .flatten()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default();
+            if name == plan.name {
+                // Our own container of this resource, about to be replaced.
+                return Ok(());
+            }
+            return Err(ContainerError::PortTaken {
+                port,
+                resource: plan.resource.clone(),
+                owner: format!("container {name}"),
+            });
+        }
+    }
+    let owner = listeners::get_processes_by_port(port)
+        .ok()
+        .and_then(|ps| {
+            ps.into_iter()
+                .next()
+                .map(|p| format!("process {} (pid {})", p.name, p.pid))
+        })
+        .unwrap_or_else(|| "another program".to_owned());
+    Err(ContainerError::PortTaken {
+        port,
+        resource: plan.resource.clone(),
+        owner,
+    })
+}
+
+/// The last `lines` lines a container wrote, for error messages.
+pub async fn last_logs(engine: &Engine, name: &str, lines: usize) -> Vec<String> {
+    let mut stream = engine.api().logs(
+        name,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }),
+    );
+    let mut out = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+        out.extend(text.lines().map(str::to_owned));
+    }
+    out
+}
+
+/// Whether a container exited, and with what code.
+pub async fn exited(engine: &Engine, name: &str) -> Option<i64> {
+    let inspect = engine.api().inspect_container(name, None).await.ok()?;
+    let state = inspect.state?;
+    if state.running == Some(true) || state.restarting == Some(true) {
+        return None;
+    }
+    state.exit_code
+}

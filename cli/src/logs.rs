@@ -1,0 +1,170 @@
+//! `gravity logs`: the platform's containers' output merged, each line prefixed with its
+//! resource. Without `-f` the lines are merged in time order; with `-f` they are shown as they
+//! come.
+
+use std::{
+    io::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bollard::{container::LogOutput, query_parameters::LogsOptions};
+use futures_util::{stream, StreamExt as _};
+
+use crate::{
+    engine::{Engine, EngineError, LABEL_SERVICE},
+    project::{Project, ProjectError, POSTGRES, REDIS},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(
+        "{0:?} is neither a duration (e.g. 10m, 1h30m) nor a time (e.g. 2026-11-25T10:00:00Z)"
+    )]
+    Since(String),
+    #[error("none of the requested resources has a container; run `gravity up` first")]
+    NothingRunning,
+}
+
+/// Parses `--since`: a duration back from now, or an RFC 3339 time; returns Unix seconds.
+pub fn parse_since(raw: &str, now: SystemTime) -> Result<i64, LogsError> {
+    let at = if let Ok(ago) = humantime::parse_duration(raw) {
+        now.checked_sub(ago).unwrap_or(UNIX_EPOCH)
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(raw) {
+        t
+    } else {
+        return Err(LogsError::Since(raw.to_owned()));
+    };
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        .try_into()
+        .unwrap_or(i64::MAX))
+}
+
+/// What `gravity logs` shows.
+pub struct LogsOptionsArgs {
+    pub resources: Vec<String>,
+    pub follow: bool,
+    pub since: Option<i64>,
+    pub tail: Option<usize>,
+    pub color: bool,
+}
+
+pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsError> {
+    for r in &args.resources {
+        if r != POSTGRES && r != REDIS {
+            project.service(r)?;
+        }
+    }
+    let engine = Engine::connect().await?;
+    let mut found: Vec<(String, String)> = engine
+        .containers(project.label_filter())
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            let resource = c.labels.as_ref()?.get(LABEL_SERVICE)?.clone();
+            Some((resource, c.id?))
+        })
+        .filter(|(r, _)| args.resources.is_empty() || args.resources.contains(r))
+        .collect();
+    if found.is_empty() {
+        return Err(LogsError::NothingRunning);
+    }
+    found.sort();
+    let width = found.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+    let colors = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96];
+    let prefix = |i: usize, resource: &str| {
+        if args.color {
+            format!(
+                "\x1b[{}m{resource:<width$} |\x1b[0m ",
+                colors[i % colors.len()]
+            )
+        } else {
+            format!("{resource:<width$} | ")
+        }
+    };
+    let options = LogsOptions {
+        follow: args.follow,
+        stdout: true,
+        stderr: true,
+        since: args.since.and_then(|s| i32::try_from(s).ok()).unwrap_or(0),
+        timestamps: !args.follow,
+        tail: args
+            .tail
+            .map_or_else(|| "all".to_owned(), |n| n.to_string()),
+        ..Default::default()
+    };
+    let streams = found.iter().enumerate().map(|(i, (resource, id))| {
+        let prefix = prefix(i, resource);
+        engine
+            .api()
+            .logs(id, Some(options.clone()))
+            .map(move |chunk| (prefix.clone(), chunk))
+    });
+    let mut merged = stream::select_all(streams);
+    if args.follow {
+        let mut out = std::io::stdout();
+        while let Some((prefix, chunk)) = merged.next().await {
+            let Ok(chunk) = chunk else { continue };
+            for line in text(chunk).lines() {
+                if writeln!(out, "{prefix}{line}").is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = out.flush();
+        }
+        return Ok(());
+    }
+    // Not following: collect, then merge by the engine's timestamps, and show the lines
+    // without them.
+    let mut lines: Vec<(i64, String, String)> = Vec::new();
+    while let Some((prefix, chunk)) = merged.next().await {
+        let Ok(chunk) = chunk else { continue };
+        for line in text(chunk).lines() {
+            let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
+            let at = chrono::DateTime::parse_from_rfc3339(ts)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            lines.push((at, prefix.clone(), rest.to_owned()));
+        }
+    }
+    // Stable: lines of one container with equal timestamps keep their order.
+    lines.sort_by_key(|l| l.0);
+    let mut out = std::io::stdout().lock();
+    for (_, prefix, line) in lines {
+        if writeln!(out, "{prefix}{line}").is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn text(chunk: LogOutput) -> String {
+    String::from_utf8_lossy(&chunk.into_bytes()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        assert_eq!(parse_since("10m", now).unwrap(), 10_000 - 600);
+        assert_eq!(parse_since("1h 30m", now).unwrap(), 10_000 - 5_400);
+        assert_eq!(
+            parse_since("2026-11-25T10:00:00Z", now).unwrap(),
+            1_795_600_800
+        );
+        assert!(matches!(
+            parse_since("yesterday", now),
+            Err(LogsError::Since(_))
+        ));
+    }
+}

@@ -1,0 +1,260 @@
+//! A platform on disk: gravity.toml, the workspace it points at, the names Gravity gives its
+//! Docker objects, and its local secrets.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use rand::{distributions::Alphanumeric, Rng as _};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    engine::{LABEL_MANAGED, LABEL_PROJECT, LABEL_SERVICE},
+    manifest::{LoadError, Manifest, ServiceName, ServiceSpec},
+};
+
+/// The names of the two infrastructure pieces, as they appear in container and DNS names.
+pub const POSTGRES: &str = "postgres";
+pub const REDIS: &str = "redis";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(transparent)]
+    Manifest(#[from] LoadError),
+    #[error("no service named {name:?} in gravity.toml{}", nearest.as_deref().map(|n| format!("; did you mean {n:?}?")).unwrap_or_default())]
+    UnknownService {
+        name: String,
+        nearest: Option<String>,
+    },
+    #[error("cannot {action} {path}: {error}")]
+    Io {
+        action: &'static str,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("{path} is not a valid secrets file ({detail}); restore it from a backup, or delete it together with the platform's data (`gravity down --volumes`)")]
+    Secrets { path: String, detail: String },
+}
+
+/// A loaded platform.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub manifest: Manifest,
+    /// The directory holding gravity.toml.
+    pub root: PathBuf,
+    /// The Cargo workspace with the services' crates and `migrations/`.
+    pub workspace: PathBuf,
+}
+
+impl Project {
+    pub fn load(file: &Path) -> Result<Self, ProjectError> {
+        let manifest = Manifest::load(file)?;
+        let root = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let root = std::path::absolute(&root).unwrap_or(root);
+        let workspace = root.join(&manifest.workspace);
+        Ok(Self {
+            manifest,
+            root,
+            workspace,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.manifest.name.as_str()
+    }
+
+    pub fn container_name(&self, resource: &str) -> String {
+        format!("{}-{resource}", self.name())
+    }
+
+    pub fn network_name(&self) -> String {
+        format!("{}-network", self.name())
+    }
+
+    pub fn volume_name(&self, resource: &str) -> String {
+        format!("{}-{resource}-data", self.name())
+    }
+
+    /// The labels every object of this platform carries; `resource` names its service.
+    pub fn labels(&self, resource: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_PROJECT.to_owned(), self.name().to_owned()),
+        ]);
+        if let Some(r) = resource {
+            labels.insert(LABEL_SERVICE.to_owned(), r.to_owned());
+        }
+        labels
+    }
+
+    /// The Docker API filter selecting this platform's objects.
+    pub fn label_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={}", self.name())],
+        )])
+    }
+
+    pub fn migrations_dir(&self, service: &ServiceName) -> PathBuf {
+        self.workspace.join("migrations").join(service.as_str())
+    }
+
+    /// Looks a service up by the name a user typed.
+    pub fn service(&self, name: &str) -> Result<(&ServiceName, &ServiceSpec), ProjectError> {
+        self.manifest
+            .services
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .ok_or_else(|| ProjectError::UnknownService {
+                name: name.to_owned(),
+                nearest: self
+                    .manifest
+                    .services
+                    .keys()
+                    .map(|k| (strsim::levenshtein(name, k.as_str()), k))
+                    .filter(|(d, _)| *d <= 2)
+                    .min()
+                    .map(|(_, k)| k.to_string()),
+            })
+    }
+
+    /// The named services plus everything they depend on, in dependency order. No names means
+    /// all services.
+    pub fn selection(&self, names: &[String]) -> Result<Vec<ServiceName>, ProjectError> {
+        let mut wanted: Vec<ServiceName> = Vec::new();
+        let roots: Vec<ServiceName> = if names.is_empty() {
+            self.manifest.services.keys().cloned().collect()
+        } else {
+            names
+                .iter()
+                .map(|n| self.service(n).map(|(k, _)| k.clone()))
+                .collect::<Result<_, _>>()?
+        };
+        fn visit(m: &Manifest, at: &ServiceName, out: &mut Vec<ServiceName>) {
+            if out.contains(at) {
+                return;
+            }
+            if let Some(spec) = m.services.get(at) {
+                for dep in &spec.depends_on {
+                    visit(m, dep, out);
+                }
+                out.push(at.clone());
+            }
+        }
+        for root in &roots {
+            visit(&self.manifest, root, &mut wanted);
+        }
+        Ok(wanted)
+    }
+
+    fn secrets_path(&self) -> PathBuf {
+        self.root
+            .join(".gravity")
+            .join(format!("{}.secrets.toml", self.name()))
+    }
+
+    /// The platform's local secrets, created on first use (file mode 0600).
+    pub fn secrets(&self) -> Result<Secrets, ProjectError> {
+        let path = self.secrets_path();
+        let mut secrets = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<Secrets>(&text).map_err(|e| ProjectError::Secrets {
+                path: path.display().to_string(),
+                detail: e.message().to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secrets::default(),
+            Err(error) => {
+                return Err(ProjectError::Io {
+                    action: "read",
+                    path: path.display().to_string(),
+                    error,
+                })
+            }
+        };
+        let mut changed = false;
+        if secrets.postgres_password.is_empty() {
+            secrets.postgres_password = random_password();
+            changed = true;
+        }
+        for spec in self.manifest.services.values() {
+            if let Some(db) = &spec.database {
+                if !secrets.roles.contains_key(db) {
+                    secrets.roles.insert(db.clone(), random_password());
+                    changed = true;
+                }
+            }
+        }
+        let all_safe = std::iter::once(&secrets.postgres_password)
+            .chain(secrets.roles.values())
+            .all(|p| p.len() >= 16 && p.chars().all(|c| c.is_ascii_alphanumeric()));
+        if !all_safe {
+            return Err(ProjectError::Secrets {
+                path: path.display().to_string(),
+                detail: "passwords must be at least 16 letters or digits".to_owned(),
+            });
+        }
+        if changed {
+            write_private(&path, &secrets)?;
+        }
+        Ok(secrets)
+    }
+}
+
+/// Passwords Gravity generated for this platform. They live as long as the data they guard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Secrets {
+    /// PostgreSQL's superuser (`postgres`) password.
+    #[serde(default)]
+    pub postgres_password: String,
+    /// Each service's database role password, by database (= role) name.
+    #[serde(default)]
+    pub roles: BTreeMap<String, String>,
+}
+
+impl Secrets {
+    pub fn role_password(&self, database: &str) -> &str {
+        self.roles.get(database).map(String::as_str).unwrap_or("")
+    }
+}
+
+fn random_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Writes `secrets` readable by the owner only, atomically (temp file then rename).
+fn write_private(path: &Path, secrets: &Secrets) -> Result<(), ProjectError> {
+    let io = |action, error| ProjectError::Io {
+        action,
+        path: path.display().to_string(),
+        error,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n").map_err(|e| io("write", e))?;
+    }
+    let text = format!(
+        "# Generated by gravity: the passwords of this platform's databases. Keep this file: the\n# data in the platform's volumes is only reachable with them.\n{}",
+        toml::to_string(secrets).unwrap_or_default()
+    );
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(|e| io("write", e))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("write", e))?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `gravity ps`: each resource of the platform, its state, health and published port.
+
+use serde::Serialize;
+
+use crate::{
+    engine::{Engine, EngineError, LABEL_SERVICE},
+    project::{Project, POSTGRES, REDIS},
+};
+
+/// One row of `gravity ps`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Row {
+    pub resource: String,
+    pub kind: &'static str,
+    pub container: Option<String>,
+    /// `running`, `exited`, ... or `not created`.
+    pub state: String,
+    /// Docker's health check verdict: `healthy`, `unhealthy`, `starting`, or empty.
+    pub health: String,
+    pub port: Option<u16>,
+    /// Docker's human status, e.g. "Up 5 minutes (healthy)".
+    pub status: String,
+}
+
+pub async fn ps(project: &Project) -> Result<Vec<Row>, EngineError> {
+    let engine = Engine::connect().await?;
+    let found = engine.containers(project.label_filter()).await?;
+    let m = &project.manifest;
+    let mut wanted: Vec<(String, &'static str, u16)> = Vec::new();
+    if let Some(p) = &m.postgres {
+        wanted.push((POSTGRES.to_owned(), "infrastructure", p.port.get()));
+    }
+    if let Some(r) = &m.redis {
+        wanted.push((REDIS.to_owned(), "infrastructure", r.port.get()));
+    }
+    for (name, spec) in &m.services {
+        wanted.push((name.to_string(), "service", spec.port.get()));
+    }
+    let resource_of = |c: &bollard::models::ContainerSummary| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut rows = Vec::new();
+    for (resource, kind, port) in wanted {
+        let container = found.iter().find(|c| resource_of(c) == resource);
+        rows.push(row(&engine, resource, kind, Some(port), container).await);
+    }
+    // Containers of this platform that gravity.toml no longer describes.
+    for c in &found {
+        let resource = resource_of(c);
+        if !rows.iter().any(|r| r.resource == resource) {
+            rows.push(row(&engine, resource, "orphan", None, Some(c)).await);
+        }
+    }
+    Ok(rows)
+}
+
+async fn row(
+    engine: &Engine,
+    resource: String,
+    kind: &'static str,
+    port: Option<u16>,
+    container: Option<&bollard::models::ContainerSummary>,
+) -> Row {
+    let Some(c) = container else {
+        return Row {
+            resource,
+            kind,
+            container: None,
+            state: "not created".to_owned(),
+            health: String::new(),
+            port,
+            status: String::new(),
+        };
+    };
+    let name = c
+        .names
+        .iter()
+        .flatten()
+        .next()
+        .map(|n| n.trim_start_matches('/').to_owned());
+    let health = match c.id.as_deref() {
+        Some(id) => engine
+            .api()
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.health)
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let published = c
+        .ports
+        .iter()
+        .flatten()
+        .find_map(|p| p.public_port)
+        .or(port);
+    Row {
+        resource,
+        kind,
+        container: name,
+        state: c.state.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        health: if health == "none" {
+            String::new()
+        } else {
+            health
+        },
+        port: published,
+        status: c.status.clone().unwrap_or_default(),
+    }
+}
+
+/// The rows as an aligned table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<14} {:<15} {:<12} {:<10} {:<6} {}\n",
+        "RESOURCE", "KIND", "STATE", "HEALTH", "PORT", "STATUS"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<14} {:<15} {:<12} {:<10} {:<6} {}\n",
+            r.resource,
+            r.kind,
+            r.state,
+            if r.health.is_empty() { "-" } else { &r.health },
+            r.port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".to_owned()),
+            r.status
+        ));
+    }
+    out
+}

@@ -1,0 +1,709 @@
+//! `gravity up`: from gravity.toml to a running, healthy platform.
+//!
+//! Every resource is a node: the network and volumes, the images, the cargo build, PostgreSQL,
+//! Redis and each service. Nodes start at once and each awaits only what it needs (a service
+//! its `depends_on`, its database, its image), so independent work runs in parallel and the
+//! start order follows the dependency graph.
+//!
+//! **Invariant:** every step is idempotent and checks before it changes anything, so `up` on a
+//! running, unchanged platform changes nothing, and an `up` cut short is completed by the next.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bollard::{
+    models::{ContainerSummary, NetworkCreateRequest, VolumeCreateRequest},
+    query_parameters::InspectNetworkOptions,
+};
+use futures_util::{
+    future::{BoxFuture, Shared},
+    FutureExt as _,
+};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::{
+    build::{self, Binary, BuildError},
+    containers::{self, Change, ContainerError, ContainerPlan},
+    database::{self, DatabaseError},
+    engine::{is_conflict, is_not_found, Engine, EngineError, LABEL_PROJECT, LABEL_SERVICE},
+    images::{self, ImageError, Obtained, Offline, Resolved},
+    infra,
+    manifest::{ImageRef, ServiceName},
+    progress::{Reporter, Task},
+    project::{Project, ProjectError, Secrets, POSTGRES, REDIS},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("a Docker {kind} named {name} exists and Gravity did not create it; remove it, or change [platform] name in gravity.toml")]
+    Foreign { kind: &'static str, name: String },
+    #[error("{resource} did not become healthy within {secs} s{}\n  see all its output with `gravity logs {resource}`", show_logs(resource, logs))]
+    NeverHealthy {
+        resource: String,
+        secs: u64,
+        logs: Vec<String>,
+    },
+    #[error(
+        "{resource} stopped with exit code {code}{}\n  fix the cause and run `gravity up` again",
+        show_logs(resource, logs)
+    )]
+    Died {
+        resource: String,
+        code: i64,
+        logs: Vec<String>,
+    },
+    #[error("{resource} was not started because {dependency} failed")]
+    Skipped {
+        resource: String,
+        dependency: String,
+    },
+    #[error("{0}")]
+    Shared(Arc<UpError>),
+}
+
+fn show_logs(resource: &str, logs: &[String]) -> String {
+    if logs.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\n  last lines of {resource}'s log:");
+    for line in logs {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
+}
+
+impl From<bollard::errors::Error> for UpError {
+    fn from(e: bollard::errors::Error) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+/// What `gravity up` was asked to do.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Services to bring up (with what they depend on); empty means all.
+    pub services: Vec<String>,
+    /// How long one resource may take to become healthy.
+    pub health_timeout: Duration,
+}
+
+/// What `gravity up` did, resource by resource.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub changes: BTreeMap<String, Change>,
+    /// Containers of this platform that gravity.toml no longer describes.
+    pub orphans: Vec<String>,
+}
+
+type Node<T> = Shared<BoxFuture<'static, Result<T, Arc<UpError>>>>;
+
+fn node<T: Clone + Send + Sync + 'static>(
+    fut: impl Future<Output = Result<T, UpError>> + Send + 'static,
+) -> Node<T> {
+    fut.map(|r| r.map_err(Arc::new)).boxed().shared()
+}
+
+/// Shared by every node of one `up`.
+struct Ctx {
+    engine: Engine,
+    project: Project,
+    secrets: Secrets,
+    existing: HashMap<String, ContainerSummary>,
+    reporter: Reporter,
+    http: reqwest::Client,
+    health_timeout: Duration,
+    changes: std::sync::Mutex<BTreeMap<String, Change>>,
+}
+
+impl Ctx {
+    fn record(&self, resource: &str, change: Change) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.insert(resource.to_owned(), change);
+        }
+    }
+}
+
+pub async fn up(
+    project: &Project,
+    options: &UpOptions,
+    reporter: &Reporter,
+) -> Result<Summary, UpError> {
+    let engine = Engine::connect().await?;
+    let selection = project.selection(&options.services)?;
+    let secrets = project.secrets()?;
+    let mut existing = HashMap::new();
+    let mut orphans = Vec::new();
+    for c in engine.containers(project.label_filter()).await? {
+        let Some(resource) = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE))
+            .cloned()
+        else {
+            continue;
+        };
+        let known = resource == POSTGRES
+            || resource == REDIS
+            || project
+                .manifest
+                .services
+                .keys()
+                .any(|k| k.as_str() == resource);
+        if !known {
+            orphans.push(resource.clone());
+        }
+        existing.insert(resource, c);
+    }
+    let m = &project.manifest;
+    let wants = |infra: &str| {
+        options.services.is_empty()
+            || selection.iter().any(|s| {
+                let spec = &m.services[s];
+                spec.depends_on.iter().any(|d| d.as_str() == infra)
+                    || (infra == POSTGRES && spec.database.is_some())
+            })
+    };
+    let want_pg = m.postgres.is_some() && wants(POSTGRES);
+    let want_redis = m.redis.is_some() && wants(REDIS);
+
+    let ctx = Arc::new(Ctx {
+        engine,
+        project: project.clone(),
+        secrets,
+        existing,
+        reporter: reporter.clone(),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default(),
+        health_timeout: options.health_timeout,
+        changes: std::sync::Mutex::new(BTreeMap::new()),
+    });
+
+    let network = node(ensure_network(ctx.clone()));
+    let postgres: Option<Node<PgConnectOptions>> =
+        want_pg.then(|| node(run_postgres(ctx.clone(), network.clone())));
+    let redis: Option<Node<()>> = want_redis.then(|| node(run_redis(ctx.clone(), network.clone())));
+    let (runtime, binaries) = if selection.is_empty() {
+        (None, None)
+    } else {
+        let crates: Vec<String> = selection
+            .iter()
+            .map(|s| m.services[s].crate_name.clone())
+            .collect();
+        (
+            Some(node(resolve_runtime(ctx.clone()))),
+            Some(node(cargo_build(ctx.clone(), crates))),
+        )
+    };
+
+    let mut services: BTreeMap<ServiceName, Node<()>> = BTreeMap::new();
+    // `selection` is in dependency order, so every dependency's node exists already.
+    for name in &selection {
+        let spec = &m.services[name];
+        let mut deps: Vec<(String, Node<()>)> = Vec::new();
+        for dep in &spec.depends_on {
+            if let Some(n) = services.get(dep) {
+                deps.push((dep.to_string(), n.clone()));
+            } else if dep.as_str() == REDIS {
+                if let Some(r) = &redis {
+                    deps.push((REDIS.to_owned(), r.clone()));
+                }
+            }
+        }
+        let needs = ServiceNeeds {
+            name: name.clone(),
+            deps,
+            postgres: postgres.clone(),
+            runtime: runtime.clone(),
+            binaries: binaries.clone(),
+            network: network.clone(),
+        };
+        services.insert(name.clone(), node(run_service(ctx.clone(), needs)));
+    }
+
+    // Drive every node to the end, then report the root cause first.
+    let mut results: Vec<Result<(), Arc<UpError>>> = Vec::new();
+    let mut all: Vec<BoxFuture<'static, Result<(), Arc<UpError>>>> = vec![network.clone().boxed()];
+    if let Some(p) = &postgres {
+        all.push(p.clone().map(|r| r.map(|_| ())).boxed());
+    }
+    if let Some(r) = &redis {
+        all.push(r.clone().boxed());
+    }
+    all.extend(services.values().map(|s| s.clone().boxed()));
+    for r in futures_util::future::join_all(all).await {
+        results.push(r);
+    }
+    let mut errors: Vec<Arc<UpError>> = results.into_iter().filter_map(Result::err).collect();
+    errors.sort_by_key(|e| matches!(**e, UpError::Skipped { .. }));
+    if let Some(first) = errors.into_iter().next() {
+        return Err(match Arc::try_unwrap(first) {
+            Ok(e) => e,
+            Err(shared) => UpError::Shared(shared),
+        });
+    }
+    for orphan in &orphans {
+        reporter.note(
+            orphan,
+            "is running but gravity.toml no longer describes it; `gravity down` removes it",
+        );
+    }
+    let changes = ctx.changes.lock().map(|c| c.clone()).unwrap_or_default();
+    Ok(Summary { changes, orphans })
+}
+
+/// PostgreSQL's environment: the official image's variables.
+pub fn postgres_env(secrets: &Secrets) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "POSTGRES_PASSWORD".to_owned(),
+            secrets.postgres_password.clone(),
+        ),
+        ("POSTGRES_USER".to_owned(), "postgres".to_owned()),
+        ("PGDATA".to_owned(), infra::PGDATA.to_owned()),
+    ])
+}
+
+/// A service's environment: its port, its database and Redis (reached by name on the
+/// platform's network), then gravity.toml's `env`, which wins.
+pub fn service_env(
+    project: &Project,
+    secrets: &Secrets,
+    name: &ServiceName,
+) -> BTreeMap<String, String> {
+    let spec = &project.manifest.services[name];
+    let mut env = BTreeMap::new();
+    env.insert("PORT".to_owned(), spec.port.get().to_string());
+    // Gravity applies migrations itself, before the service starts.
+    env.insert("MIGRATE_ON_START".to_owned(), "false".to_owned());
+    if let Some(db) = &spec.database {
+        let password = secrets.role_password(db);
+        env.insert(
+            "DATABASE_URL".to_owned(),
+            format!("postgres://{db}:{password}@{POSTGRES}:5432/{db}"),
+        );
+    }
+    if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
+        env.insert("REDIS_URL".to_owned(), format!("redis://{REDIS}:6379/"));
+    }
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+fn failed<T>(task: Task, e: UpError) -> Result<T, UpError> {
+    task.fail(&first_line(&e.to_string()));
+    Err(e)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+async fn ensure_network(ctx: Arc<Ctx>) -> Result<(), UpError> {
+    let name = ctx.project.network_name();
+    let docker = ctx.engine.api();
+    match docker
+        .inspect_network(&name, None::<InspectNetworkOptions>)
+        .await
+    {
+        Ok(n) => {
+            let ours = n
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_PROJECT))
+                .is_some_and(|p| p == ctx.project.name());
+            if ours {
+                Ok(())
+            } else {
+                Err(UpError::Foreign {
+                    kind: "network",
+                    name,
+                })
+            }
+        }
+        Err(e) if is_not_found(&e) => {
+            let created = docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".to_owned()),
+                    labels: Some(ctx.project.labels(None)),
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => Ok(()),
+                Err(e) if is_conflict(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the named volume of `resource` exist (it is never deleted here).
+async fn ensure_volume(ctx: &Ctx, resource: &str) -> Result<String, UpError> {
+    let name = ctx.project.volume_name(resource);
+    let docker = ctx.engine.api();
+    match docker.inspect_volume(&name).await {
+        Ok(v) => {
+            if v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(ctx.project.name()) {
+                Ok(name)
+            } else {
+                Err(UpError::Foreign {
+                    kind: "volume",
+                    name,
+                })
+            }
+        }
+        Err(e) if is_not_found(&e) => {
+            docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name.clone()),
+                    labels: Some(ctx.project.labels(Some(resource))),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(name)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn resolve_image(
+    ctx: &Ctx,
+    resource: &str,
+    task: &Task,
+    wanted: &ImageRef,
+    offline: Option<&Offline>,
+) -> Result<Resolved, UpError> {
+    let resolved = images::resolve(&ctx.engine, wanted, offline, Some(task)).await?;
+    match resolved.obtained {
+        Obtained::Present => {}
+        Obtained::PresentOffline => {}
+        Obtained::Pulled => ctx
+            .reporter
+            .note(resource, &format!("pulled {}", resolved.image)),
+        Obtained::BuiltOffline => ctx.reporter.note(
+            resource,
+            &format!(
+                "no registry reachable: built {} from Debian packages (cached under that tag)",
+                resolved.image
+            ),
+        ),
+    }
+    Ok(resolved)
+}
+
+async fn run_postgres(ctx: Arc<Ctx>, network: Node<()>) -> Result<PgConnectOptions, UpError> {
+    let task = ctx.reporter.task(POSTGRES, "preparing");
+    let result = async {
+        let Some(spec) = ctx.project.manifest.postgres.clone() else {
+            unreachable!("run_postgres is only called when PostgreSQL is configured")
+        };
+        let (wanted, offline) = infra::postgres_images(&spec);
+        let (image, volume, net) = tokio::join!(
+            resolve_image(&ctx, POSTGRES, &task, &wanted, offline.as_ref()),
+            ensure_volume(&ctx, POSTGRES),
+            network,
+        );
+        let (image, volume) = (image?, volume?);
+        net.map_err(UpError::Shared)?;
+        let plan = ContainerPlan {
+            resource: POSTGRES.to_owned(),
+            name: ctx.project.container_name(POSTGRES),
+            image: image.image.to_string(),
+            image_id: image.id,
+            env: postgres_env(&ctx.secrets),
+            cmd: Some(infra::postgres_command(&spec)),
+            container_port: 5432,
+            host_port: spec.port.get(),
+            volume: Some((volume, infra::PG_VOLUME_PATH.to_owned())),
+            healthcheck: infra::postgres_healthcheck(),
+            network: ctx.project.network_name(),
+            labels: ctx.project.labels(Some(POSTGRES)),
+        };
+        task.message("starting");
+        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(POSTGRES)).await?;
+        ctx.record(POSTGRES, change);
+        task.message("waiting until it answers");
+        let admin =
+            infra::postgres_admin(spec.port.get(), &ctx.secrets.postgres_password, "postgres");
+        wait_healthy(
+            &ctx,
+            POSTGRES,
+            &plan.name,
+            Probe::Postgres(Box::new(admin.clone())),
+        )
+        .await?;
+        Ok((admin, change))
+    }
+    .await;
+    match result {
+        Ok((admin, change)) => {
+            task.done(change.describe());
+            Ok(admin)
+        }
+        Err(e) => failed(task, e),
+    }
+}
+
+async fn run_redis(ctx: Arc<Ctx>, network: Node<()>) -> Result<(), UpError> {
+    let task = ctx.reporter.task(REDIS, "preparing");
+    let result = async {
+        let Some(spec) = ctx.project.manifest.redis.clone() else {
+            unreachable!("run_redis is only called when Redis is configured")
+        };
+        let (wanted, offline) = infra::redis_images(&spec);
+        let (image, volume, net) = tokio::join!(
+            resolve_image(&ctx, REDIS, &task, &wanted, offline.as_ref()),
+            ensure_volume(&ctx, REDIS),
+            network,
+        );
+        let (image, volume) = (image?, volume?);
+        net.map_err(UpError::Shared)?;
+        let plan = ContainerPlan {
+            resource: REDIS.to_owned(),
+            name: ctx.project.container_name(REDIS),
+            image: image.image.to_string(),
+            image_id: image.id,
+            env: BTreeMap::new(),
+            cmd: Some(infra::redis_command(&spec)),
+            container_port: 6379,
+            host_port: spec.port.get(),
+            volume: Some((volume, infra::REDIS_VOLUME_PATH.to_owned())),
+            healthcheck: infra::redis_healthcheck(),
+            network: ctx.project.network_name(),
+            labels: ctx.project.labels(Some(REDIS)),
+        };
+        task.message("starting");
+        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(REDIS)).await?;
+        ctx.record(REDIS, change);
+        task.message("waiting until it answers");
+        wait_healthy(&ctx, REDIS, &plan.name, Probe::Redis(spec.port.get())).await?;
+        Ok(change)
+    }
+    .await;
+    match result {
+        Ok(change) => {
+            task.done(change.describe());
+            Ok(())
+        }
+        Err(e) => failed(task, e),
+    }
+}
+
+async fn resolve_runtime(ctx: Arc<Ctx>) -> Result<Resolved, UpError> {
+    let task = ctx
+        .reporter
+        .task("runtime", "resolving the services' base image");
+    let (wanted, offline) = infra::runtime_images();
+    match resolve_image(&ctx, "runtime", &task, &wanted, Some(&offline)).await {
+        Ok(r) => {
+            task.done(&r.image.to_string());
+            Ok(r)
+        }
+        Err(e) => failed(task, e),
+    }
+}
+
+async fn cargo_build(
+    ctx: Arc<Ctx>,
+    crates: Vec<String>,
+) -> Result<Arc<BTreeMap<String, Binary>>, UpError> {
+    let task = ctx.reporter.task("build", "cargo build");
+    let m = &ctx.project.manifest;
+    match build::cargo_build(&ctx.project.workspace, &m.profile, &crates, &task).await {
+        Ok(b) => {
+            task.done(&format!("{} binaries ({} profile)", b.len(), m.profile));
+            Ok(Arc::new(b))
+        }
+        Err(e) => failed(task, e.into()),
+    }
+}
+
+struct ServiceNeeds {
+    name: ServiceName,
+    deps: Vec<(String, Node<()>)>,
+    postgres: Option<Node<PgConnectOptions>>,
+    runtime: Option<Node<Resolved>>,
+    binaries: Option<Node<Arc<BTreeMap<String, Binary>>>>,
+    network: Node<()>,
+}
+
+async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> {
+    let name = needs.name.to_string();
+    let task = ctx.reporter.task(&name, "waiting for its dependencies");
+    let spec = ctx.project.manifest.services[&needs.name].clone();
+    let skipped = |dependency: &str| UpError::Skipped {
+        resource: name.clone(),
+        dependency: dependency.to_owned(),
+    };
+    let result = async {
+        for (dep, n) in &needs.deps {
+            n.clone().await.map_err(|_| skipped(dep))?;
+        }
+        needs
+            .network
+            .clone()
+            .await
+            .map_err(|_| skipped("the network"))?;
+        let env = service_env(&ctx.project, &ctx.secrets, &needs.name);
+        if let Some(db) = &spec.database {
+            let Some(pg) = &needs.postgres else {
+                return Err(skipped(POSTGRES));
+            };
+            let admin = pg.clone().await.map_err(|_| skipped(POSTGRES))?;
+            task.message(format!("creating database {db}"));
+            let password = ctx.secrets.role_password(db).to_owned();
+            let pool = database::connect(&admin, "the postgres superuser").await?;
+            let provisioned = database::provision(&pool, db, &password).await;
+            pool.close().await;
+            provisioned?;
+            task.message("applying migrations");
+            let dir = ctx.project.migrations_dir(&needs.name);
+            if dir.is_dir() {
+                let migrator = database::migrator(&dir).await?;
+                let options = database::service_options(admin.get_port(), db, &password);
+                let applied = database::migrate(&options, db, &migrator).await?;
+                if applied > 0 {
+                    ctx.reporter
+                        .note(&name, &format!("applied {applied} migration(s) to {db}"));
+                }
+            }
+        }
+        task.message("waiting for the build");
+        let (Some(binaries), Some(runtime)) = (&needs.binaries, &needs.runtime) else {
+            return Err(skipped("the build"));
+        };
+        let binaries = binaries.clone().await.map_err(|_| skipped("the build"))?;
+        let runtime = runtime
+            .clone()
+            .await
+            .map_err(|_| skipped("the runtime image"))?;
+        let Some(binary) = binaries.get(&spec.crate_name) else {
+            return Err(BuildError::NoBinary(spec.crate_name.clone()).into());
+        };
+        task.message("building its image");
+        let (image, image_id) = build::service_image(&ctx.engine, binary, &runtime.image).await?;
+        let plan = ContainerPlan {
+            resource: name.clone(),
+            name: ctx.project.container_name(&name),
+            image: image.to_string(),
+            image_id,
+            env,
+            cmd: None,
+            container_port: spec.port.get(),
+            host_port: spec.port.get(),
+            volume: None,
+            healthcheck: infra::http_healthcheck(spec.port.get(), &spec.health),
+            network: ctx.project.network_name(),
+            labels: ctx.project.labels(Some(&name)),
+        };
+        task.message("starting");
+        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(&name)).await?;
+        ctx.record(&name, change);
+        task.message(format!("waiting for {}", spec.health));
+        let probe = Probe::Http {
+            client: ctx.http.clone(),
+            port: spec.port.get(),
+            path: spec.health.clone(),
+        };
+        wait_healthy(&ctx, &name, &plan.name, probe).await?;
+        Ok(change)
+    }
+    .await;
+    match result {
+        Ok(change) => {
+            task.done(&format!(
+                "{} on http://127.0.0.1:{}",
+                change.describe(),
+                spec.port.get()
+            ));
+            Ok(())
+        }
+        Err(e @ UpError::Skipped { .. }) => {
+            task.fail(&e.to_string());
+            Err(e)
+        }
+        Err(e) => failed(task, e),
+    }
+}
+
+/// How to tell a resource really answers.
+enum Probe {
+    Postgres(Box<PgConnectOptions>),
+    Redis(u16),
+    Http {
+        client: reqwest::Client,
+        port: u16,
+        path: String,
+    },
+}
+
+impl Probe {
+    async fn answers(&self) -> Result<bool, UpError> {
+        match self {
+            Self::Postgres(options) => infra::postgres_answers(options).await.map_err(|_| {
+                UpError::Database(DatabaseError::WrongPassword {
+                    who: "the postgres superuser".to_owned(),
+                })
+            }),
+            Self::Redis(port) => Ok(infra::redis_answers(*port).await),
+            Self::Http { client, port, path } => Ok(infra::http_answers(client, *port, path).await),
+        }
+    }
+}
+
+/// Polls `probe` until it answers, the container dies, or the timeout passes.
+async fn wait_healthy(
+    ctx: &Ctx,
+    resource: &str,
+    container: &str,
+    probe: Probe,
+) -> Result<(), UpError> {
+    let started = Instant::now();
+    let mut last_state_check = Instant::now();
+    loop {
+        if probe.answers().await? {
+            return Ok(());
+        }
+        if last_state_check.elapsed() >= Duration::from_millis(500) {
+            last_state_check = Instant::now();
+            if let Some(code) = containers::exited(&ctx.engine, container).await {
+                return Err(UpError::Died {
+                    resource: resource.to_owned(),
+                    code,
+                    logs: containers::last_logs(&ctx.engine, container, 20).await,
+                });
+            }
+        }
+        if started.elapsed() > ctx.health_timeout {
+            return Err(UpError::NeverHealthy {
+                resource: resource.to_owned(),
+                secs: ctx.health_timeout.as_secs(),
+                logs: containers::last_logs(&ctx.engine, container, 20).await,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
