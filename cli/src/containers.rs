@@ -303,12 +303,15 @@ pub async fn last_logs(engine: &Engine, name: &str, lines: usize) -> Vec<String>
     out
 }
 
-/// Whether a container exited, and with what code.
+/// Whether a container has died since it was started: exited, or restarted by its restart
+/// policy after exiting (a crash loop). Returns the last exit code.
 pub async fn exited(engine: &Engine, name: &str) -> Option<i64> {
     let inspect = engine.api().inspect_container(name, None).await.ok()?;
+    let restarts = inspect.restart_count.unwrap_or(0);
     let state = inspect.state?;
-    if state.running == Some(true) || state.restarting == Some(true) {
+    let running = state.running == Some(true) && state.restarting != Some(true);
+    if running && restarts == 0 {
         return None;
     }
-    state.exit_code
+    Some(state.exit_code.unwrap_or(0))
 }

@@ -116,6 +116,9 @@ enum Command {
         /// Read the password from standard input (first line) instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// The auth service to create it in, when gravity.toml has several.
+        #[arg(long)]
+        service: Option<String>,
     },
     /// Export the platform in another tool's format.
     Export {
@@ -321,11 +324,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CreateSuperuser {
             email,
             password_stdin,
+            service,
         } => {
             let project = load()?;
             let email = Email::parse(&email).context("--email")?;
             let password = read_new_password(password_stdin)?;
-            let id = superuser::create_superuser(&project, &email, &password).await?;
+            let id = superuser::create_superuser(&project, service.as_deref(), &email, &password)
+                .await?;
             println!("created admin {email} ({id})");
             Ok(())
         }

@@ -159,6 +159,8 @@ pub struct ServiceSpec {
     pub depends_on: Vec<ServiceName>,
     pub env: BTreeMap<String, String>,
     pub health: String,
+    /// Its migrations, relative to the workspace (default `migrations/<service name>`).
+    pub migrations: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +217,7 @@ struct RawService {
     #[serde(default)]
     env: BTreeMap<String, String>,
     health: Option<Spanned<String>>,
+    migrations: Option<Spanned<String>>,
 }
 
 /// Turns byte offsets into 1-based line and column for error messages.
@@ -417,6 +420,35 @@ impl Manifest {
                 }
                 None => name.to_string(),
             };
+            let migrations = match spec.migrations {
+                Some(dir) => {
+                    let path = Path::new(dir.get_ref());
+                    let inside = !dir.get_ref().is_empty()
+                        && path.is_relative()
+                        && path
+                            .components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if !inside {
+                        return Err(src.error(
+                            dir.span(),
+                            format!(
+                                "{:?} is not a directory inside the workspace",
+                                dir.get_ref()
+                            ),
+                            Some("use a relative path such as \"migrations/auth\"".to_owned()),
+                        ));
+                    }
+                    if database.is_none() {
+                        return Err(src.error(
+                            dir.span(),
+                            format!("service {name} has migrations but no database"),
+                            Some("add `database = \"...\"` to the service".to_owned()),
+                        ));
+                    }
+                    Some(PathBuf::from(dir.into_inner()))
+                }
+                None => None,
+            };
             if let Some(db) = &database {
                 if postgres.is_none() {
                     return Err(src.error(
@@ -454,6 +486,7 @@ impl Manifest {
                     depends_on,
                     env: spec.env,
                     health,
+                    migrations,
                 },
             );
         }

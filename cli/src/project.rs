@@ -100,8 +100,18 @@ impl Project {
         )])
     }
 
+    /// Where a service's migrations are: gravity.toml's `migrations`, else
+    /// `migrations/<service>` in the workspace.
     pub fn migrations_dir(&self, service: &ServiceName) -> PathBuf {
-        self.workspace.join("migrations").join(service.as_str())
+        match self
+            .manifest
+            .services
+            .get(service)
+            .and_then(|s| s.migrations.as_ref())
+        {
+            Some(dir) => self.workspace.join(dir),
+            None => self.workspace.join("migrations").join(service.as_str()),
+        }
     }
 
     /// Looks a service up by the name a user typed.

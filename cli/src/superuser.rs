@@ -14,8 +14,10 @@ pub enum SuperuserError {
     Project(#[from] ProjectError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
-    #[error("gravity.toml has no service built from the `auth` crate with a database")]
+    #[error("gravity.toml has no such service built from the `auth` crate with a database")]
     NoAuthService,
+    #[error("several services are built from the auth crate ({0}); name one with --service")]
+    Ambiguous(String),
     #[error("an account with email {0} already exists; pick another email, or reset its password with POST /api/v1/forgot-password")]
     EmailTaken(String),
     #[error("hashing the password: {0}")]
@@ -24,22 +26,45 @@ pub enum SuperuserError {
     Auth(String),
 }
 
-/// Creates an admin with `email` and `password`; returns its id.
+/// Creates an admin with `email` and `password` in the auth service `service` (by default the
+/// one named `auth`, or the only service built from the auth crate); returns its id.
 pub async fn create_superuser(
     project: &Project,
+    service: Option<&str>,
     email: &Email,
     password: &Password,
 ) -> Result<String, SuperuserError> {
     let m = &project.manifest;
-    let (name, db) = m
+    let candidates: Vec<_> = m
         .services
         .iter()
-        .find_map(|(name, s)| {
+        .filter_map(|(name, s)| {
             (s.crate_name == "auth")
                 .then_some(s.database.as_ref().map(|db| (name, db)))
                 .flatten()
         })
-        .ok_or(SuperuserError::NoAuthService)?;
+        .collect();
+    let chosen = match service {
+        Some(wanted) => {
+            project.service(wanted)?;
+            candidates.iter().find(|(n, _)| n.as_str() == wanted)
+        }
+        None if candidates.len() == 1 => candidates.first(),
+        // Several: the one named auth, or the user must say which.
+        None => candidates.iter().find(|(n, _)| n.as_str() == "auth"),
+    };
+    let Some((name, db)) = chosen.copied() else {
+        return Err(match (service, candidates.len()) {
+            (_, 0) | (Some(_), _) => SuperuserError::NoAuthService,
+            (None, _) => SuperuserError::Ambiguous(
+                candidates
+                    .iter()
+                    .map(|(n, _)| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        });
+    };
     let port = m
         .postgres
         .as_ref()

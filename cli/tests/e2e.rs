@@ -1,0 +1,545 @@
+//! End to end: the real `gravity` binary against the real Docker Engine. Each test runs its own
+//! platform (own name, own ports, own directory) and removes everything carrying that
+//! platform's label when it ends, passed or failed.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use bollard::query_parameters::{
+    KillContainerOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
+};
+use gravity::engine::{Engine, LABEL_PROJECT};
+use serde_json::Value;
+
+/// A platform of this test run: PostgreSQL, Redis, the auth service and a second service
+/// (the same crate, its own database) that depends on it.
+struct Platform {
+    name: String,
+    dir: PathBuf,
+    pg: u16,
+    redis: u16,
+    auth: u16,
+    accounts: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Platform {
+    fn new(test: &str) -> Self {
+        let name = format!(
+            "e2e-{test}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
+        std::fs::create_dir_all(&dir).expect("create the platform's directory");
+        let platform = Self {
+            name,
+            dir,
+            pg: free_port(),
+            redis: free_port(),
+            auth: free_port(),
+            accounts: free_port(),
+        };
+        platform.write_manifest("");
+        platform
+    }
+
+    /// Writes gravity.toml; `auth_env` is appended to the auth service's env table.
+    fn write_manifest(&self, auth_env: &str) {
+        let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let text = format!(
+            r#"[platform]
+name = "{name}"
+workspace = "{workspace}"
+
+[infrastructure.postgres]
+image = "postgres"
+version = "15"
+port = {pg}
+
+[infrastructure.redis]
+image = "redis"
+version = "7"
+port = {redis}
+
+[services.auth]
+crate = "auth"
+port = {auth}
+database = "auth"
+depends_on = ["postgres", "redis"]
+
+[services.auth.env]
+REDIS_KEY_PREFIX = "auth:"
+{auth_env}
+
+[services.accounts]
+crate = "auth"
+port = {accounts}
+database = "accounts"
+migrations = "migrations/auth"
+depends_on = ["postgres", "redis", "auth"]
+
+[services.accounts.env]
+REDIS_KEY_PREFIX = "accounts:"
+"#,
+            name = self.name,
+            pg = self.pg,
+            redis = self.redis,
+            auth = self.auth,
+            accounts = self.accounts,
+        );
+        std::fs::write(self.dir.join("gravity.toml"), text).expect("write gravity.toml");
+    }
+
+    fn gravity(&self, args: &[&str]) -> Output {
+        self.gravity_with_stdin(args, None)
+    }
+
+    fn gravity_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gravity"))
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run gravity");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for gravity")
+    }
+
+    /// `gravity up --json`, which must succeed; returns each resource's outcome.
+    fn up(&self) -> HashMap<String, String> {
+        let out = self.gravity(&["up", "--json", "--timeout", "180"]);
+        assert!(out.status.success(), "gravity up failed:\n{}", text(&out));
+        let mut outcomes = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let event: Value = serde_json::from_str(line).expect("JSON lines");
+            if event["event"] == "done" {
+                outcomes.insert(
+                    event["resource"].as_str().unwrap_or_default().to_owned(),
+                    event["message"].as_str().unwrap_or_default().to_owned(),
+                );
+            }
+        }
+        outcomes
+    }
+
+    fn ps(&self) -> Vec<Value> {
+        let out = self.gravity(&["ps", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("ps --json is JSON")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.auth)
+    }
+
+    fn secret(&self, key: &str) -> String {
+        let path = self
+            .dir
+            .join(".gravity")
+            .join(format!("{}.secrets.toml", self.name));
+        let text = std::fs::read_to_string(path).expect("the secrets file");
+        let value: toml::Value = toml::from_str(&text).expect("secrets are TOML");
+        match key.split_once('.') {
+            Some((table, k)) => value[table][k].as_str().unwrap_or_default().to_owned(),
+            None => value[key].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    async fn engine(&self) -> Engine {
+        Engine::connect().await.expect("the Docker Engine runs")
+    }
+
+    async fn volumes(&self) -> Vec<String> {
+        let engine = self.engine().await;
+        engine
+            .api()
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(self.filter()),
+            }))
+            .await
+            .expect("list volumes")
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect()
+    }
+
+    fn filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_PROJECT}={}", self.name)],
+        )])
+    }
+}
+
+impl Drop for Platform {
+    /// Removes every container, network and volume labelled with this platform.
+    fn drop(&mut self) {
+        let filter = self.filter();
+        // Drop runs inside the test's runtime: clean up on a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(engine) = Engine::connect().await else {
+                    return;
+                };
+                let docker = engine.api();
+                for c in engine.containers(filter.clone()).await.unwrap_or_default() {
+                    if let Some(id) = c.id {
+                        let _ = docker
+                            .remove_container(
+                                &id,
+                                Some(RemoveContainerOptions {
+                                    force: true,
+                                    v: true,
+                                    ..Default::default()
+                                }),
+                            )
+                            .await;
+                    }
+                }
+                let networks = docker
+                    .list_networks(Some(ListNetworksOptions {
+                        filters: Some(filter.clone()),
+                    }))
+                    .await
+                    .unwrap_or_default();
+                for n in networks {
+                    if let Some(name) = n.name {
+                        let _ = docker.remove_network(&name).await;
+                    }
+                }
+                let volumes = docker
+                    .list_volumes(Some(ListVolumesOptions {
+                        filters: Some(filter),
+                    }))
+                    .await
+                    .ok()
+                    .and_then(|v| v.volumes)
+                    .unwrap_or_default();
+                for v in volumes {
+                    let _ = docker
+                        .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                        .await;
+                }
+            });
+        })
+        .join();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn register(client: &reqwest::Client, platform: &Platform, email: &str) -> u16 {
+    client
+        .post(platform.url("/api/v1/register"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .expect("register")
+        .status()
+        .as_u16()
+}
+
+async fn login(
+    client: &reqwest::Client,
+    platform: &Platform,
+    email: &str,
+    password: &str,
+) -> Value {
+    let resp = client
+        .post(platform.url("/api/v1/login"))
+        .form(&[("username", email), ("password", password)])
+        .send()
+        .await
+        .expect("login");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 200, "login of {email}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn up_from_nothing_to_healthy_then_a_second_up_changes_nothing() {
+    let p = Platform::new("fresh");
+    let first = p.up();
+    for resource in ["postgres", "redis", "auth", "accounts"] {
+        assert_eq!(
+            first
+                .get(resource)
+                .map(String::as_str)
+                .map(|m| m.starts_with("created")),
+            Some(true),
+            "{resource}: {first:?}"
+        );
+    }
+    let rows = p.ps();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["state"], "running", "{row}");
+    }
+    let ready = reqwest::get(p.url("/health/ready")).await.expect("ready");
+    assert_eq!(ready.status(), 200);
+
+    let second = p.up();
+    for resource in ["postgres", "redis", "auth", "accounts"] {
+        assert!(
+            second[resource].starts_with("running, unchanged"),
+            "{resource}: {second:?}"
+        );
+    }
+
+    // Each service's role owns its database and cannot reach the other's.
+    let auth_pw = p.secret("roles.auth");
+    let own = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(p.pg)
+        .username("auth")
+        .password(&auth_pw);
+    let mine = sqlx::PgPool::connect_with(own.clone().database("auth")).await;
+    assert!(mine.is_ok(), "auth's role reaches its database: {mine:?}");
+    let theirs = sqlx::PgPool::connect_with(own.database("accounts")).await;
+    let err = theirs.expect_err("auth's role must not reach accounts' database");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}
+
+#[tokio::test]
+async fn a_killed_service_is_healed_and_data_survives_down_then_up() {
+    let p = Platform::new("heal");
+    p.up();
+    let client = reqwest::Client::new();
+    assert_eq!(register(&client, &p, "kept@example.com").await, 201);
+
+    let engine = p.engine().await;
+    engine
+        .api()
+        .kill_container(&format!("{}-auth", p.name), None::<KillContainerOptions>)
+        .await
+        .expect("kill the auth container");
+    let healed = p.up();
+    assert_eq!(
+        healed["auth"].split(" on ").next(),
+        Some("started"),
+        "{healed:?}"
+    );
+    assert!(
+        healed["postgres"].starts_with("running, unchanged"),
+        "{healed:?}"
+    );
+
+    let down = p.gravity(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(p.ps().iter().all(|r| r["state"] == "not created"));
+    assert_eq!(p.volumes().await.len(), 2, "down keeps the data volumes");
+
+    let again = p.up();
+    assert!(again["auth"].starts_with("created"), "{again:?}");
+    login(
+        &client,
+        &p,
+        "kept@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_changed_service_alone_is_recreated_and_data_goes_only_when_confirmed() {
+    let p = Platform::new("change");
+    p.up();
+    p.write_manifest("LOGIN_MAX_FAILURES_PER_ACCOUNT = \"7\"");
+    let changed = p.up();
+    assert!(changed["auth"].starts_with("recreated"), "{changed:?}");
+    for resource in ["postgres", "redis", "accounts"] {
+        assert!(
+            changed[resource].starts_with("running, unchanged"),
+            "{resource}: {changed:?}"
+        );
+    }
+    let engine = p.engine().await;
+    let env = engine
+        .api()
+        .inspect_container(&format!("{}-auth", p.name), None)
+        .await
+        .expect("inspect auth")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e == "LOGIN_MAX_FAILURES_PER_ACCOUNT=7"),
+        "{env:?}"
+    );
+
+    // No terminal and no --yes: refused, nothing removed.
+    let refused = p.gravity(&["down", "--volumes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--yes"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(p.volumes().await.len(), 2);
+    assert!(p.ps().iter().all(|r| r["state"] == "running"));
+
+    let confirmed = p.gravity(&["down", "--volumes", "--yes"]);
+    assert!(confirmed.status.success(), "{}", text(&confirmed));
+    assert!(p.volumes().await.is_empty());
+}
+
+#[tokio::test]
+async fn create_superuser_then_login_as_admin() {
+    let p = Platform::new("admin");
+    p.up();
+    let password = "an admin pass phrase 42";
+    let out = p.gravity_with_stdin(
+        &[
+            "create-superuser",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let client = reqwest::Client::new();
+    let tokens = login(&client, &p, "root@example.com", password).await;
+    let me: Value = client
+        .get(p.url("/api/v1/me"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("me is JSON");
+    assert_eq!(me["role"], "admin", "{me}");
+
+    let again = p.gravity_with_stdin(
+        &[
+            "create-superuser",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[tokio::test]
+async fn a_taken_port_is_named_with_what_holds_it() {
+    let p = Platform::new("port");
+    let holder = std::net::TcpListener::bind(("127.0.0.1", p.redis)).expect("hold the port");
+    let out = p.gravity(&["up"]);
+    drop(holder);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "port {} on 127.0.0.1 is already taken by process",
+            p.redis
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give redis another port"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_mistake_in_gravity_toml_stops_up_with_its_line_and_column() {
+    let p = Platform::new("typo");
+    let file = p.dir.join("gravity.toml");
+    let text_before = std::fs::read_to_string(&file).expect("read gravity.toml");
+    std::fs::write(&file, text_before.replace("\"auth\"]", "\"auht\"]")).expect("write");
+    let out = p.gravity(&["up"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gravity.toml:"), "{stderr}");
+    assert!(stderr.contains("did you mean \"auth\""), "{stderr}");
+    // Nothing was created.
+    let engine = p.engine().await;
+    assert!(engine
+        .containers(p.filter())
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_up_interrupted_with_ctrl_c_is_completed_by_the_next() {
+    use std::io::BufRead as _;
+    let p = Platform::new("interrupt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gravity"))
+        .args(["up", "--json"])
+        .current_dir(&p.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run gravity up");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    // Interrupt once PostgreSQL is up and the services' work has begun.
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("read gravity's output");
+        if line.contains("\"resource\":\"postgres\"") && line.contains("\"event\":\"done\"") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    let interrupted = child.wait().expect("gravity exits");
+    assert_eq!(interrupted.code(), Some(130));
+
+    let completed = p.up();
+    for resource in ["auth", "accounts"] {
+        assert!(
+            completed
+                .get(resource)
+                .is_some_and(|m| m.contains("http://127.0.0.1")),
+            "{resource}: {completed:?}"
+        );
+    }
+    let ready = reqwest::get(p.url("/health/ready")).await.expect("ready");
+    assert_eq!(ready.status(), 200);
+}
