@@ -215,10 +215,37 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
             },
         );
     }
-    let yaml = serde_norway::to_string(&file).map_err(|e| ComposeError::Yaml(e.to_string()))?;
+    let value = serde_json::to_value(&file).map_err(|e| ComposeError::Yaml(e.to_string()))?;
+    let mut yaml = String::new();
+    yaml_rust2::YamlEmitter::new(&mut yaml)
+        .dump(&to_yaml(value))
+        .map_err(|e| ComposeError::Yaml(e.to_string()))?;
+    let yaml = yaml.trim_start_matches("---").trim_start();
     Ok(format!(
         "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's database passwords: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
         project.name(),
         project.name()
     ))
+}
+
+/// YAML through an emitter that quotes what YAML 1.1 readers (docker-compose 1.x) would take
+/// for booleans: Redis's `--appendonly yes` must stay the string "yes".
+fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
+    use serde_json::Value;
+    use yaml_rust2::Yaml;
+    match value {
+        Value::Null => Yaml::Null,
+        Value::Bool(b) => Yaml::Boolean(b),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Yaml::Integer)
+            .unwrap_or_else(|| Yaml::Real(n.to_string())),
+        Value::String(s) => Yaml::String(s),
+        Value::Array(items) => Yaml::Array(items.into_iter().map(to_yaml).collect()),
+        Value::Object(map) => Yaml::Hash(
+            map.into_iter()
+                .map(|(k, v)| (Yaml::String(k), to_yaml(v)))
+                .collect(),
+        ),
+    }
 }

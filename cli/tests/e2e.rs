@@ -322,6 +322,29 @@ async fn up_from_nothing_to_healthy_then_a_second_up_changes_nothing() {
         );
     }
 
+    // The exported compose file describes the same platform with the same images.
+    let export = p.gravity(&["export", "compose", "-o", "-"]);
+    assert!(export.status.success(), "{}", text(&export));
+    let docs = yaml_rust2::YamlLoader::load_from_str(&String::from_utf8_lossy(&export.stdout))
+        .expect("the export is YAML");
+    let services = &docs[0]["services"];
+    let engine = p.engine().await;
+    for resource in ["postgres", "redis", "auth", "accounts"] {
+        let running = engine
+            .api()
+            .inspect_container(&format!("{}-{resource}", p.name), None)
+            .await
+            .expect("inspect")
+            .config
+            .and_then(|c| c.image)
+            .unwrap_or_default();
+        assert_eq!(services[resource]["image"].as_str(), Some(running.as_str()));
+    }
+    assert_eq!(services["redis"]["command"][2].as_str(), Some("yes"));
+    assert!(services["db-init"]["entrypoint"][2]
+        .as_str()
+        .is_some_and(|sql| sql.contains("CREATE DATABASE \"accounts\"")));
+
     // Each service's role owns its database and cannot reach the other's.
     let auth_pw = p.secret("roles.auth");
     let own = sqlx::postgres::PgConnectOptions::new()
