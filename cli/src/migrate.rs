@@ -127,3 +127,60 @@ pub fn new_migration(
     std::io::Write::write_all(&mut file, body.as_bytes()).map_err(|e| write_err(&path, e))?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(dir: &std::path::Path) -> Project {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("gravity.toml");
+        std::fs::write(
+            &file,
+            "[platform]\nname = \"unit\"\n[infrastructure.postgres]\nimage = \"postgres\"\nversion = \"15\"\nport = 15432\n[services.shop]\nport = 18000\ndatabase = \"shop\"\n[services.static-site]\nport = 18001\n",
+        )
+        .unwrap();
+        Project::load(&file).unwrap()
+    }
+
+    #[test]
+    fn new_migrations_are_timestamped_and_never_overwrite() {
+        let dir = std::env::temp_dir().join(format!("gravity-migrate-{}", uuid::Uuid::new_v4()));
+        let p = project(&dir);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:20:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let path = new_migration(&p, "shop", "add_orders", now).unwrap();
+        assert_eq!(
+            path,
+            dir.join("migrations/shop/20261125102030_add_orders.sql")
+        );
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("-- add_orders"));
+        std::fs::write(&path, "CREATE TABLE orders ();\n").unwrap();
+        let again = new_migration(&p, "shop", "add_orders", now);
+        assert!(
+            matches!(again, Err(MigrateError::Write { .. })),
+            "{again:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "CREATE TABLE orders ();\n",
+            "an existing file is never overwritten"
+        );
+        assert!(matches!(
+            new_migration(&p, "shop", "Add Orders", now),
+            Err(MigrateError::BadName(_))
+        ));
+        assert!(matches!(
+            new_migration(&p, "static-site", "x", now),
+            Err(MigrateError::NoDatabase(_))
+        ));
+        assert!(matches!(
+            new_migration(&p, "shpo", "x", now),
+            Err(MigrateError::Project(ProjectError::UnknownService { .. }))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

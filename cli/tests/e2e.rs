@@ -566,3 +566,79 @@ async fn an_up_interrupted_with_ctrl_c_is_completed_by_the_next() {
     let ready = reqwest::get(p.url("/health/ready")).await.expect("ready");
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn a_service_that_cannot_start_fails_fast_with_its_last_log_lines() {
+    let p = Platform::new("crash");
+    // Valid TOML, but a value the auth service refuses at start-up.
+    p.write_manifest("LOGIN_MAX_FAILURES_PER_ACCOUNT = \"0\"");
+    let out = p.gravity(&["up", "auth", "--timeout", "120"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth stopped with exit code"), "{stderr}");
+    assert!(stderr.contains("last lines of auth's log"), "{stderr}");
+    assert!(
+        stderr.contains("LOGIN_MAX_FAILURES_PER_ACCOUNT"),
+        "{stderr}"
+    );
+    // `up auth` starts only auth and what it depends on.
+    let rows = p.ps();
+    let accounts = rows
+        .iter()
+        .find(|r| r["resource"] == "accounts")
+        .expect("row");
+    assert_eq!(accounts["state"], "not created");
+}
+
+#[tokio::test]
+async fn logs_and_migration_status_of_a_running_platform() {
+    let p = Platform::new("logs");
+    p.up();
+    let out = p.gravity(&["logs", "auth", "--tail", "20", "--since", "1h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("auth | ") && l.contains("listening")),
+        "{stdout}"
+    );
+    let all = p.gravity(&["logs", "--tail", "5"]);
+    let all = String::from_utf8_lossy(&all.stdout);
+    for prefix in ["postgres ", "redis ", "auth ", "accounts "] {
+        assert!(
+            all.lines().any(|l| l.starts_with(prefix)),
+            "{prefix}: {all}"
+        );
+    }
+    let unknown = p.gravity(&["logs", "atuh"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("did you mean \"auth\""));
+
+    let status = p.gravity(&["migrate", "--status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let report: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    for service in report.as_array().expect("array") {
+        let migrations = service["migrations"].as_array().expect("migrations");
+        assert!(!migrations.is_empty(), "{service}");
+        assert!(migrations.iter().all(|m| m["applied"] == true), "{service}");
+    }
+}
+
+#[test]
+fn without_a_docker_engine_the_error_says_to_start_it() {
+    let p = Platform::new("nodocker");
+    let out = Command::new(env!("CARGO_BIN_EXE_gravity"))
+        .args(["ps"])
+        .current_dir(&p.dir)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run gravity");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the Docker Engine"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start it"), "{stderr}");
+}
