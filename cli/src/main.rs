@@ -29,7 +29,13 @@ use service_kit::{password::read_new_password, Email};
 /// Start with `gravity up`; `gravity ps` shows what runs, `gravity logs -f` follows it, and
 /// `gravity down` stops it (keeping its data).
 #[derive(Parser)]
-#[command(name = "gravity", version, about, long_about)]
+#[command(
+    name = "gravity",
+    version,
+    about,
+    long_about,
+    after_help = "Examples:\n  gravity up                      bring everything up (again: only what changed)\n  gravity up auth --json          auth and what it depends on; JSON events for scripts\n  gravity logs -f --since 10m     follow every resource's log\n  printf '%s\\n' \"$PW\" | gravity create-superuser --email a@b.c --password-stdin\n  gravity down --volumes --yes    remove everything, data included"
+)]
 struct Cli {
     /// The platform description to use.
     #[arg(long, global = true, default_value = "gravity.toml")]
