@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu) and starts PostgreSQL and Redis on loopback for local runs and
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
-# gravity builds images when no registry can be reached. Safe to run again: it only does
-# what is missing. Prints the URLs to use.
+# gravity builds images when no registry can be reached, and tmux, in which the dashboard's
+# test runs. Safe to run again: it only does what is missing. Prints the URLs to use.
 set -euo pipefail
 
 PG_USER=gravity
@@ -18,6 +18,8 @@ command -v pg_lsclusters >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgre
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # Builds container images from Debian packages when no registry can be reached.
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+# The dashboard's end-to-end test drives `gravity status` in a tmux pane.
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root apt-get update -qq

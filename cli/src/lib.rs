@@ -17,5 +17,6 @@ pub mod migrate;
 pub mod progress;
 pub mod project;
 pub mod ps;
+pub mod status;
 pub mod superuser;
 pub mod up;

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live dashboard of the running platform: state, health, uptime, restarts, ports, CPU,
+    /// memory, request rate, error rate and p99 latency, and the selected resource's log.
+    ///
+    /// Keys: ↑↓ or j/k select, l log full screen, r restart, / filter, ? help, q quit. Prints
+    /// one plain table instead with --once, or when standard output is not a terminal.
+    Status {
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print one JSON snapshot and exit.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the platform's logs, merged, each line prefixed with its resource.
     Logs {
         /// Resources to show (services, postgres, redis); all when none is named.
@@ -261,6 +274,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", ps::table(&rows));
             }
+            Ok(())
+        }
+        Command::Status { once, json } => {
+            let project = load()?;
+            gravity::status::status(&project, gravity::status::Output::choose(once, json)).await?;
             Ok(())
         }
         Command::Logs {

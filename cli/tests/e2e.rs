@@ -642,3 +642,147 @@ fn without_a_docker_engine_the_error_says_to_start_it() {
     );
     assert!(stderr.contains("start it"), "{stderr}");
 }
+
+/// A tmux session running a command, killed (by its own name) when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, dir: &std::path::Path, command: &str) -> Self {
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                "150",
+                "-y",
+                "40",
+                "-c",
+            ])
+            .arg(dir)
+            .arg(command)
+            .status()
+            .expect("tmux runs (scripts/dev-deps.sh installs it)");
+        assert!(status.success());
+        Self(name.to_owned())
+    }
+
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .expect("capture the pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.0, keys])
+            .status()
+            .expect("send keys");
+        assert!(status.success());
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.0])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Polls the pane until `pred` holds or `within` passes; returns the last capture.
+    fn wait_for(&self, within: std::time::Duration, pred: impl Fn(&str) -> bool) -> (bool, String) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let screen = self.capture();
+            if pred(&screen) {
+                return (true, screen);
+            }
+            if std::time::Instant::now() > deadline {
+                return (false, screen);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+fn line_of<'a>(screen: &'a str, resource: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.split_whitespace().take(3).any(|w| w == resource))
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_seconds() {
+    let p = Platform::new("status");
+    p.up();
+    let tmux = Tmux::start(
+        &p.name,
+        &p.dir,
+        &format!("{} status", env!("CARGO_BIN_EXE_gravity")),
+    );
+    let (shown, screen) = tmux.wait_for(std::time::Duration::from_secs(15), |s| {
+        ["postgres", "redis", "auth", "accounts"]
+            .iter()
+            .all(|r| line_of(s, r).contains("running"))
+    });
+    assert!(shown, "every resource shown running:\n{screen}");
+    assert!(screen.contains("4/4 up"), "{screen}");
+
+    // Stop the accounts service behind the dashboard's back.
+    let engine = p.engine().await;
+    engine
+        .api()
+        .stop_container(
+            &format!("{}-accounts", p.name),
+            Some(bollard::query_parameters::StopContainerOptions {
+                t: Some(0),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("stop accounts");
+    // The requirement: a stopped service appears stopped within 2 s.
+    let (stopped, screen) = tmux.wait_for(std::time::Duration::from_secs(2), |s| {
+        line_of(s, "accounts").contains("DOWN")
+    });
+    assert!(stopped, "accounts shown DOWN within 2 s:\n{screen}");
+    assert!(screen.contains("3/4 up"), "{screen}");
+
+    // Keys: help, then the log of a selected resource full screen, then quit.
+    tmux.keys("?");
+    let (help, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |s| {
+        s.contains("restart it (through the Docker Engine)")
+    });
+    assert!(help, "{screen}");
+    tmux.keys("Escape");
+    tmux.keys("/");
+    tmux.keys("redis");
+    tmux.keys("Enter");
+    tmux.keys("l");
+    let (logs, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |s| {
+        s.contains("log: redis") && s.contains("Ready to accept connections")
+    });
+    assert!(logs, "{screen}");
+    tmux.keys("q");
+    let (gone, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |_| !tmux.alive());
+    assert!(gone, "q quits:\n{screen}");
+
+    // --once prints a table for scripts.
+    let once = p.gravity(&["status", "--once"]);
+    assert!(once.status.success(), "{}", text(&once));
+    let table = String::from_utf8_lossy(&once.stdout);
+    assert!(line_of(&table, "accounts").contains("DOWN"), "{table}");
+    assert!(line_of(&table, "auth").contains("running"), "{table}");
+}

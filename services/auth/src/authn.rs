@@ -103,32 +103,52 @@ pub fn bearer(parts: &Parts) -> Result<&str, AuthError> {
 }
 
 /// Principals already authenticated, by the exact token string, tagged with the event
-/// generation and key-set version they were checked in.
+/// generation and key-set version they were checked in, and the second until which they
+/// count.
 ///
 /// A hit skips the signature check, the blocklist lookup and the database query: that is what
 /// makes authenticated reads cost about as much as unauthenticated ones. A hit counts only
 /// while `AuthEvents` is subscribed and no event arrived since the entry was made, the token
 /// has not expired, and the entry is younger than `PRINCIPAL_TTL`, which bounds staleness even
 /// if an event were lost on a connection that died silently.
+///
+/// `quick_cache` (CLOCK-Pro eviction, a shard read lock and one atomic per hit) rather than a
+/// cache that records every read for its eviction policy: this lookup is on every
+/// authenticated request.
 #[derive(Clone)]
-pub struct PrincipalCache(
-    moka::sync::Cache<String, ((u64, u64), Principal), foldhash::quality::RandomState>,
-);
+pub struct PrincipalCache(Arc<Entries>);
+
+type Entries = quick_cache::sync::Cache<
+    String,
+    Entry,
+    quick_cache::UnitWeighter,
+    foldhash::quality::RandomState,
+>;
+
+#[derive(Clone)]
+struct Entry {
+    generation: (u64, u64),
+    /// Unix second after which the entry no longer counts: the token's `exp`, or the end of
+    /// `PRINCIPAL_TTL`, whichever comes first.
+    valid_until: i64,
+    principal: Principal,
+}
 
 pub const PRINCIPAL_TTL: Duration = Duration::from_secs(10);
 /// Entries are a token (~600 bytes) and an account (~300 bytes): ~50 MiB at most.
-const PRINCIPAL_CAPACITY: u64 = 50_000;
+const PRINCIPAL_CAPACITY: usize = 50_000;
 
 impl Default for PrincipalCache {
     fn default() -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(PRINCIPAL_CAPACITY)
-                .time_to_live(PRINCIPAL_TTL)
-                // Keys are ~600-byte tokens hashed on every request: foldhash (randomly seeded
-                // per process) costs a fraction of the default SipHash.
-                .build_with_hasher(foldhash::quality::RandomState::default()),
-        )
+        Self(Arc::new(quick_cache::sync::Cache::with(
+            PRINCIPAL_CAPACITY,
+            PRINCIPAL_CAPACITY as u64,
+            quick_cache::UnitWeighter,
+            // Keys are ~600-byte tokens hashed on every request: foldhash (randomly seeded per
+            // process) costs a fraction of the default SipHash.
+            foldhash::quality::RandomState::default(),
+            Default::default(),
+        )))
     }
 }
 
@@ -137,16 +157,22 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Au
         return authenticate_uncached(state, token).await;
     };
     let generation = (events, state.keys.version());
-    if let Some((cached_in, principal)) = state.principals.0.get(token) {
-        if cached_in == generation && principal.claims.exp > chrono::Utc::now().timestamp() {
-            return Ok(principal);
+    let now = chrono::Utc::now().timestamp();
+    if let Some(entry) = state.principals.0.get(token) {
+        if entry.generation == generation && now < entry.valid_until {
+            return Ok(entry.principal);
         }
     }
     let principal = authenticate_uncached(state, token).await?;
-    state
-        .principals
-        .0
-        .insert(token.to_owned(), (generation, principal.clone()));
+    let ttl = i64::try_from(PRINCIPAL_TTL.as_secs()).unwrap_or(i64::MAX);
+    state.principals.0.insert(
+        token.to_owned(),
+        Entry {
+            generation,
+            valid_until: principal.claims.exp.min(now.saturating_add(ttl)),
+            principal: principal.clone(),
+        },
+    );
     Ok(principal)
 }
 

@@ -1,0 +1,123 @@
+//! What the dashboard shows: one `Row` per resource, gathered into a `Snapshot`.
+
+use serde::Serialize;
+
+/// One resource of the platform as it is now.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Row {
+    pub resource: String,
+    /// `infrastructure`, `service` or `orphan` (running, but no longer in gravity.toml).
+    pub kind: &'static str,
+    /// Docker's state (`running`, `exited`, `restarting`, ...) or `not created`.
+    pub state: String,
+    /// Docker's exit code, when the container is not running.
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy`, `starting`, or empty when there is no health check.
+    pub health: String,
+    pub uptime_secs: Option<u64>,
+    pub restarts: i64,
+    pub port: Option<u16>,
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// Requests per second over the last refresh (health checks and scrapes left out).
+    pub requests_per_sec: Option<f64>,
+    /// Share of those requests that answered 5xx.
+    pub error_rate: Option<f64>,
+    /// 99th percentile latency over the last refresh, from the histogram's buckets.
+    pub p99_ms: Option<f64>,
+    #[serde(skip)]
+    pub container_id: Option<String>,
+}
+
+impl Row {
+    /// Running and not unhealthy.
+    pub fn is_up(&self) -> bool {
+        self.state == "running" && self.health != "unhealthy"
+    }
+
+    /// The state in words, as shown in the table.
+    pub fn state_words(&self) -> String {
+        match (self.state.as_str(), self.exit_code) {
+            ("running", _) if self.health == "unhealthy" => "UNHEALTHY".to_owned(),
+            ("running", _) => "running".to_owned(),
+            ("not created", _) => "not created".to_owned(),
+            ("exited", Some(code)) => format!("DOWN (exit {code})"),
+            (other, _) => format!("DOWN ({other})"),
+        }
+    }
+}
+
+/// The whole platform at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub platform: String,
+    pub rows: Vec<Row>,
+    /// Why the engine could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `1h02m`, `45s`.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `12.3 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+/// The rows as a plain, aligned table (for `--once` and non-terminals).
+pub fn table(snapshot: &Snapshot) -> String {
+    let dash = || "-".to_owned();
+    let mut out = format!(
+        "{:<14} {:<17} {:<10} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>7} {:>8}\n",
+        "RESOURCE",
+        "STATE",
+        "HEALTH",
+        "UPTIME",
+        "RST",
+        "PORT",
+        "CPU%",
+        "MEMORY",
+        "REQ/S",
+        "ERR%",
+        "P99"
+    );
+    for r in &snapshot.rows {
+        out.push_str(&format!(
+            "{:<14} {:<17} {:<10} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>7} {:>8}\n",
+            r.resource,
+            r.state_words(),
+            if r.health.is_empty() { "-" } else { &r.health },
+            r.uptime_secs.map(human_duration).unwrap_or_else(dash),
+            r.restarts,
+            r.port.map(|p| p.to_string()).unwrap_or_else(dash),
+            r.cpu_percent
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(dash),
+            r.memory_bytes.map(human_bytes).unwrap_or_else(dash),
+            r.requests_per_sec
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(dash),
+            r.error_rate
+                .map(|v| format!("{:.1}", v * 100.0))
+                .unwrap_or_else(dash),
+            r.p99_ms.map(|v| format!("{v:.1}ms")).unwrap_or_else(dash),
+        ));
+    }
+    if let Some(e) = &snapshot.error {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out
+}
