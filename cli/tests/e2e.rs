@@ -740,6 +740,17 @@ async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_
     assert!(shown, "every resource shown running:\n{screen}");
     assert!(screen.contains("4/4 up"), "{screen}");
 
+    // A smaller terminal: redrawn to fit, nothing lost.
+    let resized = Command::new("tmux")
+        .args(["resize-window", "-t", &p.name, "-x", "100", "-y", "20"])
+        .status()
+        .expect("resize");
+    assert!(resized.success());
+    let (fits, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |s| {
+        s.lines().all(|l| l.chars().count() <= 100) && line_of(s, "accounts").contains("running")
+    });
+    assert!(fits, "{screen}");
+
     // Stop the accounts service behind the dashboard's back.
     let engine = p.engine().await;
     engine
