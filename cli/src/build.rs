@@ -180,7 +180,9 @@ async fn digest_cached(path: &Path) -> Result<String, BuildError> {
         let stamp_path = path.with_extension("gravity-digest");
         if let Ok(text) = std::fs::read_to_string(&stamp_path) {
             if let Ok(stamp) = serde_json::from_str::<Stamp>(&text) {
-                if stamp.len == meta.len() && stamp.modified_ns == modified_ns {
+                let valid =
+                    stamp.digest.len() == 64 && stamp.digest.bytes().all(|b| b.is_ascii_hexdigit());
+                if valid && stamp.len == meta.len() && stamp.modified_ns == modified_ns {
                     return Ok(stamp.digest);
                 }
             }
@@ -234,6 +236,13 @@ pub async fn service_image(
     if let Some(id) = image_id(engine, &image).await? {
         return Ok((image, id));
     }
+    // Two `gravity up`s building the same tag at once would each make an image, the second
+    // taking the tag: the first one's containers would then look changed. One builds; the
+    // other waits and finds it.
+    let _lock = crate::images::BuildLock::acquire(&image).await;
+    if let Some(id) = image_id(engine, &image).await? {
+        return Ok((image, id));
+    }
     let fail = |detail: String| BuildError::Image {
         binary: binary.name.clone(),
         detail,
@@ -244,10 +253,8 @@ pub async fn service_image(
     );
     // The build context: the Dockerfile and the binary, written to a temporary tar file and
     // streamed (debug binaries are large).
-    let context = std::env::temp_dir().join(format!(
-        "gravity-context-{}.tar",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let guard = crate::images::TempPath::new("context", "tar");
+    let context = guard.0.clone();
     let ctx_path = context.clone();
     let bin_path = binary.path.clone();
     let bin_name = binary.name.clone();
@@ -299,7 +306,7 @@ pub async fn service_image(
         Ok(())
     }
     .await;
-    let _ = std::fs::remove_file(&context);
+    drop(guard);
     result?;
     let id = image_id(engine, &image)
         .await?

@@ -19,6 +19,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::engine::{is_conflict, is_not_found, is_not_modified, Engine, EngineError, LABEL_SPEC};
 
+const CREATE_BODY_VERSION: u32 = 1;
+
 /// Everything a container is created from. Its hash, stored as a label, tells whether a
 /// running container still matches.
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +86,12 @@ impl From<bollard::errors::Error> for ContainerError {
 impl ContainerPlan {
     pub fn spec_hash(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&json);
+        let mut hasher = Sha256::new();
+        // Bumped whenever `create_body` changes what it derives from a plan (restart policy,
+        // health-check timings, ...), so containers made by an older Gravity are recreated.
+        hasher.update(CREATE_BODY_VERSION.to_be_bytes());
+        hasher.update(&json);
+        let digest = hasher.finalize();
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
@@ -164,8 +171,11 @@ pub async fn ensure(
         }
         if same {
             check_port(engine, plan).await?;
-            start(engine, &id).await?;
-            return Ok(Change::Started);
+            // A container that cannot start again (its network was pruned, it is `dead`) is
+            // made anew from the same plan; anything else would fail the same way every time.
+            if start(engine, &id).await.is_ok() {
+                return Ok(Change::Started);
+            }
         }
         remove(engine, &id).await?;
         change = Change::Recreated;
@@ -303,14 +313,25 @@ pub async fn last_logs(engine: &Engine, name: &str, lines: usize) -> Vec<String>
     out
 }
 
-/// Whether a container has died since it was started: exited, or restarted by its restart
-/// policy after exiting (a crash loop). Returns the last exit code.
-pub async fn exited(engine: &Engine, name: &str) -> Option<i64> {
+/// How many times the engine's restart policy has restarted a container so far.
+pub async fn restart_count(engine: &Engine, name: &str) -> i64 {
+    engine
+        .api()
+        .inspect_container(name, None)
+        .await
+        .ok()
+        .and_then(|i| i.restart_count)
+        .unwrap_or(0)
+}
+
+/// Whether a container has died since `restarts_before` was read: exited, or restarted by its
+/// restart policy after exiting (a crash loop). Returns the last exit code.
+pub async fn exited(engine: &Engine, name: &str, restarts_before: i64) -> Option<i64> {
     let inspect = engine.api().inspect_container(name, None).await.ok()?;
     let restarts = inspect.restart_count.unwrap_or(0);
     let state = inspect.state?;
     let running = state.running == Some(true) && state.restarting != Some(true);
-    if running && restarts == 0 {
+    if running && restarts <= restarts_before {
         return None;
     }
     Some(state.exit_code.unwrap_or(0))

@@ -13,8 +13,10 @@ use sqlx::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    #[error("PostgreSQL refused the password Gravity holds for {who}; the data volume was made with another one. Restore .gravity/<platform>.secrets.toml, or start from empty data with `gravity down --volumes`")]
+    #[error("PostgreSQL refused the password Gravity holds for {who}. If the service was added since the last `gravity up`, run `gravity up` to create its role; otherwise the data was made with other passwords: restore the platform's secrets file (.gravity/ next to gravity.toml) from a backup")]
     WrongPassword { who: String },
+    #[error("role {role} is a PostgreSQL superuser; a service's database role must not be: rename the service's database in gravity.toml")]
+    Superuser { role: String },
     #[error("PostgreSQL on 127.0.0.1:{port} cannot be reached ({detail}); run `gravity up` first")]
     Unreachable { port: u16, detail: String },
     #[error("creating database {database}: {source}")]
@@ -74,32 +76,34 @@ pub async fn provision(
         source,
     };
     let mut created = false;
-    let role_exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(database)
-            .fetch_one(admin)
-            .await
-            .map_err(err)?;
-    // DDL takes no bind parameters; the name and password are quoted above.
-    let role_sql = if role_exists {
-        format!(
-            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
-            ident(database),
-            literal(password)
-        )
-    } else {
-        created = true;
-        format!(
-            "CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}",
-            ident(database),
-            literal(password)
-        )
-    };
-    match sqlx::raw_sql(&role_sql).execute(admin).await {
-        Ok(_) => {}
-        // Created meanwhile by a concurrent `gravity up`.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => {}
-        Err(e) => return Err(err(e)),
+    let role: Option<bool> = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1")
+        .bind(database)
+        .fetch_optional(admin)
+        .await
+        .map_err(err)?;
+    match role {
+        Some(true) => {
+            return Err(DatabaseError::Superuser {
+                role: database.to_owned(),
+            })
+        }
+        // The role exists: its password was set when Gravity created it, and sending it again
+        // on every `up` would only put it in more statements the server could log.
+        Some(false) => {}
+        None => {
+            // DDL takes no bind parameters; the name and password are quoted above.
+            let sql = format!(
+                "CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}",
+                ident(database),
+                literal(password)
+            );
+            match sqlx::raw_sql(&sql).execute(admin).await {
+                Ok(_) => created = true,
+                // Created meanwhile by a concurrent `gravity up`.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
     }
     let db_exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")

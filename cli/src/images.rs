@@ -251,10 +251,10 @@ pub async fn build_offline(
 }
 
 /// An exclusive lock on building one image, across processes (a lock file in the temp dir).
-struct BuildLock(Option<std::fs::File>);
+pub(crate) struct BuildLock(Option<std::fs::File>);
 
 impl BuildLock {
-    async fn acquire(image: &ImageRef) -> Self {
+    pub(crate) async fn acquire(image: &ImageRef) -> Self {
         let name: String = image
             .to_string()
             .chars()
@@ -287,11 +287,11 @@ impl Drop for BuildLock {
     }
 }
 
-/// A temporary file, deleted when dropped.
-struct TempPath(PathBuf);
+/// A temporary file, deleted when dropped (also when the work is interrupted).
+pub(crate) struct TempPath(pub(crate) PathBuf);
 
 impl TempPath {
-    fn new(kind: &str, ext: &str) -> Self {
+    pub(crate) fn new(kind: &str, ext: &str) -> Self {
         Self(std::env::temp_dir().join(format!(
             "gravity-{kind}-{}.{ext}",
             uuid::Uuid::new_v4().simple()

@@ -390,6 +390,19 @@ impl Manifest {
                             .get_ref()
                             .chars()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    let reserved = ["postgres", "template0", "template1"]
+                        .contains(&db.get_ref().as_str())
+                        || db.get_ref().starts_with("pg_");
+                    if reserved {
+                        return Err(src.error(
+                            db.span(),
+                            format!("database name {:?} is reserved by PostgreSQL", db.get_ref()),
+                            Some(format!(
+                                "name it after the service (e.g. \"{}\")",
+                                key.get_ref().replace('-', "_")
+                            )),
+                        ));
+                    }
                     if !ok {
                         return Err(src.error(
                             db.span(),
@@ -685,6 +698,14 @@ depends_on = ["auth"]
         )
         .unwrap_err();
         assert!(err.message.contains("depends on itself"), "{err}");
+        for reserved in ["postgres", "template1", "pg_catalog"] {
+            let err = Manifest::parse(
+                "g.toml",
+                &GOOD.replace("database = \"auth\"", &format!("database = \"{reserved}\"")),
+            )
+            .unwrap_err();
+            assert!(err.message.contains("reserved by PostgreSQL"), "{err}");
+        }
     }
 
     #[test]

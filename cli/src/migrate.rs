@@ -20,6 +20,8 @@ pub enum MigrateError {
     NoPostgres,
     #[error("{0:?} is not a migration name: use lowercase letters, digits and underscores (e.g. add_orders_table)")]
     BadName(String),
+    #[error("a migration with version {0} exists already (versions are seconds); wait a second and run it again")]
+    SameVersion(String),
     #[error("cannot write {path}: {error}")]
     Write { path: String, error: std::io::Error },
 }
@@ -117,7 +119,19 @@ pub fn new_migration(
         error,
     };
     std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
-    let path = dir.join(format!("{}_{name}.sql", now.format("%Y%m%d%H%M%S")));
+    let version = now.format("%Y%m%d%H%M%S").to_string();
+    let taken = std::fs::read_dir(&dir)
+        .map_err(|e| write_err(&dir, e))?
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{version}_"))
+        });
+    if taken {
+        return Err(MigrateError::SameVersion(version));
+    }
+    let path = dir.join(format!("{version}_{name}.sql"));
     let body = format!(
         "-- {name}: applied by `gravity up` or `gravity migrate {service}`, once, in a transaction.\n"
     );
@@ -161,7 +175,7 @@ mod tests {
         std::fs::write(&path, "CREATE TABLE orders ();\n").unwrap();
         let again = new_migration(&p, "shop", "add_orders", now);
         assert!(
-            matches!(again, Err(MigrateError::Write { .. })),
+            matches!(again, Err(MigrateError::SameVersion(_))),
             "{again:?}"
         );
         assert_eq!(
@@ -169,6 +183,8 @@ mod tests {
             "CREATE TABLE orders ();\n",
             "an existing file is never overwritten"
         );
+        let next = new_migration(&p, "shop", "add_orders", now + chrono::Duration::seconds(1));
+        assert!(next.is_ok(), "{next:?}");
         assert!(matches!(
             new_migration(&p, "shop", "Add Orders", now),
             Err(MigrateError::BadName(_))

@@ -168,6 +168,11 @@ impl Project {
             .join(format!("{}.secrets.toml", self.name()))
     }
 
+    /// Whether the platform's secrets file exists.
+    pub fn has_secrets(&self) -> bool {
+        self.secrets_path().exists()
+    }
+
     /// The platform's local secrets, created on first use (file mode 0600).
     pub fn secrets(&self) -> Result<Secrets, ProjectError> {
         let path = self.secrets_path();

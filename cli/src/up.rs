@@ -75,6 +75,8 @@ pub enum UpError {
     },
     #[error("{0}")]
     Shared(Arc<UpError>),
+    #[error("the platform's data volume {volume} exists but its passwords file (.gravity/ next to gravity.toml) is gone; restore that file from a backup, or, to start over without the data, run `gravity down --volumes`")]
+    SecretsLost { volume: String },
 }
 
 fn show_logs(resource: &str, logs: &[String]) -> String {
@@ -147,6 +149,15 @@ pub async fn up(
 ) -> Result<Summary, UpError> {
     let engine = Engine::connect().await?;
     let selection = project.selection(&options.services)?;
+    if !project.has_secrets() && project.manifest.postgres.is_some() {
+        // New passwords would not open the data already there; say so before changing anything.
+        let volume = project.volume_name(POSTGRES);
+        if let Ok(v) = engine.api().inspect_volume(&volume).await {
+            if v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project.name()) {
+                return Err(UpError::SecretsLost { volume });
+            }
+        }
+    }
     let secrets = project.secrets()?;
     let mut existing = HashMap::new();
     let mut orphans = Vec::new();
@@ -225,6 +236,11 @@ pub async fn up(
             } else if dep.as_str() == REDIS {
                 if let Some(r) = &redis {
                     deps.push((REDIS.to_owned(), r.clone()));
+                }
+            } else if dep.as_str() == POSTGRES {
+                if let Some(pg) = &postgres {
+                    let ready: Node<()> = pg.clone().map(|r| r.map(|_| ())).boxed().shared();
+                    deps.push((POSTGRES.to_owned(), ready));
                 }
             }
         }
@@ -352,7 +368,25 @@ async fn ensure_network(ctx: Arc<Ctx>) -> Result<(), UpError> {
                 .await;
             match created {
                 Ok(_) => Ok(()),
-                Err(e) if is_conflict(&e) => Ok(()),
+                // Made meanwhile by a concurrent `gravity up`, or by someone else: look again.
+                Err(e) if is_conflict(&e) => {
+                    let n = docker
+                        .inspect_network(&name, None::<InspectNetworkOptions>)
+                        .await?;
+                    let ours = n
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(LABEL_PROJECT))
+                        .is_some_and(|p| p == ctx.project.name());
+                    if ours {
+                        Ok(())
+                    } else {
+                        Err(UpError::Foreign {
+                            kind: "network",
+                            name,
+                        })
+                    }
+                }
                 Err(e) => Err(e.into()),
             }
         }
@@ -376,14 +410,23 @@ async fn ensure_volume(ctx: &Ctx, resource: &str) -> Result<String, UpError> {
             }
         }
         Err(e) if is_not_found(&e) => {
-            docker
+            // The engine answers an existing volume's details for a create of its name: check
+            // it is ours, in case another one appeared since the inspection.
+            let volume = docker
                 .create_volume(VolumeCreateRequest {
                     name: Some(name.clone()),
                     labels: Some(ctx.project.labels(Some(resource))),
                     ..Default::default()
                 })
                 .await?;
-            Ok(name)
+            if volume.labels.get(LABEL_PROJECT).map(String::as_str) == Some(ctx.project.name()) {
+                Ok(name)
+            } else {
+                Err(UpError::Foreign {
+                    kind: "volume",
+                    name,
+                })
+            }
         }
         Err(e) => Err(e.into()),
     }
@@ -683,13 +726,14 @@ async fn wait_healthy(
 ) -> Result<(), UpError> {
     let started = Instant::now();
     let mut last_state_check = Instant::now();
+    let restarts_before = containers::restart_count(&ctx.engine, container).await;
     loop {
         if probe.answers().await? {
             return Ok(());
         }
         if last_state_check.elapsed() >= Duration::from_millis(500) {
             last_state_check = Instant::now();
-            if let Some(code) = containers::exited(&ctx.engine, container).await {
+            if let Some(code) = containers::exited(&ctx.engine, container, restarts_before).await {
                 return Err(UpError::Died {
                     resource: resource.to_owned(),
                     code,

@@ -27,11 +27,16 @@ struct Platform {
     accounts: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Four distinct free ports: all held at once while chosen, so none is picked twice.
+fn free_ports() -> [u16; 4] {
+    let held: Vec<std::net::TcpListener> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect();
+    [ports[0], ports[1], ports[2], ports[3]]
 }
 
 impl Platform {
@@ -42,13 +47,14 @@ impl Platform {
         );
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
         std::fs::create_dir_all(&dir).expect("create the platform's directory");
+        let [pg, redis, auth, accounts] = free_ports();
         let platform = Self {
             name,
             dir,
-            pg: free_port(),
-            redis: free_port(),
-            auth: free_port(),
-            accounts: free_port(),
+            pg,
+            redis,
+            auth,
+            accounts,
         };
         platform.write_manifest("");
         platform
@@ -615,6 +621,22 @@ async fn logs_and_migration_status_of_a_running_platform() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("did you mean \"auth\""));
 
+    // The passwords file lost while the data stays: `up` refuses and says what to do, before
+    // changing anything.
+    std::fs::rename(p.dir.join(".gravity"), p.dir.join(".gravity-backup")).expect("move");
+    let refused = p.gravity(&["up"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("passwords file"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        !p.dir.join(".gravity").exists(),
+        "no new passwords were made"
+    );
+    std::fs::rename(p.dir.join(".gravity-backup"), p.dir.join(".gravity")).expect("restore");
+
     let status = p.gravity(&["migrate", "--status", "--json"]);
     assert!(status.status.success(), "{}", text(&status));
     let report: Value = serde_json::from_slice(&status.stdout).expect("JSON");
@@ -687,6 +709,7 @@ impl Tmux {
     fn alive(&self) -> bool {
         Command::new("tmux")
             .args(["has-session", "-t", &self.0])
+            .stderr(Stdio::null())
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
@@ -710,8 +733,10 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // The session is usually gone already (q quits it).
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.0])
+            .stderr(Stdio::null())
             .status();
     }
 }

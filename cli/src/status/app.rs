@@ -40,6 +40,8 @@ pub struct App {
     pub editing_filter: bool,
     pub logs: VecDeque<String>,
     pub log_resource: Option<String>,
+    /// The container whose log is followed: a restart or recreation changes it.
+    pub log_container: Option<String>,
     /// A line of feedback ("restarting auth"), shown in the footer.
     pub message: String,
     pub quit: bool,
@@ -55,6 +57,7 @@ impl App {
             editing_filter: false,
             logs: VecDeque::new(),
             log_resource: None,
+            log_container: None,
             message: String::new(),
             quit: false,
         }
@@ -110,8 +113,10 @@ impl App {
 
     fn follow_if_changed(&mut self) -> Option<Action> {
         let now = self.selected_resource();
-        if now != self.log_resource {
+        let container = self.selected_row().and_then(|r| r.container_id.clone());
+        if now != self.log_resource || container != self.log_container {
             self.log_resource = now.clone();
+            self.log_container = container;
             self.logs.clear();
             Some(Action::FollowLogs(now))
         } else {

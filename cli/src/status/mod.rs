@@ -97,6 +97,8 @@ async fn live(project: &Project, engine: Engine, collector: Collector) -> Result
     ));
 
     let mut terminal = ratatui::init();
+    // Restores the terminal however this function ends, Ctrl-C from outside included.
+    let _restore = RestoreTerminal;
     let mut app = App::new(Snapshot {
         platform: project.name().to_owned(),
         ..Snapshot::default()
@@ -179,13 +181,20 @@ async fn live(project: &Project, engine: Engine, collector: Collector) -> Result
             None => {}
         }
     };
-    ratatui::restore();
     collect.abort();
     watch.abort();
     if let Some(f) = follower {
         f.abort();
     }
     result.map_err(StatusError::Terminal)
+}
+
+struct RestoreTerminal;
+
+impl Drop for RestoreTerminal {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
 }
 
 async fn collect_loop(mut collector: Collector, tx: mpsc::Sender<Update>, refresh: Arc<Notify>) {
