@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    engine::{Engine, EngineError, LABEL_SERVICE},
+    engine::{resource_of, Engine, EngineError},
     infra,
     project::{Project, ProjectError, POSTGRES, REDIS},
     up::{postgres_env, service_env},
@@ -94,14 +94,8 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
     let secrets = project.secrets()?;
     let mut images: BTreeMap<String, String> = BTreeMap::new();
     for c in engine.containers(project.label_filter()).await? {
-        if let (Some(resource), Some(image)) = (
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SERVICE))
-                .cloned(),
-            c.image,
-        ) {
-            images.insert(resource, image);
+        if let (Some(resource), Some(image)) = (resource_of(&c), &c.image) {
+            images.insert(resource.to_owned(), image.clone());
         }
     }
     let image_of = |resource: &str| {

@@ -7,7 +7,7 @@ use bollard::query_parameters::{ListNetworksOptions, ListVolumesOptions, RemoveV
 
 use crate::{
     containers,
-    engine::{is_not_found, Engine, EngineError, LABEL_SERVICE},
+    engine::{is_not_found, resource_of, Engine, EngineError},
     progress::Reporter,
     project::Project,
 };
@@ -96,12 +96,7 @@ pub async fn down(
     let found = engine.containers(filter.clone()).await?;
     let mut work = Vec::new();
     for c in &found {
-        let resource = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE))
-            .cloned()
-            .unwrap_or_default();
+        let resource = resource_of(c).unwrap_or_default().to_owned();
         let id = c.id.clone().unwrap_or_default();
         let engine = engine.clone();
         let task = reporter.task(&resource, "stopping");

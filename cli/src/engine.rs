@@ -86,6 +86,14 @@ pub fn is_not_modified(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// The resource (`postgres`, `redis`, a service) a container of Gravity's runs.
+pub fn resource_of(c: &ContainerSummary) -> Option<&str> {
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SERVICE))
+        .map(String::as_str)
+}
+
 impl Engine {
     /// All containers (running or not) carrying `filters`' labels.
     pub async fn containers(

@@ -11,7 +11,7 @@ use bollard::{container::LogOutput, query_parameters::LogsOptions};
 use futures_util::{stream, StreamExt as _};
 
 use crate::{
-    engine::{Engine, EngineError, LABEL_SERVICE},
+    engine::{resource_of, Engine, EngineError},
     project::{Project, ProjectError, POSTGRES, REDIS},
 };
 
@@ -67,7 +67,7 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
         .await?
         .into_iter()
         .filter_map(|c| {
-            let resource = c.labels.as_ref()?.get(LABEL_SERVICE)?.clone();
+            let resource = resource_of(&c)?.to_owned();
             Some((resource, c.id?))
         })
         .filter(|(r, _)| args.resources.is_empty() || args.resources.contains(r))

@@ -366,7 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if output.as_os_str() == "-" {
                 print!("{text}");
             } else {
-                write_private(&output, &text)
+                gravity::project::write_private(&output, &text)
                     .with_context(|| format!("writing {}", output.display()))?;
                 eprintln!(
                     "wrote {} (it holds the platform's passwords; keep it private)",
@@ -406,19 +406,6 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    // `mode` applies only to a file it creates: an existing one is narrowed here too.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    file.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::{
-    engine::{Engine, EngineError, LABEL_SERVICE},
-    project::{Project, POSTGRES, REDIS},
+    engine::{resource_of, Engine, EngineError},
+    project::Project,
 };
 
 /// One row of `gravity ps`.
@@ -25,32 +25,16 @@ pub struct Row {
 pub async fn ps(project: &Project) -> Result<Vec<Row>, EngineError> {
     let engine = Engine::connect().await?;
     let found = engine.containers(project.label_filter()).await?;
-    let m = &project.manifest;
-    let mut wanted: Vec<(String, &'static str, u16)> = Vec::new();
-    if let Some(p) = &m.postgres {
-        wanted.push((POSTGRES.to_owned(), "infrastructure", p.port.get()));
-    }
-    if let Some(r) = &m.redis {
-        wanted.push((REDIS.to_owned(), "infrastructure", r.port.get()));
-    }
-    for (name, spec) in &m.services {
-        wanted.push((name.to_string(), "service", spec.port.get()));
-    }
-    let resource_of = |c: &bollard::models::ContainerSummary| {
-        c.labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE))
-            .cloned()
-            .unwrap_or_default()
-    };
     let mut rows = Vec::new();
-    for (resource, kind, port) in wanted {
-        let container = found.iter().find(|c| resource_of(c) == resource);
-        rows.push(row(&engine, resource, kind, Some(port), container).await);
+    for r in project.resources() {
+        let container = found
+            .iter()
+            .find(|c| resource_of(c) == Some(r.name.as_str()));
+        rows.push(row(&engine, r.name, r.kind, Some(r.port), container).await);
     }
     // Containers of this platform that gravity.toml no longer describes.
     for c in &found {
-        let resource = resource_of(c);
+        let resource = resource_of(c).unwrap_or_default().to_owned();
         if !rows.iter().any(|r| r.resource == resource) {
             rows.push(row(&engine, resource, "orphan", None, Some(c)).await);
         }

@@ -29,7 +29,7 @@ use crate::{
     build::{self, Binary, BuildError},
     containers::{self, Change, ContainerError, ContainerPlan},
     database::{self, DatabaseError},
-    engine::{is_conflict, is_not_found, Engine, EngineError, LABEL_PROJECT, LABEL_SERVICE},
+    engine::{is_conflict, is_not_found, resource_of, Engine, EngineError},
     images::{self, ImageError, Obtained, Offline, Resolved},
     infra,
     manifest::{ImageRef, ServiceName},
@@ -135,6 +135,11 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The superuser's connection to PostgreSQL published on `port`.
+    fn postgres_admin(&self, port: u16) -> PgConnectOptions {
+        infra::postgres_admin(port, &self.secrets.postgres_password, "postgres")
+    }
+
     fn record(&self, resource: &str, change: Change) {
         if let Ok(mut changes) = self.changes.lock() {
             changes.insert(resource.to_owned(), change);
@@ -153,7 +158,7 @@ pub async fn up(
         // New passwords would not open the data already there; say so before changing anything.
         let volume = project.volume_name(POSTGRES);
         if let Ok(v) = engine.api().inspect_volume(&volume).await {
-            if v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project.name()) {
+            if project.owns(&v.labels) {
                 return Err(UpError::SecretsLost { volume });
             }
         }
@@ -161,23 +166,12 @@ pub async fn up(
     let secrets = project.secrets()?;
     let mut existing = HashMap::new();
     let mut orphans = Vec::new();
+    let described = project.resources();
     for c in engine.containers(project.label_filter()).await? {
-        let Some(resource) = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE))
-            .cloned()
-        else {
+        let Some(resource) = resource_of(&c).map(str::to_owned) else {
             continue;
         };
-        let known = resource == POSTGRES
-            || resource == REDIS
-            || project
-                .manifest
-                .services
-                .keys()
-                .any(|k| k.as_str() == resource);
-        if !known {
+        if !described.iter().any(|r| r.name == resource) {
             orphans.push(resource.clone());
         }
         existing.insert(resource, c);
@@ -209,9 +203,10 @@ pub async fn up(
     });
 
     let network = node(ensure_network(ctx.clone()));
-    let postgres: Option<Node<PgConnectOptions>> =
-        want_pg.then(|| node(run_postgres(ctx.clone(), network.clone())));
-    let redis: Option<Node<()>> = want_redis.then(|| node(run_redis(ctx.clone(), network.clone())));
+    let postgres: Option<Node<()>> =
+        want_pg.then(|| node(run_infra(ctx.clone(), network.clone(), POSTGRES)));
+    let redis: Option<Node<()>> =
+        want_redis.then(|| node(run_infra(ctx.clone(), network.clone(), REDIS)));
     let (runtime, binaries) = if selection.is_empty() {
         (None, None)
     } else {
@@ -233,15 +228,12 @@ pub async fn up(
         for dep in &spec.depends_on {
             if let Some(n) = services.get(dep) {
                 deps.push((dep.to_string(), n.clone()));
-            } else if dep.as_str() == REDIS {
-                if let Some(r) = &redis {
-                    deps.push((REDIS.to_owned(), r.clone()));
-                }
-            } else if dep.as_str() == POSTGRES {
-                if let Some(pg) = &postgres {
-                    let ready: Node<()> = pg.clone().map(|r| r.map(|_| ())).boxed().shared();
-                    deps.push((POSTGRES.to_owned(), ready));
-                }
+            } else if let Some(infra) = match dep.as_str() {
+                POSTGRES => &postgres,
+                REDIS => &redis,
+                _ => &None,
+            } {
+                deps.push((dep.to_string(), infra.clone()));
             }
         }
         let needs = ServiceNeeds {
@@ -258,12 +250,7 @@ pub async fn up(
     // Drive every node to the end, then report the root cause first.
     let mut results: Vec<Result<(), Arc<UpError>>> = Vec::new();
     let mut all: Vec<BoxFuture<'static, Result<(), Arc<UpError>>>> = vec![network.clone().boxed()];
-    if let Some(p) = &postgres {
-        all.push(p.clone().map(|r| r.map(|_| ())).boxed());
-    }
-    if let Some(r) = &redis {
-        all.push(r.clone().boxed());
-    }
+    all.extend(postgres.iter().chain(&redis).map(|n| n.clone().boxed()));
     all.extend(services.values().map(|s| s.clone().boxed()));
     for r in futures_util::future::join_all(all).await {
         results.push(r);
@@ -338,25 +325,11 @@ fn first_line(s: &str) -> String {
 async fn ensure_network(ctx: Arc<Ctx>) -> Result<(), UpError> {
     let name = ctx.project.network_name();
     let docker = ctx.engine.api();
-    match docker
+    let found = match docker
         .inspect_network(&name, None::<InspectNetworkOptions>)
         .await
     {
-        Ok(n) => {
-            let ours = n
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_PROJECT))
-                .is_some_and(|p| p == ctx.project.name());
-            if ours {
-                Ok(())
-            } else {
-                Err(UpError::Foreign {
-                    kind: "network",
-                    name,
-                })
-            }
-        }
+        Ok(n) => n,
         Err(e) if is_not_found(&e) => {
             let created = docker
                 .create_network(NetworkCreateRequest {
@@ -367,30 +340,25 @@ async fn ensure_network(ctx: Arc<Ctx>) -> Result<(), UpError> {
                 })
                 .await;
             match created {
-                Ok(_) => Ok(()),
+                Ok(_) => return Ok(()),
                 // Made meanwhile by a concurrent `gravity up`, or by someone else: look again.
                 Err(e) if is_conflict(&e) => {
-                    let n = docker
+                    docker
                         .inspect_network(&name, None::<InspectNetworkOptions>)
-                        .await?;
-                    let ours = n
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(LABEL_PROJECT))
-                        .is_some_and(|p| p == ctx.project.name());
-                    if ours {
-                        Ok(())
-                    } else {
-                        Err(UpError::Foreign {
-                            kind: "network",
-                            name,
-                        })
-                    }
+                        .await?
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if found.labels.as_ref().is_some_and(|l| ctx.project.owns(l)) {
+        Ok(())
+    } else {
+        Err(UpError::Foreign {
+            kind: "network",
+            name,
+        })
     }
 }
 
@@ -398,37 +366,28 @@ async fn ensure_network(ctx: Arc<Ctx>) -> Result<(), UpError> {
 async fn ensure_volume(ctx: &Ctx, resource: &str) -> Result<String, UpError> {
     let name = ctx.project.volume_name(resource);
     let docker = ctx.engine.api();
-    match docker.inspect_volume(&name).await {
-        Ok(v) => {
-            if v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(ctx.project.name()) {
-                Ok(name)
-            } else {
-                Err(UpError::Foreign {
-                    kind: "volume",
-                    name,
-                })
-            }
-        }
+    let found = match docker.inspect_volume(&name).await {
+        Ok(v) => v,
+        // The engine answers an existing volume's details for a create of its name, so one
+        // that appeared since the inspection is checked like any other.
         Err(e) if is_not_found(&e) => {
-            // The engine answers an existing volume's details for a create of its name: check
-            // it is ours, in case another one appeared since the inspection.
-            let volume = docker
+            docker
                 .create_volume(VolumeCreateRequest {
                     name: Some(name.clone()),
                     labels: Some(ctx.project.labels(Some(resource))),
                     ..Default::default()
                 })
-                .await?;
-            if volume.labels.get(LABEL_PROJECT).map(String::as_str) == Some(ctx.project.name()) {
-                Ok(name)
-            } else {
-                Err(UpError::Foreign {
-                    kind: "volume",
-                    name,
-                })
-            }
+                .await?
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.project.owns(&found.labels) {
+        Ok(name)
+    } else {
+        Err(UpError::Foreign {
+            kind: "volume",
+            name,
+        })
     }
 }
 
@@ -457,92 +416,73 @@ async fn resolve_image(
     Ok(resolved)
 }
 
-async fn run_postgres(ctx: Arc<Ctx>, network: Node<()>) -> Result<PgConnectOptions, UpError> {
-    let task = ctx.reporter.task(POSTGRES, "preparing");
+/// PostgreSQL or Redis: image, volume and network, then the container, then its probe.
+async fn run_infra(
+    ctx: Arc<Ctx>,
+    network: Node<()>,
+    resource: &'static str,
+) -> Result<(), UpError> {
+    let task = ctx.reporter.task(resource, "preparing");
     let result = async {
-        let Some(spec) = ctx.project.manifest.postgres.clone() else {
-            unreachable!("run_postgres is only called when PostgreSQL is configured")
+        let m = &ctx.project.manifest;
+        let Some(spec) = (if resource == POSTGRES {
+            &m.postgres
+        } else {
+            &m.redis
+        }) else {
+            unreachable!("run_infra is only called for configured infrastructure")
         };
-        let (wanted, offline) = infra::postgres_images(&spec);
+        let port = spec.port.get();
+        // What differs between the two; everything after is shared.
+        let (images, env, cmd, container_port, volume_path, healthcheck, probe) =
+            if resource == POSTGRES {
+                (
+                    infra::postgres_images(spec),
+                    postgres_env(&ctx.secrets),
+                    infra::postgres_command(spec),
+                    5432,
+                    infra::PG_VOLUME_PATH,
+                    infra::postgres_healthcheck(),
+                    Probe::Postgres(Box::new(ctx.postgres_admin(port))),
+                )
+            } else {
+                (
+                    infra::redis_images(spec),
+                    BTreeMap::new(),
+                    infra::redis_command(spec),
+                    6379,
+                    infra::REDIS_VOLUME_PATH,
+                    infra::redis_healthcheck(),
+                    Probe::Redis(port),
+                )
+            };
+        let (wanted, offline) = images;
         let (image, volume, net) = tokio::join!(
-            resolve_image(&ctx, POSTGRES, &task, &wanted, offline.as_ref()),
-            ensure_volume(&ctx, POSTGRES),
+            resolve_image(&ctx, resource, &task, &wanted, offline.as_ref()),
+            ensure_volume(&ctx, resource),
             network,
         );
         let (image, volume) = (image?, volume?);
         net.map_err(UpError::Shared)?;
         let plan = ContainerPlan {
-            resource: POSTGRES.to_owned(),
-            name: ctx.project.container_name(POSTGRES),
+            resource: resource.to_owned(),
+            name: ctx.project.container_name(resource),
             image: image.image.to_string(),
             image_id: image.id,
-            env: postgres_env(&ctx.secrets),
-            cmd: Some(infra::postgres_command(&spec)),
-            container_port: 5432,
-            host_port: spec.port.get(),
-            volume: Some((volume, infra::PG_VOLUME_PATH.to_owned())),
-            healthcheck: infra::postgres_healthcheck(),
+            env,
+            cmd: Some(cmd),
+            container_port,
+            host_port: port,
+            volume: Some((volume, volume_path.to_owned())),
+            healthcheck,
             network: ctx.project.network_name(),
-            labels: ctx.project.labels(Some(POSTGRES)),
+            labels: ctx.project.labels(Some(resource)),
         };
         task.message("starting");
-        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(POSTGRES)).await?;
-        ctx.record(POSTGRES, change);
+        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(resource)).await?;
+        ctx.record(resource, change);
         task.message("waiting until it answers");
-        let admin =
-            infra::postgres_admin(spec.port.get(), &ctx.secrets.postgres_password, "postgres");
-        wait_healthy(
-            &ctx,
-            POSTGRES,
-            &plan.name,
-            Probe::Postgres(Box::new(admin.clone())),
-        )
-        .await?;
-        Ok((admin, change))
-    }
-    .await;
-    match result {
-        Ok((admin, change)) => {
-            task.done(change.describe());
-            Ok(admin)
-        }
-        Err(e) => failed(task, e),
-    }
-}
-
-async fn run_redis(ctx: Arc<Ctx>, network: Node<()>) -> Result<(), UpError> {
-    let task = ctx.reporter.task(REDIS, "preparing");
-    let result = async {
-        let Some(spec) = ctx.project.manifest.redis.clone() else {
-            unreachable!("run_redis is only called when Redis is configured")
-        };
-        let (wanted, offline) = infra::redis_images(&spec);
-        let (image, volume, net) = tokio::join!(
-            resolve_image(&ctx, REDIS, &task, &wanted, offline.as_ref()),
-            ensure_volume(&ctx, REDIS),
-            network,
-        );
-        let (image, volume) = (image?, volume?);
-        net.map_err(UpError::Shared)?;
-        let plan = ContainerPlan {
-            resource: REDIS.to_owned(),
-            name: ctx.project.container_name(REDIS),
-            image: image.image.to_string(),
-            image_id: image.id,
-            env: BTreeMap::new(),
-            cmd: Some(infra::redis_command(&spec)),
-            container_port: 6379,
-            host_port: spec.port.get(),
-            volume: Some((volume, infra::REDIS_VOLUME_PATH.to_owned())),
-            healthcheck: infra::redis_healthcheck(),
-            network: ctx.project.network_name(),
-            labels: ctx.project.labels(Some(REDIS)),
-        };
-        task.message("starting");
-        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(REDIS)).await?;
-        ctx.record(REDIS, change);
-        task.message("waiting until it answers");
-        wait_healthy(&ctx, REDIS, &plan.name, Probe::Redis(spec.port.get())).await?;
+        wait_healthy(&ctx, resource, &plan.name, probe).await?;
         Ok(change)
     }
     .await;
@@ -587,7 +527,7 @@ async fn cargo_build(
 struct ServiceNeeds {
     name: ServiceName,
     deps: Vec<(String, Node<()>)>,
-    postgres: Option<Node<PgConnectOptions>>,
+    postgres: Option<Node<()>>,
     runtime: Option<Node<Resolved>>,
     binaries: Option<Node<Arc<BTreeMap<String, Binary>>>>,
     network: Node<()>,
@@ -615,7 +555,9 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             let Some(pg) = &needs.postgres else {
                 return Err(skipped(POSTGRES));
             };
-            let admin = pg.clone().await.map_err(|_| skipped(POSTGRES))?;
+            pg.clone().await.map_err(|_| skipped(POSTGRES))?;
+            let port = ctx.project.manifest.postgres.as_ref().map(|p| p.port.get());
+            let admin = ctx.postgres_admin(port.unwrap_or_default());
             task.message(format!("creating database {db}"));
             let password = ctx.secrets.role_password(db).to_owned();
             let pool = database::connect(&admin, "the postgres superuser").await?;

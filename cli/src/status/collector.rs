@@ -12,8 +12,8 @@ use futures_util::StreamExt as _;
 
 use super::model::{Row, Snapshot};
 use crate::{
-    engine::{Engine, LABEL_SERVICE},
-    project::{Project, POSTGRES, REDIS},
+    engine::{resource_of, Engine},
+    project::Project,
 };
 
 /// The service-kit histogram every service exports.
@@ -85,24 +85,14 @@ impl Collector {
                 return snapshot;
             }
         };
-        let m = &self.project.manifest;
-        let mut wanted: Vec<(String, &'static str, u16)> = Vec::new();
-        if let Some(p) = &m.postgres {
-            wanted.push((POSTGRES.to_owned(), "infrastructure", p.port.get()));
-        }
-        if let Some(r) = &m.redis {
-            wanted.push((REDIS.to_owned(), "infrastructure", r.port.get()));
-        }
-        for (name, spec) in &m.services {
-            wanted.push((name.to_string(), "service", spec.port.get()));
-        }
-        let resource_of = |c: &bollard::models::ContainerSummary| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SERVICE))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let mut wanted: Vec<(String, &'static str, u16)> = self
+            .project
+            .resources()
+            .into_iter()
+            .map(|r| (r.name, r.kind, r.port))
+            .collect();
+        let resource_of =
+            |c: &bollard::models::ContainerSummary| resource_of(c).unwrap_or_default().to_owned();
         for c in &containers {
             let r = resource_of(c);
             if !wanted.iter().any(|(w, _, _)| *w == r) {

@@ -24,7 +24,7 @@ use self::{
     model::Snapshot,
 };
 use crate::{
-    engine::{Engine, EngineError, LABEL_PROJECT},
+    engine::{Engine, EngineError},
     project::Project,
 };
 
@@ -92,7 +92,7 @@ async fn live(project: &Project, engine: Engine, collector: Collector) -> Result
     let collect = tokio::spawn(collect_loop(collector, tx.clone(), refresh.clone()));
     let watch = tokio::spawn(watch_events(
         engine.clone(),
-        project.name().to_owned(),
+        project.label_filter(),
         refresh.clone(),
     ));
 
@@ -211,17 +211,15 @@ async fn collect_loop(mut collector: Collector, tx: mpsc::Sender<Update>, refres
 }
 
 /// Wakes the collector when a container of the platform changes state.
-async fn watch_events(engine: Engine, project: String, refresh: Arc<Notify>) {
+async fn watch_events(
+    engine: Engine,
+    mut filters: HashMap<String, Vec<String>>,
+    refresh: Arc<Notify>,
+) {
+    filters.insert("type".to_owned(), vec!["container".to_owned()]);
     loop {
-        let filters = HashMap::from([
-            (
-                "label".to_owned(),
-                vec![format!("{LABEL_PROJECT}={project}")],
-            ),
-            ("type".to_owned(), vec!["container".to_owned()]),
-        ]);
         let mut events = engine.api().events(Some(EventsOptions {
-            filters: Some(filters),
+            filters: Some(filters.clone()),
             ..Default::default()
         }));
         while let Some(Ok(_)) = events.next().await {
