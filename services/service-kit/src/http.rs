@@ -370,18 +370,45 @@ pub async fn serve(
     settings: &HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = settings.shutdown_grace;
+    use tower::ServiceExt as _;
+    let handler = move |mut request: hyper::Request<hyper::body::Incoming>, peer: SocketAddr| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    };
+    serve_with(
+        listener,
+        settings.header_read_timeout,
+        settings.shutdown_grace,
+        shutdown,
+        handler,
+    )
+    .await
+}
+
+/// The accept loop behind [`serve`], for a server that is not an axum router (the gateway
+/// answers from a plain function of the request and the peer's address). HTTP/1 upgrades
+/// (WebSocket) are served; the same header timeout and graceful shutdown apply.
+pub async fn serve_with<H, F>(
+    listener: tokio::net::TcpListener,
+    header_read_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
         server::{conn::auto, graceful::GracefulShutdown},
     };
-    use tower::ServiceExt as _;
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(crate::metrics::upkeep());
     tokio::pin!(shutdown);
@@ -401,13 +428,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(request)
-            },
-        );
+        let handler = handler.clone();
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                handler(request, peer)
+            });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

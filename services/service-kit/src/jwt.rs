@@ -105,7 +105,7 @@ impl Jwk {
 }
 
 /// `GET /.well-known/jwks.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq, ToSchema)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
 }

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Benchmarks the gateway side by side with nginx (Debian's package) on this machine.
+#
+# One upstream (services/gateway/examples/bench_upstream.rs, a constant 13-byte answer), one
+# load tool (wrk, same threads and connections for every target), three targets measured in
+# alternating rounds:
+#   - the upstream directly (the limit);
+#   - nginx, `proxy_pass` to an `upstream` block with `keepalive` connections;
+#   - the gateway (release build).
+# Two scenarios:
+#   - plain: proxying only;
+#   - edge: the gateway verifies a JWT (EdDSA, 1,000 distinct users' tokens, sent in turn by a
+#     wrk script) and applies per-client and per-user limits (local GCRA, limits set far above
+#     the load so nothing is refused); nginx applies `limit_req` per client address. Open-source
+#     nginx cannot verify a JWT (auth_jwt is NGINX Plus only), so in this scenario nginx does
+#     strictly less work than the gateway.
+# Targets: the gateway's requests per second at least nginx's, and its p99 no worse, in both.
+#
+# Needs cargo and apt-get (nginx and wrk are installed when missing). Prints a Markdown summary
+# and writes it to target/bench-gateway.md; wrk reports and logs go to target/bench-gateway/.
+# Exits 1 when a target is missed.
+#
+# Tunables: ROUNDS (3, medians reported), SECONDS_PER_RUN (10), CONNECTIONS (64),
+# THREADS (2), UPSTREAM_PORT (8801), NGINX_PORT (8802), GATEWAY_PORT (8803),
+# GATEWAY_ADMIN_PORT (8804).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+UPSTREAM_PORT=${UPSTREAM_PORT:-8801}
+NGINX_PORT=${NGINX_PORT:-8802}
+GATEWAY_PORT=${GATEWAY_PORT:-8803}
+GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8804}
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+if ((${#missing[@]})); then
+	as_root apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+OUT=target/bench-gateway
+rm -rf "$OUT"
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	if [[ -f $WORK/nginx.pid ]]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "--- building (release)" >&2
+cargo build --release --locked -p gateway --bin gateway --example bench_upstream >&2
+BIN=target/release
+
+wait_port() {
+	for _ in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "nothing listens on port $1" >&2
+	return 1
+}
+
+"$BIN/examples/bench_upstream" "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$OUT/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UPSTREAM_PORT"
+
+# wrk sends the tokens in turn, one per request.
+cat >"$WORK/tokens.lua" <<LUA
+local tokens = {}
+for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = (i % #tokens) + 1
+  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+
+nginx_conf() { # $1: extra http-level directives, $2: extra location directives
+	cat >"$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  $1
+  upstream bench { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    location / {
+      $2
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+}
+
+gateway_conf() { # $1: "plain" or "edge"
+	{
+		cat <<TOML
+[server]
+listen = "127.0.0.1:$GATEWAY_PORT"
+admin_listen = "127.0.0.1:$GATEWAY_ADMIN_PORT"
+TOML
+		if [[ $1 == edge ]]; then
+			cat <<TOML
+[auth]
+jwks_url = "http://127.0.0.1:$UPSTREAM_PORT/.well-known/jwks.json"
+[rate_limit]
+per_client = { requests = 100000000, period = "1s" }
+per_user = { requests = 100000000, period = "1s" }
+[[route]]
+name = "bench"
+prefix = "/"
+access = "token"
+upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
+TOML
+		else
+			cat <<TOML
+[[route]]
+name = "bench"
+prefix = "/"
+access = "public"
+upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
+TOML
+		fi
+	} >"$WORK/gateway.toml"
+}
+
+start_target() { # $1: target, $2: scenario
+	case $1 in
+	direct) ;;
+	nginx)
+		if [[ $2 == edge ]]; then
+			nginx_conf "limit_req_zone \$binary_remote_addr zone=perclient:10m rate=100000000r/s;" \
+				"limit_req zone=perclient burst=100000000 nodelay;"
+		else
+			nginx_conf "" ""
+		fi
+		"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
+		wait_port "$NGINX_PORT"
+		;;
+	gateway)
+		gateway_conf "$2"
+		GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn "$BIN/gateway" >>"$OUT/gateway.log" 2>&1 &
+		GATEWAY_PID=$!
+		wait_port "$GATEWAY_PORT"
+		if [[ $2 == edge ]]; then
+			for _ in $(seq 1 100); do
+				curl -fsS "http://127.0.0.1:$GATEWAY_ADMIN_PORT/health/ready" >/dev/null 2>&1 && break
+				sleep 0.1
+			done
+		fi
+		;;
+	esac
+}
+
+stop_target() {
+	case $1 in
+	nginx)
+		kill "$(cat "$WORK/nginx.pid")"
+		while [[ -f $WORK/nginx.pid ]]; do sleep 0.1; done
+		;;
+	gateway)
+		kill "$GATEWAY_PID"
+		wait "$GATEWAY_PID" 2>/dev/null || true
+		;;
+	esac
+}
+
+port_of() {
+	case $1 in direct) echo "$UPSTREAM_PORT" ;; nginx) echo "$NGINX_PORT" ;; gateway) echo "$GATEWAY_PORT" ;; esac
+}
+
+# Converts wrk's latency ("812.00us", "1.20ms", "2.01s") to milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+		else { printf "%s", v } }'
+}
+
+run() { # $1: target, $2: scenario, $3: round -> "rps p50 p99 non2xx"
+	local target=$1 scenario=$2 round=$3 report
+	report="$OUT/$scenario-$target-$round.txt"
+	local script=()
+	[[ $scenario == edge ]] && script=(-s "$WORK/tokens.lua")
+	start_target "$target" "$scenario"
+	# Warm-up: connections opened, caches filled.
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$(port_of "$target")/bench" >/dev/null
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "${script[@]}" \
+		"http://127.0.0.1:$(port_of "$target")/bench" >"$report"
+	stop_target "$target"
+	local rps p50 p99 bad
+	rps=$(awk '/^Requests\/sec:/ {print $2}' "$report")
+	p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$report")")
+	p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$report")")
+	bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$report")
+	echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+declare -A RESULTS
+for scenario in plain edge; do
+	for round in $(seq 1 "$ROUNDS"); do
+		for target in direct nginx gateway; do
+			echo "--- $scenario, round $round: $target" >&2
+			read -r rps p50 p99 bad < <(run "$target" "$scenario" "$round")
+			if [[ $bad != 0 ]]; then
+				echo "$target answered $bad requests with a non-2xx status in $scenario" >&2
+				exit 1
+			fi
+			RESULTS[$scenario,$target,rps]+="$rps "
+			RESULTS[$scenario,$target,p50]+="$p50 "
+			RESULTS[$scenario,$target,p99]+="$p99 "
+		done
+	done
+done
+
+m() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep -v '^$' | median; }
+
+{
+	echo "### Gateway against nginx ($(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s runs, median of $ROUNDS rounds)"
+	echo
+	echo "| scenario | target | requests/s | p50 ms | p99 ms |"
+	echo "|---|---|---:|---:|---:|"
+	for scenario in plain edge; do
+		for target in direct nginx gateway; do
+			echo "| $scenario | $target | $(m "$scenario,$target,rps") | $(m "$scenario,$target,p50") | $(m "$scenario,$target,p99") |"
+		done
+	done
+	echo
+	for scenario in plain edge; do
+		g_rps=$(m "$scenario,gateway,rps")
+		n_rps=$(m "$scenario,nginx,rps")
+		g_p99=$(m "$scenario,gateway,p99")
+		n_p99=$(m "$scenario,nginx,p99")
+		verdict_rps=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {print (g >= n) ? "met" : "MISSED"}')
+		verdict_p99=$(awk -v g="$g_p99" -v n="$n_p99" 'BEGIN {print (g <= n) ? "met" : "MISSED"}')
+		ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {printf "%.1f", 100 * g / n}')
+		echo "- $scenario: gateway throughput $ratio % of nginx's ($verdict_rps); p99 $g_p99 ms against $n_p99 ms ($verdict_p99)"
+	done
+} >target/bench-gateway.md
+cat target/bench-gateway.md
+if grep -q MISSED target/bench-gateway.md; then exit 1; fi

@@ -1,0 +1,115 @@
+//! The admin listener: routes with their upstreams' health and breaker states, reloads,
+//! Prometheus metrics and the gateway's own health probes. Bind it to a private address.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Serialize;
+use service_kit::Problem;
+
+use crate::{
+    config::{Access, Balance},
+    upstream::UpstreamView,
+    Control,
+};
+
+#[derive(Serialize)]
+struct RouteView {
+    name: String,
+    prefix: String,
+    host: Option<String>,
+    strip_prefix: bool,
+    access: Access,
+    public_paths: Vec<String>,
+    balance: Balance,
+    timeout_ms: u64,
+    retries: u32,
+    upstreams: Vec<UpstreamView>,
+}
+
+#[derive(Serialize)]
+struct RoutesView {
+    config_path: Option<String>,
+    /// The last reload's error, while the file on disk is broken.
+    reload_error: Option<String>,
+    keys_loaded: Option<bool>,
+    rate_limit_backend: &'static str,
+    routes: Vec<RouteView>,
+}
+
+async fn routes(State(control): State<Arc<Control>>) -> Json<RoutesView> {
+    let now = Instant::now();
+    let table = control.gateway.table.load_full();
+    let routes = table
+        .routes()
+        .iter()
+        .map(|r| RouteView {
+            name: r.config.name.to_string(),
+            prefix: r.config.prefix.to_string(),
+            host: r.config.host.clone(),
+            strip_prefix: r.config.strip_prefix,
+            access: r.config.access,
+            public_paths: r.config.public_paths.clone(),
+            balance: r.config.balance,
+            timeout_ms: r.config.timeout.as_millis() as u64,
+            retries: r.config.retries,
+            upstreams: r.pool.upstreams.iter().map(|u| u.view(now)).collect(),
+        })
+        .collect();
+    Json(RoutesView {
+        config_path: control.config_path().map(|p| p.display().to_string()),
+        reload_error: control.last_error(),
+        keys_loaded: control.gateway.keys.as_ref().map(|k| k.has_keys()),
+        rate_limit_backend: control.gateway.limiter.backend(),
+        routes,
+    })
+}
+
+async fn reload(State(control): State<Arc<Control>>) -> Response {
+    match control.reload().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-config",
+            "Configuration not reloaded",
+        )
+        .with_detail(format!("{e}; the running routes are unchanged."))
+        .into_response(),
+    }
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "live" }))
+}
+
+/// Ready once the auth service's keys are loaded (when any route checks tokens).
+async fn ready(State(control): State<Arc<Control>>) -> Response {
+    let keys = control.gateway.keys.as_ref().map(|k| k.has_keys());
+    if keys == Some(false) {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .with_detail("The auth service's keys are not loaded yet.")
+        .into_response();
+    }
+    Json(serde_json::json!({ "status": "ready", "keys": keys.map(|_| "ok").unwrap_or("skipped") }))
+        .into_response()
+}
+
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/admin/routes", get(routes))
+        .route("/admin/reload", post(reload))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(control)
+        .merge(service_kit::metrics::router())
+}

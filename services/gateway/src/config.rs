@@ -1,0 +1,739 @@
+//! The gateway's configuration file (`gateway.toml`): parsed into checked types once, so the
+//! request path never meets a malformed prefix, URL or limit.
+//!
+//! `[[route]]` sections are reloaded while running; `[server]`, `[auth]` and `[rate_limit]`
+//! are read at start (a reload that changes them says a restart is needed).
+
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::Path, str::FromStr, time::Duration};
+
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The whole file, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: Server,
+    pub auth: Option<Auth>,
+    pub rate_limit: RateLimit,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Routes, upstream health and breakers, `/metrics` and health probes. Keep it private.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    #[serde(default = "defaults::body_limit")]
+    pub body_limit_bytes: u64,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Take the client address from the last `X-Forwarded-For` hop (behind a load balancer).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// One log line per request.
+    #[serde(default)]
+    pub access_log: bool,
+    /// How often the file is checked for changes (routes are reloaded without a restart).
+    #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// The auth service's key set, e.g. `http://auth:8000/.well-known/jwks.json`.
+    pub jwks_url: String,
+    #[serde(default = "defaults::issuer")]
+    pub issuer: String,
+    #[serde(default = "defaults::audience")]
+    pub audience: String,
+    /// Keys are refetched this often even when every `kid` is known.
+    #[serde(default = "defaults::jwks_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    /// A token naming an unknown `kid` triggers a refetch at most this often.
+    #[serde(default = "defaults::jwks_min_refetch", with = "humantime_serde")]
+    pub min_refetch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Shared limits across gateway instances; without it every instance counts alone.
+    pub redis_url: Option<String>,
+    pub per_client: Option<Quota>,
+    pub per_user: Option<Quota>,
+    /// Redis calls slower than this fall back to the local limiter.
+    #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// Prefix of the Redis keys, so platforms sharing one Redis count apart.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            per_client: None,
+            per_user: None,
+            redis_timeout: defaults::redis_timeout(),
+            key_prefix: defaults::key_prefix(),
+        }
+    }
+}
+
+/// `requests` per `period`, with bursts of up to `burst` (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub requests: NonZeroU32,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    pub burst: Option<NonZeroU32>,
+}
+
+impl Quota {
+    /// Time between two requests at the sustained rate.
+    pub fn emission_interval(&self) -> Duration {
+        self.period / self.requests.get()
+    }
+
+    pub fn burst(&self) -> NonZeroU32 {
+        self.burst.unwrap_or(self.requests)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// A valid token is required (except on `public_paths`).
+    Token,
+    /// A token is verified when sent; requests without one pass anonymously.
+    Optional,
+    /// No token is looked at.
+    Public,
+}
+
+/// A path prefix: starts with `/`, no trailing `/` (except the root), no `..`, `?` or `#`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The rest of `path` after this prefix, if `path` is under it (segment-wise: `/api`
+    /// matches `/api` and `/api/x`, never `/apix`).
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.0 == "/" {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.0.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !s.starts_with('/') {
+            return Err(format!("prefix {s:?} must start with '/'"));
+        }
+        if s.contains(['?', '#', ' ']) || s.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(format!(
+                "prefix {s:?} must be a plain path (no '.', '..', '?', '#' or spaces)"
+            ));
+        }
+        let trimmed = if s.len() > 1 {
+            s.trim_end_matches('/')
+        } else {
+            s
+        };
+        Ok(Self(if trimmed.is_empty() {
+            "/".into()
+        } else {
+            trimmed.into()
+        }))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An upstream base URL: `http://host:port`, nothing else (no path, query or credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamUrl {
+    pub authority: Authority,
+}
+
+impl UpstreamUrl {
+    pub fn scheme(&self) -> Scheme {
+        Scheme::HTTP
+    }
+}
+
+impl FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|e| format!("upstream {s:?} is not a URL ({e})"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!(
+                "upstream {s:?} must start with http:// (upstreams are on the private network)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("upstream {s:?} has no host"))?
+            .clone();
+        if authority.as_str().contains('@') {
+            return Err(format!("upstream {s:?} must not carry credentials"));
+        }
+        if authority.port_u16().is_none() {
+            return Err(format!(
+                "upstream {s:?} must name its port, e.g. http://auth:8000"
+            ));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(format!(
+                "upstream {s:?} must be only scheme, host and port; put paths in the route"
+            ));
+        }
+        Ok(Self { authority })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+/// A route's name: lowercase letters, digits and `-`; used in metrics labels and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteName(String);
+
+impl RouteName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RouteName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "route name {s:?} must be 1-63 lowercase letters, digits, '-' or '_'"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: RouteName,
+    pub prefix: Prefix,
+    /// Matched against the request's host (without port), case-insensitively.
+    pub host: Option<String>,
+    pub strip_prefix: bool,
+    pub upstreams: Vec<UpstreamUrl>,
+    pub balance: Balance,
+    pub access: Access,
+    /// Paths (after the prefix) that need no token: exact, or ending in `/*` for a subtree.
+    pub public_paths: Vec<String>,
+    /// Whole-request deadline, retries included, until the upstream's response headers.
+    pub timeout: Duration,
+    /// Extra attempts for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE).
+    pub retries: u32,
+    pub health_check: Option<HealthCheck>,
+    pub breaker: Breaker,
+    pub outlier: Outlier,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    #[serde(default = "defaults::hc_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "defaults::hc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed checks before an upstream is taken out.
+    #[serde(default = "defaults::two")]
+    pub unhealthy_after: u32,
+    /// Consecutive passed checks before it is put back.
+    #[serde(default = "defaults::two")]
+    pub healthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    /// Consecutive failures (connection errors, timeouts, 5xx) that open the breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub failures: u32,
+    /// How long it stays open before letting trial requests through.
+    #[serde(default = "defaults::breaker_open", with = "humantime_serde")]
+    pub open_for: Duration,
+    /// Trial requests allowed at once while half-open.
+    #[serde(default = "defaults::one")]
+    pub half_open_requests: u32,
+    /// Consecutive trial successes that close it again.
+    #[serde(default = "defaults::one")]
+    pub successes: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            failures: defaults::breaker_failures(),
+            open_for: defaults::breaker_open(),
+            half_open_requests: 1,
+            successes: 1,
+        }
+    }
+}
+
+/// Passive outlier detection: an upstream that keeps failing at the connection level
+/// (refused, reset, timed out) is ejected from balancing for a while, longer each time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    #[serde(default = "defaults::outlier_errors")]
+    pub consecutive_errors: u32,
+    #[serde(default = "defaults::outlier_ejection", with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// Never eject more than this share of a pool.
+    #[serde(default = "defaults::outlier_max_percent")]
+    pub max_ejected_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            consecutive_errors: defaults::outlier_errors(),
+            base_ejection: defaults::outlier_ejection(),
+            max_ejected_percent: defaults::outlier_max_percent(),
+        }
+    }
+}
+
+mod defaults {
+    use std::{net::SocketAddr, time::Duration};
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9080))
+    }
+    pub fn body_limit() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn issuer() -> String {
+        "gravity-auth".into()
+    }
+    pub fn audience() -> String {
+        "gravity".into()
+    }
+    pub fn jwks_refresh() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn jwks_min_refetch() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn redis_timeout() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn hc_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn hc_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn one() -> u32 {
+        1
+    }
+    pub fn two() -> u32 {
+        2
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_open() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn outlier_errors() -> u32 {
+        3
+    }
+    pub fn outlier_ejection() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn outlier_max_percent() -> u8 {
+        50
+    }
+    pub fn key_prefix() -> String {
+        "gravity:gateway:rl".into()
+    }
+    pub fn truth() -> bool {
+        true
+    }
+}
+
+/// The file as written, before checking.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: Option<Server>,
+    auth: Option<Auth>,
+    #[serde(default)]
+    rate_limit: RateLimit,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    prefix: String,
+    host: Option<String>,
+    #[serde(default = "defaults::truth")]
+    strip_prefix: bool,
+    upstreams: Vec<String>,
+    #[serde(default = "round_robin")]
+    balance: Balance,
+    #[serde(default = "token")]
+    access: Access,
+    #[serde(default)]
+    public_paths: Vec<String>,
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "defaults::retries")]
+    retries: u32,
+    health_check: Option<HealthCheck>,
+    #[serde(default)]
+    breaker: Breaker,
+    #[serde(default)]
+    outlier: Outlier,
+}
+
+fn round_robin() -> Balance {
+    Balance::RoundRobin
+}
+
+fn token() -> Access {
+    Access::Token
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks `text`; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
+        let server = match raw.server {
+            Some(s) => s,
+            None => toml::from_str("").map_err(|e| invalid(e.to_string()))?,
+        };
+        if server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes must be at least 1".into()));
+        }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for r in raw.routes {
+            let route = check_route(r).map_err(&invalid)?;
+            if routes.iter().any(|o: &Route| o.name == route.name) {
+                return Err(invalid(format!("two routes are named {:?}", route.name.0)));
+            }
+            if let Some(other) = routes
+                .iter()
+                .find(|o: &&Route| o.prefix == route.prefix && o.host == route.host)
+            {
+                return Err(invalid(format!(
+                    "routes {:?} and {:?} both claim prefix {}{}",
+                    other.name.0,
+                    route.name.0,
+                    route.prefix,
+                    route
+                        .host
+                        .as_deref()
+                        .map(|h| format!(" on host {h}"))
+                        .unwrap_or_default()
+                )));
+            }
+            if route.access != Access::Public && raw.auth.is_none() {
+                return Err(invalid(format!(
+                    "route {:?} needs tokens (access = \"{}\") but there is no [auth] section \
+                     with the auth service's jwks_url; add one, or set access = \"public\"",
+                    route.name.0,
+                    if route.access == Access::Token {
+                        "token"
+                    } else {
+                        "optional"
+                    }
+                )));
+            }
+            routes.push(route);
+        }
+        for (what, quota) in [
+            ("per_client", raw.rate_limit.per_client),
+            ("per_user", raw.rate_limit.per_user),
+        ] {
+            if let Some(q) = quota {
+                if q.emission_interval().is_zero() {
+                    return Err(invalid(format!(
+                        "rate_limit.{what}: {} requests per {:?} is more than one per nanosecond",
+                        q.requests, q.period
+                    )));
+                }
+            }
+        }
+        if let Some(url) = &raw.rate_limit.redis_url {
+            redis::Client::open(url.as_str())
+                .map_err(|e| invalid(format!("rate_limit.redis_url is not a Redis URL ({e})")))?;
+        }
+        if let Some(auth) = &raw.auth {
+            reqwest::Url::parse(&auth.jwks_url)
+                .map_err(|e| invalid(format!("auth.jwks_url is not a URL ({e})")))?;
+        }
+        Ok(Self {
+            server,
+            auth: raw.auth,
+            rate_limit: raw.rate_limit,
+            routes,
+        })
+    }
+}
+
+fn check_route(r: RawRoute) -> Result<Route, String> {
+    let name: RouteName = r.name.parse()?;
+    let at = |e: String| format!("route {:?}: {e}", name.0);
+    let prefix: Prefix = r.prefix.parse().map_err(at)?;
+    if r.upstreams.is_empty() {
+        return Err(at("needs at least one upstream".into()));
+    }
+    let mut upstreams = Vec::with_capacity(r.upstreams.len());
+    for u in &r.upstreams {
+        let url: UpstreamUrl = u.parse().map_err(at)?;
+        if upstreams.contains(&url) {
+            return Err(at(format!("upstream {url} is listed twice")));
+        }
+        upstreams.push(url);
+    }
+    for p in &r.public_paths {
+        if !p.starts_with('/') {
+            return Err(at(format!("public path {p:?} must start with '/'")));
+        }
+    }
+    if r.timeout.is_zero() {
+        return Err(at("timeout must be more than zero".into()));
+    }
+    if r.retries > 5 {
+        return Err(at(format!("retries = {} is more than 5", r.retries)));
+    }
+    if let Some(hc) = &r.health_check {
+        if !hc.path.starts_with('/') {
+            return Err(at(format!(
+                "health_check.path {:?} must start with '/'",
+                hc.path
+            )));
+        }
+        if hc.interval.is_zero() || hc.timeout.is_zero() {
+            return Err(at(
+                "health_check interval and timeout must be more than zero".into(),
+            ));
+        }
+        if hc.unhealthy_after == 0 || hc.healthy_after == 0 {
+            return Err(at("health_check thresholds must be at least 1".into()));
+        }
+    }
+    if r.breaker.failures == 0 || r.breaker.half_open_requests == 0 || r.breaker.successes == 0 {
+        return Err(at("breaker thresholds must be at least 1".into()));
+    }
+    if r.outlier.consecutive_errors == 0 || r.outlier.max_ejected_percent > 100 {
+        return Err(at(
+            "outlier.consecutive_errors must be at least 1 and max_ejected_percent at most 100"
+                .into(),
+        ));
+    }
+    let host = r.host.map(|h| h.to_ascii_lowercase());
+    Ok(Route {
+        name,
+        prefix,
+        host,
+        strip_prefix: r.strip_prefix,
+        upstreams,
+        balance: r.balance,
+        access: r.access,
+        public_paths: r.public_paths,
+        timeout: r.timeout,
+        retries: r.retries,
+        health_check: r.health_check,
+        breaker: r.breaker,
+        outlier: r.outlier,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let p: Prefix = "/api/".parse().unwrap();
+        assert_eq!(p.as_str(), "/api");
+        assert_eq!(p.strip("/api"), Some(""));
+        assert_eq!(p.strip("/api/users"), Some("/users"));
+        assert_eq!(p.strip("/apix"), None);
+        let root: Prefix = "/".parse().unwrap();
+        assert_eq!(root.strip("/x"), Some("/x"));
+        assert!("api".parse::<Prefix>().is_err());
+        assert!("/a/../b".parse::<Prefix>().is_err());
+    }
+
+    #[test]
+    fn upstreams_are_plain_http_origins() {
+        assert!("http://auth:8000".parse::<UpstreamUrl>().is_ok());
+        assert!("http://auth:8000/".parse::<UpstreamUrl>().is_ok());
+        assert!("https://auth:8000".parse::<UpstreamUrl>().is_err());
+        assert!("http://auth".parse::<UpstreamUrl>().is_err());
+        assert!("http://auth:8000/v1".parse::<UpstreamUrl>().is_err());
+        assert!("http://u:p@auth:8000".parse::<UpstreamUrl>().is_err());
+    }
+
+    #[test]
+    fn a_route_needing_tokens_needs_an_auth_section() {
+        let err = Config::parse(
+            "[[route]]\nname = \"a\"\nprefix = \"/a\"\nupstreams = [\"http://a:1\"]\n",
+            "gateway.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("[auth]"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_prefixes_and_unknown_keys_are_refused() {
+        let text = r#"
+            [[route]]
+            name = "a"
+            prefix = "/a"
+            access = "public"
+            upstreams = ["http://a:1"]
+            [[route]]
+            name = "b"
+            prefix = "/a/"
+            access = "public"
+            upstreams = ["http://b:1"]
+        "#;
+        let err = Config::parse(text, "g.toml").unwrap_err().to_string();
+        assert!(err.contains("both claim prefix /a"), "{err}");
+        let err = Config::parse("[server]\nlisten_port = 1\n", "g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_quotas_parse() {
+        let text = r#"
+            [rate_limit]
+            per_client = { requests = 10, period = "1s", burst = 20 }
+            [[route]]
+            name = "a"
+            prefix = "/a"
+            access = "public"
+            timeout = "250ms"
+            upstreams = ["http://a:1"]
+            breaker = { failures = 3, open_for = "2s" }
+        "#;
+        let c = Config::parse(text, "g.toml").unwrap();
+        let q = c.rate_limit.per_client.unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_millis(100));
+        assert_eq!(q.burst().get(), 20);
+        assert_eq!(c.routes[0].timeout, Duration::from_millis(250));
+        assert_eq!(c.routes[0].breaker.failures, 3);
+        assert_eq!(c.routes[0].breaker.open_for, Duration::from_secs(2));
+        assert_eq!(c.server.listen.port(), 8080);
+    }
+}

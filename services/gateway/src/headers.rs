@@ -1,0 +1,223 @@
+//! What the gateway changes in headers on the way through: hop-by-hop headers dropped,
+//! identity headers stripped from clients and set from a verified token, request ids and W3C
+//! trace context carried on.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use rand::RngCore as _;
+
+pub use service_kit::http::REQUEST_ID;
+
+/// Identity of the verified caller, set by the gateway only. Any of these a client sends is
+/// removed before the request goes upstream, whatever the route's access rule.
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const USER_ROLES: HeaderName = HeaderName::from_static("x-user-roles");
+pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+pub const IDENTITY: [HeaderName; 3] = [USER_ID, USER_ROLES, SESSION_ID];
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const MAX_REQUEST_ID: usize = 128;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. `Upgrade` is
+/// removed too unless `keep_upgrade` (a WebSocket handshake being passed on).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// The request id: the client's when it is sane, otherwise a new one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        })
+}
+
+/// The `traceparent` to send upstream: the caller's trace continued with a new parent id
+/// (the gateway's own span), or a new trace when the caller sent none or a malformed one.
+pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
+    let mut rng = rand::thread_rng();
+    let mut span = [0u8; 8];
+    loop {
+        rng.fill_bytes(&mut span);
+        if span != [0; 8] {
+            break;
+        }
+    }
+    let span = hex(&span);
+    let incoming = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let value = match incoming {
+        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
+        None => {
+            let mut trace = [0u8; 16];
+            loop {
+                rng.fill_bytes(&mut trace);
+                if trace != [0; 16] {
+                    break;
+                }
+            }
+            format!("00-{}-{span}-01", hex(&trace))
+        }
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `(trace-id, flags)` of a valid W3C `traceparent` (version 00, or a later version read as
+/// 00 as the spec asks).
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let mut parts = v.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let lower_hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = lower_hex(version, 2)
+        && version != "ff"
+        && lower_hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && lower_hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && lower_hex(flags, 2);
+    ok.then_some((trace, flags))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Adds the client to `X-Forwarded-For` and records the original scheme and host.
+pub fn forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, trust_incoming: bool) {
+    let previous = if trust_incoming {
+        headers
+            .get(X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    let chain = match previous {
+        Some(p) if !p.is_empty() => format!("{p}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued_or_started() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let out = traceparent(&h);
+        let out = out.to_str().unwrap();
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(out.ends_with("-01"));
+        assert!(!out.contains("00f067aa0ba902b7"), "a new parent id: {out}");
+
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-0000-bad"));
+        let fresh = traceparent(&h);
+        let parts: Vec<&str> = fresh.to_str().unwrap().split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[1].len(), 32);
+        assert_eq!(parts[2].len(), 16);
+        let all_zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        assert_eq!(parse_traceparent(all_zero), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_so_do_the_ones_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut upgrade = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(upgrade[header::UPGRADE], "websocket");
+        assert_eq!(upgrade[header::CONNECTION], "upgrade");
+    }
+}

@@ -1,0 +1,205 @@
+//! Edge authentication: access tokens verified against the auth service's JWKS.
+//!
+//! The key set is fetched at start (retried in the background until the auth service
+//! answers), refreshed periodically, and refetched when a token names an unknown `kid` — at
+//! most once per `min_refetch_interval`, one fetch at a time, so a flood of forged `kid`s
+//! cannot turn the gateway into a load generator against the auth service.
+//!
+//! Verified tokens are remembered (by their full text, so only the identical token hits)
+//! until they expire; a changed key set forgets them all. Clients reuse one token for many
+//! requests, and an Ed25519 verification costs more than the rest of the proxying together.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use service_kit::jwt::{Jwks, TokenError, TokenVerifier};
+use uuid::Uuid;
+
+use crate::config::Auth;
+
+/// The identity the gateway passes upstream.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: Uuid,
+    pub user_header: HeaderValue,
+    pub roles_header: HeaderValue,
+    pub session_header: HeaderValue,
+    exp: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No key set has been fetched yet (the auth service is unreachable).
+    #[error("the auth service's keys are not available yet")]
+    KeysUnavailable,
+}
+
+/// Leeway on `exp` for remembered tokens, the same as the verifier's.
+const LEEWAY_SECS: i64 = 5;
+
+pub struct KeySet {
+    config: Auth,
+    http: reqwest::Client,
+    verifier: ArcSwapOption<TokenVerifier>,
+    keys: Mutex<Option<Jwks>>,
+    last_fetch: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+    verified: quick_cache::sync::Cache<Box<str>, Arc<Identity>>,
+}
+
+impl KeySet {
+    pub fn new(config: Auth) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Arc::new(Self {
+            config,
+            http,
+            verifier: ArcSwapOption::empty(),
+            keys: Mutex::new(None),
+            last_fetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            verified: quick_cache::sync::Cache::new(50_000),
+        }))
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.verifier.load().is_some()
+    }
+
+    /// Keeps the key set fresh: fetches until the first success (backing off to 5 s), then
+    /// every `refresh`.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.fetch().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(200);
+                    tokio::time::sleep(self.config.refresh).await;
+                }
+                Err(e) => {
+                    if !self.has_keys() {
+                        tracing::warn!(error = %e, url = %self.config.jwks_url,
+                            "cannot fetch the auth service's keys yet; retrying");
+                    } else {
+                        tracing::warn!(error = %e, "key set refresh failed; keeping the known keys");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(), String> {
+        let _one = self.fetching.lock().await;
+        if let Ok(mut last) = self.last_fetch.lock() {
+            *last = Some(Instant::now());
+        }
+        let result = async {
+            let response = self
+                .http
+                .get(&self.config.jwks_url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("the key set answered {}", response.status()));
+            }
+            response.json::<Jwks>().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let jwks = match result {
+            Ok(jwks) => jwks,
+            Err(e) => {
+                crate::metrics::jwks_fetch("error");
+                return Err(e);
+            }
+        };
+        crate::metrics::jwks_fetch("ok");
+        let changed = self
+            .keys
+            .lock()
+            .map(|k| k.as_ref() != Some(&jwks))
+            .unwrap_or(true);
+        if changed {
+            let verifier = TokenVerifier::new(&self.config.issuer, &self.config.audience, &jwks);
+            self.verifier.store(Some(Arc::new(verifier)));
+            // A key may have been withdrawn: what it verified is verified again.
+            self.verified.clear();
+            tracing::info!(keys = jwks.keys.len(), "auth service key set loaded");
+            if let Ok(mut k) = self.keys.lock() {
+                *k = Some(jwks);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refetches for an unknown `kid`, unless a fetch happened within the minimum interval.
+    async fn refetch_for_unknown_kid(&self) -> bool {
+        let recent = self
+            .last_fetch
+            .lock()
+            .map(|l| l.is_some_and(|t| t.elapsed() < self.config.min_refetch_interval))
+            .unwrap_or(true);
+        if recent {
+            return false;
+        }
+        self.fetch().await.is_ok()
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        let now = chrono_now();
+        if let Some(identity) = self.verified.get(token) {
+            if now < identity.exp + LEEWAY_SECS {
+                return Ok(identity);
+            }
+            self.verified.remove(token);
+            return Err(TokenError::Expired.into());
+        }
+        let verifier = self
+            .verifier
+            .load_full()
+            .ok_or(AuthError::KeysUnavailable)?;
+        let claims = match verifier.verify(token) {
+            Err(TokenError::UnknownKid) => {
+                if !self.refetch_for_unknown_kid().await {
+                    return Err(TokenError::UnknownKid.into());
+                }
+                let verifier = self
+                    .verifier
+                    .load_full()
+                    .ok_or(AuthError::KeysUnavailable)?;
+                verifier.verify(token)?
+            }
+            other => other?,
+        };
+        let identity = Arc::new(Identity {
+            user: claims.sub,
+            user_header: header_value(&claims.sub.to_string())?,
+            roles_header: header_value(&claims.roles.join(","))?,
+            session_header: header_value(&claims.sid.to_string())?,
+            exp: claims.exp,
+        });
+        self.verified.insert(token.into(), Arc::clone(&identity));
+        Ok(identity)
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, TokenError> {
+    HeaderValue::from_str(s).map_err(|_| TokenError::Malformed)
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,375 @@
+//! Gravity's API gateway: the platform's one public entry point.
+//!
+//! Codemap: `config` (gateway.toml, checked types) → `routes` (the table, rebuilt on reload
+//! with upstream state carried over) → `proxy` (the request path) using `upstream` (health,
+//! outlier ejection, breaker, balancing), `keys` (JWKS and token verification),
+//! `ratelimit` (GCRA, local and Redis) and `headers`; `admin` serves the operator's view.
+//!
+//! **Boundary:** the gateway knows services only as upstream URLs from its configuration; it
+//! never reads a service's database and never issues tokens.
+
+pub mod admin;
+pub mod config;
+pub mod headers;
+pub mod keys;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod routes;
+pub mod upstream;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+use crate::{
+    config::{Config, ConfigError},
+    keys::KeySet,
+    proxy::Gateway,
+    ratelimit::Limiter,
+    routes::RouteTable,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client for the auth service's keys: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A running gateway: its addresses, and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub control: Arc<Control>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to the grace period) and returns.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = (&mut self.task).await.unwrap_or(Ok(()));
+        self.shutdown_background();
+        result
+    }
+
+    /// Serves until the process is asked to stop (SIGTERM or Ctrl-C).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let result = (&mut self.task).await.unwrap_or(Ok(()));
+        self.shutdown_background();
+        result
+    }
+
+    fn shutdown_background(&mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        self.control.stop_health_checks();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shutdown_background();
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, serde::Serialize)]
+pub struct ReloadReport {
+    pub routes: usize,
+    /// Sections that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Route reloading and health-check tasks: shared by the file watcher, SIGHUP and the admin
+/// endpoint.
+pub struct Control {
+    gateway: Arc<Gateway>,
+    path: Option<PathBuf>,
+    started_with: Config,
+    health_tasks: Mutex<Vec<JoinHandle<()>>>,
+    last_error: Mutex<Option<String>>,
+    /// Serialises reloads.
+    reloading: tokio::sync::Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl Control {
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Rereads the configuration file and swaps the route table in. On any error the
+    /// running table stays as it was.
+    pub async fn reload(&self) -> Result<ReloadReport, ConfigError> {
+        let _one = self.reloading.lock().await;
+        let Some(path) = &self.path else {
+            return Ok(ReloadReport {
+                routes: self.gateway.table.load().routes().len(),
+                needs_restart: Vec::new(),
+            });
+        };
+        let result = Config::load(path);
+        let config = match result {
+            Ok(c) => c,
+            Err(e) => {
+                crate::metrics::reload("error");
+                tracing::error!(error = %e, "configuration reload failed; keeping the running routes");
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        Ok(self.apply(&config))
+    }
+
+    fn apply(&self, config: &Config) -> ReloadReport {
+        let mut needs_restart = Vec::new();
+        if config.server != self.started_with.server {
+            needs_restart.push("server");
+        }
+        if config.auth != self.started_with.auth {
+            needs_restart.push("auth");
+        }
+        if config.rate_limit != self.started_with.rate_limit {
+            needs_restart.push("rate_limit");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(sections = ?needs_restart,
+                "these sections changed and take effect only after a restart");
+        }
+        let previous = self.gateway.table.load_full();
+        let table = RouteTable::build(&config.routes, Some(&previous));
+        self.gateway.table.store(Arc::new(table));
+        self.restart_health_checks();
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+        crate::metrics::reload("ok");
+        tracing::info!(routes = config.routes.len(), "routes reloaded");
+        ReloadReport {
+            routes: config.routes.len(),
+            needs_restart,
+        }
+    }
+
+    fn restart_health_checks(&self) {
+        let Ok(mut tasks) = self.health_tasks.lock() else {
+            return;
+        };
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        let table = self.gateway.table.load_full();
+        for route in table.routes() {
+            for upstream in &route.pool.upstreams {
+                crate::metrics::upstream_healthy(&upstream.label, upstream.is_healthy());
+                if let Some(check) = &route.config.health_check {
+                    tasks.push(tokio::spawn(upstream::health_loop(
+                        Arc::clone(upstream),
+                        self.gateway.client.clone(),
+                        check.clone(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn stop_health_checks(&self) {
+        if let Ok(mut tasks) = self.health_tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Polls the file's modification time and length; reloads when either changes.
+    async fn watch(self: Arc<Self>, interval: std::time::Duration) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        };
+        *self.reloading.lock().await = stamp(&path);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = stamp(&path);
+            let changed = {
+                let mut seen = self.reloading.lock().await;
+                let changed = now.is_some() && now != *seen;
+                if changed {
+                    *seen = now;
+                }
+                changed
+            };
+            if changed {
+                let _ = self.reload().await;
+            }
+        }
+    }
+}
+
+/// Starts the gateway: binds both listeners, loads keys and Redis in the background, starts
+/// health checks and the file watcher. `path` is the file routes are reloaded from.
+pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(config.server.admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.server.admin_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.server.admin_listen,
+            source,
+        })?;
+    // The recorder must exist before the first metric handle is taken.
+    let _ = service_kit::metrics::handle();
+
+    let keys = config.auth.clone().map(KeySet::new).transpose()?;
+    let limiter = Limiter::new(&config.rate_limit);
+    let table = RouteTable::build(&config.routes, None);
+    let gateway = Arc::new(Gateway::new(
+        table,
+        config.server.clone(),
+        keys.clone(),
+        Arc::clone(&limiter),
+    ));
+    let control = Arc::new(Control {
+        gateway: Arc::clone(&gateway),
+        path,
+        started_with: config.clone(),
+        health_tasks: Mutex::new(Vec::new()),
+        last_error: Mutex::new(None),
+        reloading: tokio::sync::Mutex::new(None),
+    });
+    control.restart_health_checks();
+
+    let mut background = Vec::new();
+    if let Some(keys) = keys {
+        background.push(tokio::spawn(keys.maintain()));
+    }
+    background.push(tokio::spawn(
+        Arc::clone(&limiter).maintain(config.rate_limit.redis_url.clone()),
+    ));
+    background.push(tokio::spawn(
+        Arc::clone(&control).watch(config.server.reload_interval),
+    ));
+    background.push(tokio::spawn(sighup(Arc::clone(&control))));
+
+    let admin = admin::router(Arc::clone(&control));
+    let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+    let admin_settings = (
+        config.server.header_read_timeout,
+        config.server.shutdown_grace,
+    );
+    background.push(tokio::spawn(async move {
+        let shutdown = async {
+            let _ = admin_stopped.await;
+        };
+        let handler = move |request: hyper::Request<hyper::body::Incoming>, _peer: SocketAddr| {
+            use tower::ServiceExt as _;
+            admin.clone().oneshot(request)
+        };
+        if let Err(e) = service_kit::http::serve_with(
+            admin_listener,
+            admin_settings.0,
+            admin_settings.1,
+            shutdown,
+            handler,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }));
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = Arc::clone(&gateway);
+    let server = config.server.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped => {},
+                () = service_kit::http::shutdown_signal() => {},
+            }
+            let _ = admin_stop.send(());
+        };
+        let handler = move |request: hyper::Request<hyper::body::Incoming>, peer: SocketAddr| {
+            let gateway = Arc::clone(&serving);
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+        };
+        service_kit::http::serve_with(
+            listener,
+            server.header_read_timeout,
+            server.shutdown_grace,
+            shutdown,
+            handler,
+        )
+        .await
+    });
+    tracing::info!(%addr, %admin_addr, routes = config.routes.len(), "gateway listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        gateway,
+        control,
+        stop: Some(stop),
+        task,
+        background,
+    })
+}
+
+/// SIGHUP reloads the routes, as with nginx.
+async fn sighup(control: Arc<Control>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while signal.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading routes");
+            let _ = control.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}

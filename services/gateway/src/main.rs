@@ -1,0 +1,60 @@
+//! The `gateway` binary: serves the routes of a `gateway.toml` until SIGTERM or Ctrl-C;
+//! SIGHUP, `POST /admin/reload` or an edited file reload the routes.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser;
+use gateway::config::Config;
+use service_kit::telemetry;
+
+/// Gravity's API gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file (see docs/ARCHITECTURE.md for every key).
+    #[arg(long, env = "GATEWAY_CONFIG", default_value = "gateway.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// mimalloc rather than the system allocator: proxying allocates and frees many small
+/// objects across worker threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _logs = telemetry::init("info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config)?;
+    if cli.check {
+        println!(
+            "{}: {} route(s), configuration is valid",
+            cli.config.display(),
+            config.routes.len()
+        );
+        return Ok(());
+    }
+    let running = gateway::start(config, Some(cli.config)).await?;
+    running.wait().await.context("serving HTTP")?;
+    Ok(())
+}

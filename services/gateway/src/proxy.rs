@@ -1,0 +1,599 @@
+//! The request path: route, authenticate, rate limit, pick an upstream, send with a deadline,
+//! retry what is safe to retry, and answer every failure of the gateway's own as
+//! problem+json. Upstream responses, errors included, pass through untouched.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+use axum::{body::Body, response::IntoResponse as _};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::connect::HttpConnector,
+    rt::{TokioExecutor, TokioIo},
+};
+use service_kit::Problem;
+use tower::retry::budget::Budget as _;
+
+use crate::{
+    config::{Access, Server},
+    headers,
+    keys::{AuthError, KeySet},
+    metrics::RouteMetrics,
+    ratelimit::Limiter,
+    routes::{ActiveRoute, RouteTable},
+    upstream::{Attempt, Outcome, Unavailable},
+};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+/// The shared HTTP/1 client to upstreams: keep-alive pooled, no Nagle, bounded connects.
+pub fn client(server: &Server) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(server.connect_timeout));
+    connector.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
+pub struct Gateway {
+    pub table: ArcSwap<RouteTable>,
+    pub client: Client,
+    pub keys: Option<Arc<KeySet>>,
+    pub limiter: Arc<Limiter>,
+    pub server: Server,
+    unrouted: RouteMetrics,
+}
+
+impl Gateway {
+    pub fn new(
+        table: RouteTable,
+        server: Server,
+        keys: Option<Arc<KeySet>>,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(table),
+            client: client(&server),
+            keys,
+            limiter,
+            server,
+            unrouted: RouteMetrics::new("-"),
+        }
+    }
+
+    /// Serves one request; never fails (every failure is a response).
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let id = headers::request_id(request.headers());
+        let method = request.method().clone();
+        let path_for_log = self
+            .server
+            .access_log
+            .then(|| request.uri().path().to_owned());
+        let table = self.table.load_full();
+        let host = host_of(&request);
+        let found = table.find(host.as_deref(), request.uri().path());
+        let (mut response, route_metrics, route_name, upstream) = match found {
+            None => (
+                Problem::new(StatusCode::NOT_FOUND, "no-route", "No route")
+                    .with_detail("No gateway route matches this path.")
+                    .into_response(),
+                &self.unrouted,
+                "-",
+                None,
+            ),
+            Some((route, rest)) => {
+                let rest = rest.to_owned();
+                let (response, upstream) = self.forward(route, &rest, request, peer, &id).await;
+                (
+                    response,
+                    &*route.metrics,
+                    route.config.name.as_str(),
+                    upstream,
+                )
+            }
+        };
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed().as_secs_f64();
+        route_metrics.observe(&method, status, elapsed);
+        if let Some(path) = path_for_log {
+            tracing::info!(
+                request_id = id.to_str().unwrap_or("-"),
+                method = %method,
+                path,
+                route = route_name,
+                upstream = upstream.as_deref().unwrap_or("-"),
+                status,
+                latency_ms = elapsed * 1000.0,
+                "request"
+            );
+        }
+        response.headers_mut().insert(headers::REQUEST_ID, id);
+        response
+    }
+
+    async fn forward(
+        &self,
+        route: &Arc<ActiveRoute>,
+        rest: &str,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        id: &HeaderValue,
+    ) -> (Response<Body>, Option<String>) {
+        let client_ip = client_addr(&request, peer, self.server.trust_forwarded_for);
+        for name in headers::IDENTITY {
+            request.headers_mut().remove(name);
+        }
+
+        // Edge authentication.
+        let mut user = None;
+        let needs_token = match route.config.access {
+            Access::Public => None,
+            Access::Optional => Some(false),
+            Access::Token => Some(!route.is_public_path(rest)),
+        };
+        if let (Some(required), Some(keys)) = (needs_token, &self.keys) {
+            match bearer(request.headers()) {
+                Some(Ok(token)) => {
+                    match keys.verify(token).await {
+                        Ok(identity) => {
+                            let h = request.headers_mut();
+                            h.insert(headers::USER_ID, identity.user_header.clone());
+                            h.insert(headers::USER_ROLES, identity.roles_header.clone());
+                            h.insert(headers::SESSION_ID, identity.session_header.clone());
+                            user = Some(identity.user);
+                        }
+                        Err(AuthError::KeysUnavailable) => return (
+                            Problem::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "keys-unavailable",
+                                "Token keys unavailable",
+                            )
+                            .with_detail(
+                                "The gateway has not been able to load the auth service's keys \
+                                 yet; retry shortly.",
+                            )
+                            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                            .into_response(),
+                            None,
+                        ),
+                        Err(AuthError::Token(e)) => return (unauthorized(&e.to_string()), None),
+                    }
+                }
+                Some(Err(why)) => return (unauthorized(why), None),
+                None if required => {
+                    return (unauthorized("this route needs a bearer access token"), None)
+                }
+                None => {}
+            }
+        }
+
+        // Rate limits.
+        if self.limiter.is_active() {
+            if let Err(refused) = self.limiter.check(client_ip, user).await {
+                let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                return (
+                    Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate-limited",
+                        "Too many requests",
+                    )
+                    .with_detail(format!(
+                        "The {} rate limit is used up; retry after {secs} s.",
+                        refused.scope.as_str()
+                    ))
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+                    .into_response(),
+                    None,
+                );
+            }
+        }
+
+        // Body limit: a declared length is checked now, a streamed one while it is read.
+        let limit = self.server.body_limit_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return (too_large(limit), None);
+        }
+
+        let upgrade = is_upgrade(&request);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, incoming) = request.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::forwarded(
+            &mut parts.headers,
+            client_ip,
+            self.server.trust_forwarded_for,
+        );
+        parts.headers.insert(headers::REQUEST_ID, id.clone());
+        let traceparent = headers::traceparent(&parts.headers);
+        parts.headers.insert(headers::TRACEPARENT, traceparent);
+        let path_and_query = {
+            let path = if route.config.strip_prefix {
+                if rest.is_empty() {
+                    "/"
+                } else {
+                    rest
+                }
+            } else {
+                parts.uri.path()
+            };
+            match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            }
+        };
+
+        let idempotent = is_idempotent(&parts.method);
+        let mut body = if http_body::Body::is_end_stream(&incoming) {
+            Replay::Empty
+        } else if idempotent && !upgrade {
+            match Limited::new(incoming, limit as usize).collect().await {
+                Ok(collected) => Replay::Bytes(collected.to_bytes()),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return (too_large(limit), None)
+                }
+                Err(_) => {
+                    return (
+                        Problem::for_status(StatusCode::BAD_REQUEST)
+                            .with_detail("The request body could not be read.")
+                            .into_response(),
+                        None,
+                    )
+                }
+            }
+        } else if declared.is_some() {
+            Replay::Once(Some(Body::new(incoming)))
+        } else {
+            Replay::Once(Some(Body::new(Limited::new(incoming, limit as usize))))
+        };
+
+        let deadline = Instant::now() + route.config.timeout;
+        let max_attempts = if body.replayable() {
+            1 + route.config.retries
+        } else {
+            1
+        };
+        route.budget.deposit();
+        let mut tried: Vec<usize> = Vec::with_capacity(2);
+        let mut last_upstream = None;
+        loop {
+            let (index, mut attempt) = match route.pool.pick(&tried, Instant::now()) {
+                Ok(picked) => picked,
+                Err(why) => return (unavailable(why), last_upstream),
+            };
+            tried.push(index);
+            let upstream = Arc::clone(attempt.upstream());
+            last_upstream = Some(upstream.label.clone());
+            let counters = &route.upstream_metrics[index];
+            let uri = Uri::builder()
+                .scheme(upstream.url.scheme())
+                .authority(upstream.url.authority.clone())
+                .path_and_query(path_and_query.as_str())
+                .build();
+            let Ok(uri) = uri else {
+                return (
+                    Problem::for_status(StatusCode::BAD_REQUEST)
+                        .with_detail("The request path cannot be forwarded.")
+                        .into_response(),
+                    last_upstream,
+                );
+            };
+            let mut outgoing = Request::new(body.take());
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            *outgoing.headers_mut() = parts.headers.clone();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = tokio::time::timeout(remaining, self.client.request(outgoing)).await;
+            let can_retry = tried.len() < max_attempts as usize && body.replayable();
+            match result {
+                Ok(Ok(mut response)) => {
+                    let status = response.status();
+                    counters.attempt(status.as_u16());
+                    let outcome = if status.is_server_error() {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::Success
+                    };
+                    upstream.finish(&mut attempt, outcome, Instant::now());
+                    let retriable = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    if retriable && can_retry && route.budget.withdraw() {
+                        route.metrics.retried();
+                        continue;
+                    }
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade {
+                            let upstream_side = hyper::upgrade::on(&mut response);
+                            tokio::spawn(tunnel(client_side, upstream_side, attempt));
+                            let (mut rparts, _) = response.into_parts();
+                            headers::strip_hop_by_hop(&mut rparts.headers, true);
+                            return (Response::from_parts(rparts, Body::empty()), last_upstream);
+                        }
+                    }
+                    let (mut rparts, rbody) = response.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers, false);
+                    let body = Body::new(Tracked {
+                        inner: rbody,
+                        _attempt: attempt,
+                    });
+                    return (Response::from_parts(rparts, body), last_upstream);
+                }
+                Ok(Err(e)) => {
+                    if is_length_limit(&e) {
+                        upstream.finish(&mut attempt, Outcome::Success, Instant::now());
+                        return (too_large(limit), last_upstream);
+                    }
+                    counters.attempt(0);
+                    upstream.finish(&mut attempt, Outcome::ConnectionError, Instant::now());
+                    if can_retry && route.budget.withdraw() {
+                        route.metrics.retried();
+                        continue;
+                    }
+                    tracing::warn!(upstream = %upstream.label, error = %error_chain(&e),
+                        "upstream request failed");
+                    return (
+                        Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                            .with_detail(
+                                "The upstream service failed to answer (connection refused, \
+                                 reset or closed early).",
+                            )
+                            .into_response(),
+                        last_upstream,
+                    );
+                }
+                Err(_) => {
+                    counters.attempt(0);
+                    upstream.finish(&mut attempt, Outcome::ConnectionError, Instant::now());
+                    return (
+                        Problem::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "gateway-timeout",
+                            "Gateway timeout",
+                        )
+                        .with_detail(format!(
+                            "The upstream service did not answer within {} ms.",
+                            route.config.timeout.as_millis()
+                        ))
+                        .into_response(),
+                        last_upstream,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A request body that can be sent again for a retry, or only once.
+enum Replay {
+    Empty,
+    Bytes(Bytes),
+    Once(Option<Body>),
+}
+
+impl Replay {
+    fn replayable(&self) -> bool {
+        !matches!(self, Self::Once(_))
+    }
+
+    fn take(&mut self) -> Body {
+        match self {
+            Self::Empty => Body::empty(),
+            Self::Bytes(b) => Body::from(b.clone()),
+            Self::Once(b) => b.take().unwrap_or_else(Body::empty),
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_upgrade(request: &Request<Incoming>) -> bool {
+    let h = request.headers();
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The request's host, without port, from the URI (HTTP/2, absolute form) or `Host`.
+fn host_of(request: &Request<Incoming>) -> Option<String> {
+    let raw = match request.uri().host() {
+        Some(h) => h.to_owned(),
+        None => request
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    };
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()) => {
+            h.to_owned()
+        }
+        _ => raw,
+    };
+    Some(host)
+}
+
+fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let rightmost = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = rightmost {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// The token of an `Authorization: Bearer` header; `Err` when the header is there but is not
+/// a bearer token.
+fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, &'static str>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let Ok(value) = value.to_str() else {
+        return Some(Err("the Authorization header is not text"));
+    };
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Some(Ok(token.trim()))
+        }
+        _ => Some(Err("the Authorization header is not a bearer token")),
+    }
+}
+
+fn unauthorized(why: &str) -> Response<Body> {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication required",
+    )
+    .with_detail(format!("{why}; sign in again for a new access token."))
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    )
+    .into_response()
+}
+
+fn too_large(limit: u64) -> Response<Body> {
+    Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .with_detail(format!("The request body is larger than {limit} bytes."))
+        .into_response()
+}
+
+fn unavailable(why: Unavailable) -> Response<Body> {
+    let problem = match why {
+        Unavailable::CircuitOpen => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit-open",
+            "Upstream circuit open",
+        )
+        .with_detail(
+            "The upstream service has been failing; the gateway stopped sending to it for a while.",
+        ),
+        Unavailable::NoHealthy => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream-unavailable",
+            "No healthy upstream",
+        )
+        .with_detail(
+            "Every instance of the upstream service is failing its health checks or ejected.",
+        ),
+    };
+    problem
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        .into_response()
+}
+
+fn is_length_limit(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Splices a WebSocket (or any upgraded) connection between client and upstream.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    attempt: Attempt,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+    drop(attempt);
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body that keeps its attempt (and so the upstream's in-flight
+    /// count) alive until it has been sent or dropped.
+    struct Tracked {
+        #[pin]
+        inner: Incoming,
+        _attempt: Attempt,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

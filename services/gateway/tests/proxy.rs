@@ -1,0 +1,546 @@
+//! The gateway in front of real upstream servers: routing, balancing, breakers, retries,
+//! limits, timeouts, upgrades and reloads, all over real HTTP on random ports.
+
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::Value;
+use support::{eventually, problem, Gateway, Upstream};
+
+fn route(name: &str, prefix: &str, upstreams: &[&std::sync::Arc<Upstream>], extra: &str) -> String {
+    let urls: Vec<String> = upstreams.iter().map(|u| format!("{:?}", u.url())).collect();
+    format!(
+        "[[route]]\nname = \"{name}\"\nprefix = \"{prefix}\"\naccess = \"public\"\nupstreams = [{}]\n{extra}\n",
+        urls.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn routes_by_prefix_and_strips_or_keeps_it() {
+    let users = Upstream::start("users").await;
+    let files = Upstream::start("files").await;
+    let gw = Gateway::start(&format!(
+        "{}{}",
+        route("users", "/api/users", &[&users], ""),
+        route("files", "/files", &[&files], "strip_prefix = false"),
+    ))
+    .await;
+
+    let body: Value = gw
+        .get("/api/users/7/posts?page=2&x=%20")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["upstream"], "users");
+    assert_eq!(body["path"], "/7/posts");
+    assert_eq!(body["query"], "page=2&x=%20");
+
+    let body: Value = gw.get("/api/users").await.json().await.unwrap();
+    assert_eq!(
+        body["path"], "/",
+        "the bare prefix maps to the upstream's root"
+    );
+
+    let body: Value = gw.get("/files/a.txt").await.json().await.unwrap();
+    assert_eq!(body["upstream"], "files");
+    assert_eq!(body["path"], "/files/a.txt", "prefix kept");
+
+    // A prefix matches whole segments only.
+    let response = gw.get("/api/usersx").await;
+    assert_eq!(response.status(), 404);
+    let p = problem(response).await;
+    assert_eq!(p["type"], "urn:gravity:problem:no-route");
+    assert_eq!(users.hits(), 2);
+}
+
+#[tokio::test]
+async fn request_ids_and_trace_context_are_carried() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&route("a", "/a", &[&up], "")).await;
+
+    let response = gw
+        .http
+        .get(gw.url("/a/x"))
+        .header("x-request-id", "req-123")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "req-123");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["headers"]["x-request-id"], "req-123");
+    let tp = body["headers"]["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "the gateway is a new span: {tp}"
+    );
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+
+    // Without them, both are made up and the id is echoed to the client.
+    let response = gw.get("/a/x").await;
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["headers"]["x-request-id"], id.as_str());
+    assert_eq!(body["headers"]["traceparent"].as_str().unwrap().len(), 55);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_and_least_connections_avoids_busy_hosts() {
+    let ups = [
+        Upstream::start("u0").await,
+        Upstream::start("u1").await,
+        Upstream::start("u2").await,
+    ];
+    let gw = Gateway::start(&format!(
+        "{}{}",
+        route("rr", "/rr", &[&ups[0], &ups[1], &ups[2]], ""),
+        route(
+            "lc",
+            "/lc",
+            &[&ups[0], &ups[1]],
+            "balance = \"least_connections\"\ntimeout = \"20s\""
+        ),
+    ))
+    .await;
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let body: Value = gw.get("/rr/x").await.json().await.unwrap();
+        *seen
+            .entry(body["upstream"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+
+    // Two slow requests in flight: with least-connections, neither lands on a host that is
+    // already busy, so they end up one per host; then quick requests still go anywhere.
+    let before: Vec<usize> = ups.iter().map(|u| u.hits()).collect();
+    let a = tokio::spawn({
+        let (http, url) = (gw.http.clone(), gw.url("/lc/slow"));
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    eventually("the first slow request reaches an upstream", || async {
+        ups[0].hits() + ups[1].hits() > before[0] + before[1]
+    })
+    .await;
+    let b = tokio::spawn({
+        let (http, url) = (gw.http.clone(), gw.url("/lc/slow"));
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    eventually("the second slow request reaches an upstream", || async {
+        ups[0].hits() + ups[1].hits() == before[0] + before[1] + 2
+    })
+    .await;
+    assert_eq!(ups[0].hits() - before[0], 1, "one slow request per host");
+    assert_eq!(ups[1].hits() - before[1], 1, "one slow request per host");
+    assert_eq!(a.await.unwrap(), 200);
+    assert_eq!(b.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn breaker_opens_after_failures_half_opens_and_closes() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&route(
+        "a",
+        "/a",
+        &[&up],
+        "retries = 0\nbreaker = { failures = 3, open_for = \"400ms\" }",
+    ))
+    .await;
+    up.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(
+            gw.get("/a/flaky").await.status(),
+            500,
+            "upstream errors pass through"
+        );
+    }
+    assert_eq!(up.hits(), 3);
+
+    // Open: refused at the gateway, the upstream is left alone.
+    let response = gw.get("/a/flaky").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:circuit-open"
+    );
+    assert_eq!(up.hits(), 3);
+    assert_eq!(
+        gw.routes().await["routes"][0]["upstreams"][0]["breaker"],
+        "open"
+    );
+
+    // Half-open: one trial; it fails, so the breaker opens again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        gw.routes().await["routes"][0]["upstreams"][0]["breaker"],
+        "half_open"
+    );
+    assert_eq!(gw.get("/a/flaky").await.status(), 500);
+    assert_eq!(up.hits(), 4);
+    assert_eq!(gw.get("/a/flaky").await.status(), 503);
+    assert_eq!(up.hits(), 4);
+
+    // The upstream recovers: the next trial succeeds and closes the breaker.
+    up.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.get("/a/flaky").await.status(), 200);
+    assert_eq!(
+        gw.routes().await["routes"][0]["upstreams"][0]["breaker"],
+        "closed"
+    );
+    for _ in 0..5 {
+        assert_eq!(gw.get("/a/flaky").await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn retries_go_elsewhere_for_gets_and_never_repeat_a_post() {
+    let bad = Upstream::start("bad").await;
+    let good = Upstream::start("good").await;
+    bad.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    let gw = Gateway::start(&route(
+        "a",
+        "/a",
+        &[&bad, &good],
+        "retries = 1\nbreaker = { failures = 1000 }",
+    ))
+    .await;
+
+    // GETs that land on the failing host first are retried on the other.
+    for _ in 0..4 {
+        let response = gw.get("/a/flaky").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.json::<Value>().await.unwrap()["upstream"], "good");
+    }
+    assert!(
+        (1..=4).contains(&bad.hits()),
+        "{} first attempts failed",
+        bad.hits()
+    );
+    assert_eq!(
+        good.hits(),
+        4,
+        "each GET answered once, by the healthy host"
+    );
+
+    // A POST is sent once, whatever it gets back.
+    let (bad_before, good_before) = (bad.hits(), good.hits());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = gw
+            .http
+            .post(gw.url("/a/flaky"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        bad.hits() + good.hits() - bad_before - good_before,
+        4,
+        "each POST once"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+
+    // A PUT's body is replayed on the retry.
+    let r = gw
+        .http
+        .put(gw.url("/a/echo"))
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["body_len"], 10);
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_a_prompt_502_and_a_slow_one_a_504() {
+    let up = Upstream::start("a").await;
+    let dead = Upstream::start("dead").await;
+    dead.kill();
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        route("a", "/a", &[&up], "timeout = \"300ms\""),
+        route("mid", "/mid", &[&up], "timeout = \"30s\""),
+        route("dead", "/dead", &[&dead], "retries = 0"),
+    ))
+    .await;
+
+    let response = gw.get("/dead/x").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:bad-gateway"
+    );
+
+    let response = gw.get("/a/slow").await;
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:gateway-timeout"
+    );
+
+    // Killed while the request is in flight: the client gets a 502, not a hang until the
+    // route's 30 s timeout (the test client gives up after 15 s).
+    let pending = tokio::spawn({
+        let (http, url) = (gw.http.clone(), gw.url("/mid/slow"));
+        async move { http.get(url).send().await.unwrap() }
+    });
+    eventually("the slow request reaches the upstream", || async {
+        up.hits() >= 2
+    })
+    .await;
+    up.kill();
+    let response = pending.await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:bad-gateway"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_declared_or_streamed() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&route("a", "/a", &[&up], "")).await;
+    // The default limit is 10 MiB.
+    let big = vec![b'x'; 10 * 1024 * 1024 + 1];
+    let response = gw
+        .http
+        .post(gw.url("/a/echo"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:payload-too-large"
+    );
+
+    // Streamed (chunked, no length): cut off while reading.
+    let stream = futures_util::stream::iter(
+        big.chunks(1024 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let response = gw
+        .http
+        .post(gw.url("/a/echo"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    match response {
+        Ok(r) => assert_eq!(r.status(), 413),
+        // The gateway may close the connection before the client finished sending.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+
+    let ok = gw
+        .http
+        .post(gw.url("/a/echo"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.json::<Value>().await.unwrap()["body_len"], 1000);
+}
+
+#[tokio::test]
+async fn active_health_checks_take_a_host_out_and_put_it_back() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let gw = Gateway::start(&route(
+        "h",
+        "/h",
+        &[&a, &b],
+        "health_check = { path = \"/health\", interval = \"50ms\", unhealthy_after = 2, healthy_after = 2 }",
+    ))
+    .await;
+    a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("a is marked unhealthy", || async {
+        gw.routes().await["routes"][0]["upstreams"][0]["healthy"] == false
+    })
+    .await;
+    for _ in 0..6 {
+        let body: Value = gw.get("/h/x").await.json().await.unwrap();
+        assert_eq!(body["upstream"], "b");
+    }
+    b.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually("b is marked unhealthy", || async {
+        gw.routes().await["routes"][0]["upstreams"][1]["healthy"] == false
+    })
+    .await;
+    let response = gw.get("/h/x").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:upstream-unavailable"
+    );
+
+    a.healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("a is back", || async {
+        gw.get("/h/x").await.status() == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_errors_eject_a_host_passively() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let gw = Gateway::start(&route(
+        "o",
+        "/o",
+        &[&a, &b],
+        "retries = 0\noutlier = { consecutive_errors = 2, base_ejection = \"30s\" }\nbreaker = { failures = 1000 }",
+    ))
+    .await;
+    a.kill();
+    let mut failures = 0;
+    for _ in 0..10 {
+        if gw.get("/o/x").await.status() == 502 {
+            failures += 1;
+        }
+    }
+    assert_eq!(
+        failures, 2,
+        "two connection errors, then the host is ejected"
+    );
+    let routes = gw.routes().await;
+    assert!(
+        routes["routes"][0]["upstreams"][0]["ejected_for_ms"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // The last host is never ejected, however it fails (max_ejected_percent = 50).
+    b.kill();
+    for _ in 0..6 {
+        assert_eq!(gw.get("/o/x").await.status(), 502);
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_proxied() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let up = Upstream::start("chat").await;
+    let gw = Gateway::start(&route("chat", "/chat", &[&up], "")).await;
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/chat/ws", gw.addr))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    for i in 0..3 {
+        socket
+            .send(Message::text(format!("hello {i}")))
+            .await
+            .unwrap();
+        let reply = socket.next().await.unwrap().unwrap();
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("chat: hello {i}")
+        );
+    }
+    socket.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn routes_reload_without_a_restart_and_a_broken_file_changes_nothing() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let gw = Gateway::start(&route("one", "/one", &[&a], "")).await;
+    assert_eq!(gw.get("/two/x").await.status(), 404);
+
+    gw.rewrite(&format!(
+        "{}{}",
+        route("one", "/one", &[&a], ""),
+        route("two", "/two", &[&b], "")
+    ));
+    eventually("the new route answers", || async {
+        gw.get("/two/x").await.status() == 200
+    })
+    .await;
+
+    gw.rewrite("[[route]]\nname = \"broken\"\nprefix = \"nope\"\n");
+    eventually("the reload error is reported", || async {
+        gw.routes().await["reload_error"].is_string()
+    })
+    .await;
+    assert_eq!(
+        gw.get("/two/x").await.status(),
+        200,
+        "the running routes are kept"
+    );
+    let response = gw
+        .http
+        .post(gw.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:invalid-config"
+    );
+
+    gw.rewrite(&route("two", "/two", &[&b], ""));
+    eventually("the fixed file is loaded", || async {
+        gw.get("/one/x").await.status() == 404
+    })
+    .await;
+    assert!(gw.routes().await["reload_error"].is_null());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_upstream_and_status() {
+    let up = Upstream::start("m").await;
+    let gw = Gateway::start(&route("metered", "/metered", &[&up], "")).await;
+    for _ in 0..3 {
+        gw.get("/metered/x").await;
+    }
+    let text = gw
+        .http
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("gateway_upstream_requests_total")
+                && l.contains("route=\"metered\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no upstream counter in:\n{text}"));
+    assert!(line.ends_with(" 3"), "{line}");
+    assert!(text.contains(
+        "http_request_duration_seconds_count{method=\"GET\",route=\"metered\",status=\"200\"} 3"
+    ));
+}
