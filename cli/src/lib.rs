@@ -9,6 +9,7 @@ pub mod containers;
 pub mod database;
 pub mod down;
 pub mod engine;
+pub mod gateway;
 pub mod images;
 pub mod infra;
 pub mod logs;

@@ -385,6 +385,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let manifest = Manifest::load(file)?;
+    gravity::gateway::check(&manifest).map_err(anyhow::Error::msg)?;
     println!("platform {}", manifest.name);
     for (label, infra) in [("postgres", &manifest.postgres), ("redis", &manifest.redis)] {
         if let Some(infra) = infra {

@@ -161,6 +161,26 @@ pub struct ServiceSpec {
     pub health: String,
     /// Its migrations, relative to the workspace (default `migrations/<service name>`).
     pub migrations: Option<PathBuf>,
+    /// How the gateway reaches it, if it is public.
+    pub route: Option<ServiceRoute>,
+}
+
+/// `[services.NAME.route]`: the gateway route to a service (see the gateway's `[[route]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRoute {
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<bool>,
+    /// `token` (the default), `optional` or `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +238,7 @@ struct RawService {
     env: BTreeMap<String, String>,
     health: Option<Spanned<String>>,
     migrations: Option<Spanned<String>>,
+    route: Option<Spanned<ServiceRoute>>,
 }
 
 /// Turns byte offsets into 1-based line and column for error messages.
@@ -490,6 +511,38 @@ impl Manifest {
                     ));
                 }
             }
+            let route = match spec.route {
+                Some(r) => {
+                    let span = r.span();
+                    let route = r.into_inner();
+                    let problem = if !route.prefix.starts_with('/') {
+                        Some(format!(
+                            "route prefix {:?} must start with '/'",
+                            route.prefix
+                        ))
+                    } else if route
+                        .access
+                        .as_deref()
+                        .is_some_and(|a| !["token", "optional", "public"].contains(&a))
+                    {
+                        Some(format!(
+                            "route access {:?} is not one of token, optional, public",
+                            route.access.as_deref().unwrap_or_default()
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(problem) = problem {
+                        return Err(src.error(
+                            span,
+                            problem,
+                            Some("for example route = { prefix = \"/api/v1/orders\" }".to_owned()),
+                        ));
+                    }
+                    Some(route)
+                }
+                None => None,
+            };
             services.insert(
                 name,
                 ServiceSpec {
@@ -500,6 +553,7 @@ impl Manifest {
                     env: spec.env,
                     health,
                     migrations,
+                    route,
                 },
             );
         }

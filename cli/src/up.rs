@@ -77,6 +77,8 @@ pub enum UpError {
     Shared(Arc<UpError>),
     #[error("the platform's data volume {volume} exists but its passwords file (.gravity/ next to gravity.toml) is gone; restore that file from a backup, or, to start over without the data, run `gravity down --volumes`")]
     SecretsLost { volume: String },
+    #[error("{0}\n  fix the [services.NAME.route] tables in gravity.toml")]
+    GatewayConfig(String),
 }
 
 fn show_logs(resource: &str, logs: &[String]) -> String {
@@ -152,6 +154,7 @@ pub async fn up(
     options: &UpOptions,
     reporter: &Reporter,
 ) -> Result<Summary, UpError> {
+    crate::gateway::check(&project.manifest).map_err(UpError::GatewayConfig)?;
     let engine = Engine::connect().await?;
     let selection = project.selection(&options.services)?;
     if !project.has_secrets() && project.manifest.postgres.is_some() {
@@ -306,6 +309,12 @@ pub fn service_env(
     }
     if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
         env.insert("REDIS_URL".to_owned(), format!("redis://{REDIS}:6379/"));
+    }
+    if crate::gateway::is_gateway(spec) {
+        env.insert(
+            "GATEWAY_CONFIG_TOML".to_owned(),
+            crate::gateway::config(&project.manifest, name),
+        );
     }
     for (k, v) in &spec.env {
         env.insert(k.clone(), v.clone());

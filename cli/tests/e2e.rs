@@ -25,18 +25,19 @@ struct Platform {
     redis: u16,
     auth: u16,
     accounts: u16,
+    gateway: u16,
 }
 
-/// Four distinct free ports: all held at once while chosen, so none is picked twice.
-fn free_ports() -> [u16; 4] {
-    let held: Vec<std::net::TcpListener> = (0..4)
+/// Five distinct free ports: all held at once while chosen, so none is picked twice.
+fn free_ports() -> [u16; 5] {
+    let held: Vec<std::net::TcpListener> = (0..5)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
         .collect();
     let ports: Vec<u16> = held
         .iter()
         .map(|l| l.local_addr().expect("bound").port())
         .collect();
-    [ports[0], ports[1], ports[2], ports[3]]
+    [ports[0], ports[1], ports[2], ports[3], ports[4]]
 }
 
 impl Platform {
@@ -47,7 +48,7 @@ impl Platform {
         );
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&name);
         std::fs::create_dir_all(&dir).expect("create the platform's directory");
-        let [pg, redis, auth, accounts] = free_ports();
+        let [pg, redis, auth, accounts, gateway] = free_ports();
         let platform = Self {
             name,
             dir,
@@ -55,6 +56,7 @@ impl Platform {
             redis,
             auth,
             accounts,
+            gateway,
         };
         platform.write_manifest("");
         platform
@@ -62,6 +64,11 @@ impl Platform {
 
     /// Writes gravity.toml; `auth_env` is appended to the auth service's env table.
     fn write_manifest(&self, auth_env: &str) {
+        self.write_manifest_with(auth_env, "");
+    }
+
+    /// Writes gravity.toml with `extra` tables at the end.
+    fn write_manifest_with(&self, auth_env: &str, extra: &str) {
         let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
         let text = format!(
             r#"[platform]
@@ -97,6 +104,7 @@ depends_on = ["postgres", "redis", "auth"]
 
 [services.accounts.env]
 REDIS_KEY_PREFIX = "accounts:"
+{extra}
 "#,
             name = self.name,
             pg = self.pg,
@@ -446,6 +454,111 @@ async fn a_changed_service_alone_is_recreated_and_data_goes_only_when_confirmed(
     let confirmed = p.gravity(&["down", "--volumes", "--yes"]);
     assert!(confirmed.status.success(), "{}", text(&confirmed));
     assert!(p.volumes().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_gateway_routes_to_services_and_checks_tokens_at_the_edge() {
+    let p = Platform::new("gateway");
+    p.write_manifest_with(
+        "",
+        &format!(
+            r#"
+[services.auth.route]
+prefix = "/auth"
+public_paths = ["/api/v1/register", "/api/v1/login"]
+
+[services.gateway]
+crate = "gateway"
+port = {}
+depends_on = ["auth", "redis"]
+"#,
+            p.gateway
+        ),
+    );
+    let outcomes = p.up();
+    assert!(outcomes.contains_key("gateway"), "{outcomes:?}");
+    let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
+    let client = reqwest::Client::new();
+
+    let registered = client
+        .post(gw("/auth/api/v1/register"))
+        .json(&serde_json::json!({"email": "edge@example.com", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .expect("register through the gateway");
+    assert_eq!(registered.status(), 201);
+    let tokens: Value = client
+        .post(gw("/auth/api/v1/login"))
+        .form(&[
+            ("username", "edge@example.com"),
+            ("password", "correct horse battery staple"),
+        ])
+        .send()
+        .await
+        .expect("login through the gateway")
+        .json()
+        .await
+        .expect("tokens");
+    let token = tokens["access_token"].as_str().expect("an access token");
+
+    let me = client
+        .get(gw("/auth/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me through the gateway");
+    if me.status() != 200 {
+        let status = me.status();
+        let logs = p.gravity(&["logs", "-n", "30", "gateway"]);
+        panic!(
+            "me through the gateway: {status} {}\n{}",
+            me.text().await.unwrap_or_default(),
+            text(&logs)
+        );
+    }
+    assert!(me.headers().contains_key("x-request-id"));
+    let me: Value = me.json().await.expect("me is JSON");
+    assert_eq!(me["email"], "edge@example.com");
+
+    // Refused at the edge: no token on a protected path, and a token that is not one.
+    for auth in [None, Some("not.a.token")] {
+        let mut request = client.get(gw("/auth/api/v1/me"));
+        if let Some(t) = auth {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("me");
+        assert_eq!(response.status(), 401);
+        let problem: Value = response.json().await.expect("problem");
+        assert_eq!(problem["type"], "urn:gravity:problem:unauthenticated");
+    }
+    let metrics = client
+        .get(gw("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("gateway_upstream_requests_total{route=\"auth\",upstream=\"http://auth:"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_upstream_requests_total")
+                && l.contains("status=\"401\"")),
+        "refused requests never reached the auth service:\n{metrics}"
+    );
+
+    // A second up changes nothing, the gateway included.
+    let again = p.up();
+    for resource in ["postgres", "redis", "auth", "accounts", "gateway"] {
+        assert!(
+            again[resource].starts_with("running, unchanged"),
+            "{again:?}"
+        );
+    }
 }
 
 #[tokio::test]

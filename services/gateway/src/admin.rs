@@ -90,8 +90,11 @@ async fn live() -> Json<serde_json::Value> {
 
 /// Ready once the auth service's keys are loaded (when any route checks tokens).
 async fn ready(State(control): State<Arc<Control>>) -> Response {
-    let keys = control.gateway.keys.as_ref().map(|k| k.has_keys());
-    if keys == Some(false) {
+    readiness(control.gateway.keys.as_ref().is_none_or(|k| k.has_keys()))
+}
+
+pub(crate) fn readiness(ready: bool) -> Response {
+    if !ready {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -100,8 +103,21 @@ async fn ready(State(control): State<Arc<Control>>) -> Response {
         .with_detail("The auth service's keys are not loaded yet.")
         .into_response();
     }
-    Json(serde_json::json!({ "status": "ready", "keys": keys.map(|_| "ok").unwrap_or("skipped") }))
-        .into_response()
+    Json(serde_json::json!({ "status": "ready" })).into_response()
+}
+
+pub(crate) fn metrics_page() -> Response {
+    match service_kit::metrics::handle() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => Problem::internal("no metrics recorder").into_response(),
+    }
 }
 
 pub fn router(control: Arc<Control>) -> Router {

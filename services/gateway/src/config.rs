@@ -53,6 +53,12 @@ pub struct Server {
     /// One log line per request.
     #[serde(default)]
     pub access_log: bool,
+    /// Answer this path on the main listener with the gateway's readiness (for orchestrators
+    /// that probe the public port); off by default.
+    pub health_path: Option<String>,
+    /// Serve Prometheus metrics at this path on the main listener too; off by default (the
+    /// admin listener always has `/metrics`).
+    pub metrics_path: Option<String>,
     /// How often the file is checked for changes (routes are reloaded without a restart).
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
@@ -517,6 +523,14 @@ impl Config {
             Some(s) => s,
             None => toml::from_str("").map_err(|e| invalid(e.to_string()))?,
         };
+        for (key, path) in [
+            ("health_path", &server.health_path),
+            ("metrics_path", &server.metrics_path),
+        ] {
+            if path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(invalid(format!("server.{key} must start with '/'")));
+            }
+        }
         if server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes must be at least 1".into()));
         }

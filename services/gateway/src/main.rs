@@ -45,16 +45,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config)?;
+    // Under `gravity up` the configuration comes inline, written from gravity.toml; routes
+    // then change by recreating the container. From a file, they reload in place.
+    let (config, path) = match std::env::var("GATEWAY_CONFIG_TOML") {
+        Ok(text) => (Config::parse(&text, "GATEWAY_CONFIG_TOML")?, None),
+        Err(_) => (Config::load(&cli.config)?, Some(cli.config.clone())),
+    };
     if cli.check {
-        println!(
-            "{}: {} route(s), configuration is valid",
-            cli.config.display(),
-            config.routes.len()
-        );
+        println!("{} route(s), configuration is valid", config.routes.len());
         return Ok(());
     }
-    let running = gateway::start(config, Some(cli.config)).await?;
+    let running = gateway::start(config, path).await?;
     running.wait().await.context("serving HTTP")?;
     Ok(())
 }

@@ -86,6 +86,11 @@ impl Gateway {
             .server
             .access_log
             .then(|| request.uri().path().to_owned());
+        if let Some(response) = self.own_path(&request) {
+            let mut response = response.await;
+            response.headers_mut().insert(headers::REQUEST_ID, id);
+            return response;
+        }
         let table = self.table.load_full();
         let host = host_of(&request);
         let found = table.find(host.as_deref(), request.uri().path());
@@ -126,6 +131,26 @@ impl Gateway {
         }
         response.headers_mut().insert(headers::REQUEST_ID, id);
         response
+    }
+
+    /// The gateway's own health and metrics paths on the main listener, when configured
+    /// (an orchestrator that can reach only the public port probes them).
+    fn own_path(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>> {
+        if request.method() != Method::GET {
+            return None;
+        }
+        let path = request.uri().path();
+        if self.server.health_path.as_deref() == Some(path) {
+            let ready = self.keys.as_ref().is_none_or(|k| k.has_keys());
+            return Some(Box::pin(async move { crate::admin::readiness(ready) }));
+        }
+        if self.server.metrics_path.as_deref() == Some(path) {
+            return Some(Box::pin(async { crate::admin::metrics_page() }));
+        }
+        None
     }
 
     async fn forward(
@@ -484,7 +509,7 @@ fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, &'static str>> {
 fn unauthorized(why: &str) -> Response<Body> {
     Problem::new(
         StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        "unauthenticated",
         "Authentication required",
     )
     .with_detail(format!("{why}; sign in again for a new access token."))

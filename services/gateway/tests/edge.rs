@@ -93,7 +93,7 @@ async fn verified_identity_is_passed_on_and_spoofed_headers_are_stripped() {
         .starts_with("Bearer"));
     assert_eq!(
         problem(response).await["type"],
-        "urn:gravity:problem:unauthorized"
+        "urn:gravity:problem:unauthenticated"
     );
     assert_eq!(up.hits(), 4);
 }
@@ -140,7 +140,7 @@ async fn tampered_expired_and_wrong_audience_tokens_are_refused() {
         assert_eq!(response.status(), 401, "{what}");
         assert_eq!(
             problem(response).await["type"],
-            "urn:gravity:problem:unauthorized"
+            "urn:gravity:problem:unauthenticated"
         );
     }
     assert_eq!(up.hits(), 0, "nothing refused reached the upstream");

@@ -1,0 +1,155 @@
+//! The gateway's configuration, written from gravity.toml: the service built from the
+//! `gateway` crate routes to every service that has a `[services.NAME.route]`, verifies tokens
+//! with the JWKS of the service named `auth` (or else the first built from the `auth` crate), and shares its rate limits
+//! through the platform's Redis when it depends on it.
+//!
+//! The configuration reaches the container as `GATEWAY_CONFIG_TOML`; a changed route changes
+//! the container's spec, so `gravity up` recreates the gateway alone.
+
+use crate::{
+    manifest::{Manifest, ServiceName, ServiceSpec},
+    project::REDIS,
+};
+
+pub const GATEWAY_CRATE: &str = "gateway";
+const AUTH_CRATE: &str = "auth";
+/// Inside the container only; the admin listener is not published.
+const ADMIN_LISTEN: &str = "127.0.0.1:9080";
+
+pub fn is_gateway(spec: &ServiceSpec) -> bool {
+    spec.crate_name == GATEWAY_CRATE
+}
+
+/// The gateway configuration for the gateway service `name`.
+pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
+    use toml::{Table, Value};
+    let Some(spec) = manifest.services.get(name) else {
+        return String::new();
+    };
+    let mut doc = Table::new();
+
+    let mut server = Table::new();
+    server.insert(
+        "listen".into(),
+        Value::String(format!("0.0.0.0:{}", spec.port.get())),
+    );
+    server.insert("admin_listen".into(), Value::String(ADMIN_LISTEN.into()));
+    server.insert("health_path".into(), Value::String(spec.health.clone()));
+    server.insert("metrics_path".into(), Value::String("/metrics".into()));
+    doc.insert("server".into(), Value::Table(server));
+
+    let routed: Vec<(&ServiceName, &ServiceSpec)> = manifest
+        .services
+        .iter()
+        .filter(|(n, s)| *n != name && s.route.is_some())
+        .collect();
+    let needs_tokens = routed.iter().any(|(_, s)| {
+        s.route
+            .as_ref()
+            .is_some_and(|r| r.access.as_deref() != Some("public"))
+    });
+    // The service named `auth` when there is one (a platform may run the auth crate more
+    // than once), otherwise the first built from the auth crate.
+    let auth = manifest
+        .services
+        .iter()
+        .find(|(n, s)| n.as_str() == AUTH_CRATE && s.crate_name == AUTH_CRATE)
+        .or_else(|| {
+            manifest
+                .services
+                .iter()
+                .find(|(_, s)| s.crate_name == AUTH_CRATE)
+        });
+    if let (true, Some((auth_name, auth_spec))) = (needs_tokens, auth) {
+        let mut t = Table::new();
+        t.insert(
+            "jwks_url".into(),
+            Value::String(format!(
+                "http://{auth_name}:{}/.well-known/jwks.json",
+                auth_spec.port.get()
+            )),
+        );
+        doc.insert("auth".into(), Value::Table(t));
+    }
+
+    if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
+        let mut t = Table::new();
+        t.insert(
+            "redis_url".into(),
+            Value::String(format!("redis://{REDIS}:6379/")),
+        );
+        t.insert(
+            "key_prefix".into(),
+            Value::String(format!("gravity:{}:gateway:rl", manifest.name)),
+        );
+        doc.insert("rate_limit".into(), Value::Table(t));
+    }
+
+    let mut routes = Vec::new();
+    for (service, s) in routed {
+        let Some(route) = &s.route else { continue };
+        let Ok(Value::Table(mut t)) = Value::try_from(route) else {
+            continue;
+        };
+        t.insert("name".into(), Value::String(service.to_string()));
+        t.insert(
+            "upstreams".into(),
+            Value::Array(vec![Value::String(format!(
+                "http://{service}:{}",
+                s.port.get()
+            ))]),
+        );
+        let mut check = Table::new();
+        check.insert("path".into(), Value::String(s.health.clone()));
+        t.insert("health_check".into(), Value::Table(check));
+        routes.push(Value::Table(t));
+    }
+    doc.insert("route".into(), Value::Array(routes));
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+/// Checks the generated configuration as the gateway will, so `gravity check` and `up`
+/// report a bad route before a container crashes on it.
+pub fn check(manifest: &Manifest) -> Result<(), String> {
+    for (name, spec) in &manifest.services {
+        if is_gateway(spec) {
+            gateway::config::Config::parse(&config(manifest, name), "the generated gateway.toml")
+                .map_err(|e| format!("service {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_platform_gives_a_valid_gateway_configuration() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gravity.toml");
+        let manifest = Manifest::load(&path).unwrap();
+        let (name, _) = manifest
+            .services
+            .iter()
+            .find(|(_, s)| is_gateway(s))
+            .expect("the shipped platform has a gateway");
+        let text = config(&manifest, name);
+        let parsed = gateway::config::Config::parse(&text, "generated").unwrap();
+        let auth = parsed
+            .routes
+            .iter()
+            .find(|r| r.name.as_str() == "auth")
+            .expect("a route to the auth service");
+        assert_eq!(auth.upstreams[0].to_string(), "http://auth:8000");
+        assert!(parsed
+            .auth
+            .unwrap()
+            .jwks_url
+            .starts_with("http://auth:8000/"));
+        assert_eq!(
+            parsed.rate_limit.redis_url.as_deref(),
+            Some("redis://redis:6379/")
+        );
+        check(&manifest).unwrap();
+    }
+}
