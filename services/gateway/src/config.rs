@@ -729,6 +729,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_readme_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n[server]").expect("the README's example") + 8;
+        let len = readme[start..].find("```").expect("its end");
+        let config = Config::parse(&readme[start..start + len], "README.md").unwrap();
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes[0].upstreams.len(), 2);
+    }
+
+    #[test]
     fn durations_and_quotas_parse() {
         let text = r#"
             [rate_limit]
