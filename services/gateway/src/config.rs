@@ -731,7 +731,10 @@ mod tests {
     #[test]
     fn the_example_in_the_readme_is_valid() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n[server]").expect("the README's example") + 8;
+        let start = readme
+            .find("```toml\n[server]")
+            .expect("the README's example")
+            + 8;
         let len = readme[start..].find("```").expect("its end");
         let config = Config::parse(&readme[start..start + len], "README.md").unwrap();
         assert_eq!(config.routes.len(), 1);
