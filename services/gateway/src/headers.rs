@@ -21,8 +21,6 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-const MAX_REQUEST_ID: usize = 128;
-
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -60,22 +58,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The request id: the client's when it is sane, otherwise a new one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(REQUEST_ID)
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID
-                && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
-        })
-}
+/// The request id: the client's when it is sane, otherwise a new one (as every service does).
+pub use service_kit::http::request_id_from as request_id;
 
 /// The `traceparent` to send upstream: the caller's trace continued with a new parent id
 /// (the gateway's own span), or a new trace when the caller sent none or a malformed one.

@@ -473,20 +473,10 @@ fn host_of(request: &Request<Incoming>) -> Option<String> {
 }
 
 fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
-    if trust_forwarded_for {
-        let rightmost = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = rightmost {
-            return ip;
-        }
-    }
-    peer.ip()
+    let forwarded = trust_forwarded_for
+        .then(|| service_kit::http::forwarded_client(request.headers()))
+        .flatten();
+    forwarded.unwrap_or(peer.ip())
 }
 
 /// The token of an `Authorization: Bearer` header; `Err` when the header is there but is not

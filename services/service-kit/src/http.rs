@@ -43,8 +43,13 @@ struct EdgePolicy {
 }
 
 fn request_id(request: &Request) -> HeaderValue {
-    let incoming = request
-        .headers()
+    request_id_from(request.headers())
+}
+
+/// The request id for a request with `headers`: the client's `X-Request-Id` when it is sane
+/// (non-empty, at most 128 visible characters), otherwise a new UUID.
+pub fn request_id_from(headers: &axum::http::HeaderMap) -> HeaderValue {
+    let incoming = headers
         .get(REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.to_str().is_ok());
     match incoming {
@@ -219,17 +224,20 @@ fn client_addr(trust_forwarded_for: bool, request: &Request) -> Option<ClientAdd
     if !trust_forwarded_for {
         return peer.map(ClientAddr);
     }
-    // Only the rightmost hop was written by the trusted proxy; anything left of it came from
-    // the client. A rightmost hop that does not parse is ignored rather than skipped over.
-    let rightmost = request
-        .headers()
+    forwarded_client(request.headers()).or(peer).map(ClientAddr)
+}
+
+/// The client address a trusted proxy wrote: the rightmost `X-Forwarded-For` hop (anything
+/// left of it came from the client). A rightmost hop that does not parse is ignored rather
+/// than skipped over.
+pub fn forwarded_client(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .next_back()
-        .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
-    rightmost.or(peer).map(ClientAddr)
+        .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
 }
 
 /// A request timeout that arms its timer only when the handler does not finish on its first
