@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod progress;
 pub mod project;
 pub mod ps;
+pub mod scaffold;
 pub mod status;
 pub mod superuser;
 pub mod up;

@@ -139,6 +139,11 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Create something new from the workspace's templates.
+    New {
+        #[command(subcommand)]
+        what: NewWhat,
+    },
     /// Export the platform in another tool's format.
     Export {
         #[command(subcommand)]
@@ -152,6 +157,23 @@ enum Command {
 enum MigrateAction {
     /// Write a new, empty, timestamped migration: migrations/SERVICE/<timestamp>_NAME.sql.
     New { service: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum NewWhat {
+    /// A new service from templates/service/: services/NAME and migrations/NAME, the crate
+    /// added to the workspace, and [services.NAME] (own database, next free port, gateway
+    /// route) added to gravity.toml with its comments kept. Never overwrites a file.
+    Service {
+        /// Lowercase kebab-case, e.g. `inventory` or `user-profiles`.
+        name: String,
+        /// The host port (default: the first free one from 8001).
+        #[arg(long)]
+        port: Option<u16>,
+        /// List what would be written, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,6 +380,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created admin {email} ({id})");
             Ok(())
         }
+        Command::New {
+            what:
+                NewWhat::Service {
+                    name,
+                    port,
+                    dry_run,
+                },
+        } => new_service(&cli.file, name, port, dry_run),
         Command::Export {
             format: ExportFormat::Compose { output },
         } => {
@@ -381,6 +411,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn new_service(
+    file: &std::path::Path,
+    name: String,
+    port: Option<u16>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use gravity::scaffold;
+    let project = Project::load(file)?;
+    let request = scaffold::NewService { name, port };
+    let plan = scaffold::plan(&project, file, &request, chrono::Utc::now())?;
+    let shown = |p: &std::path::Path| {
+        p.strip_prefix(&project.workspace)
+            .or_else(|_| p.strip_prefix(&project.root))
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    let (create, edit) = if dry_run {
+        ("would create", "would edit")
+    } else {
+        scaffold::apply(&plan)?;
+        ("created", "edited")
+    };
+    for f in &plan.creates {
+        println!("{create} {}", shown(&f.path));
+    }
+    for e in &plan.edits {
+        println!("{edit} {}: {}", shown(&e.path), e.summary);
+    }
+    if dry_run {
+        println!("dry run: nothing was written");
+        return Ok(());
+    }
+    let name = &plan.name;
+    println!();
+    println!(
+        "service {name}: port {}, database {}{}",
+        plan.port.get(),
+        plan.database,
+        plan.route
+            .as_deref()
+            .map(|r| format!(", through the gateway at {r}/..."))
+            .unwrap_or_default()
+    );
+    println!("next:");
+    println!(
+        "  cargo test -p {name}     test it (scripts/test.sh -p {name} starts PostgreSQL first)"
+    );
+    println!("  gravity up               start the platform with it");
+    Ok(())
 }
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {

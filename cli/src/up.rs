@@ -213,9 +213,15 @@ pub async fn up(
     let (runtime, binaries) = if selection.is_empty() {
         (None, None)
     } else {
-        let crates: Vec<String> = selection
-            .iter()
-            .map(|s| m.services[s].crate_name.clone())
+        // Every crate of the platform, whichever services were asked for: Cargo unifies
+        // features across one invocation, so building a subset would give a shared crate's
+        // binary different code, and `up auth` then `up` would recreate auth for nothing.
+        let crates: Vec<String> = m
+            .services
+            .values()
+            .map(|s| s.crate_name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         (
             Some(node(resolve_runtime(ctx.clone()))),

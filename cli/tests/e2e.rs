@@ -938,3 +938,226 @@ async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_
     assert!(line_of(&table, "accounts").contains("DOWN"), "{table}");
     assert!(line_of(&table, "auth").contains("running"), "{table}");
 }
+
+/// Copies the workspace (without build output or history) to `to`.
+fn copy_workspace(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the scratch workspace");
+    for entry in std::fs::read_dir(from).expect("read the workspace") {
+        let entry = entry.expect("a directory entry");
+        let name = entry.file_name();
+        if name == "target" || name == ".git" || name == ".gravity" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_workspace(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).expect("copy a workspace file");
+        }
+    }
+}
+
+fn cargo_in(workspace: &std::path::Path, args: &[&str]) -> Output {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(args)
+        .current_dir(workspace)
+        .env(
+            "CARGO_TARGET_DIR",
+            target.parent().expect("the target directory"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo")
+}
+
+/// The acceptance, in a scratch copy of this workspace: `gravity new service
+/// inventory`, then with no edit the new crate passes fmt, clippy and its tests, and
+/// `gravity up` runs it healthy behind the gateway, with a database only its role reaches.
+#[tokio::test]
+async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
+    let p = Platform::new("new");
+    let workspace = p.dir.join("workspace");
+    copy_workspace(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        &workspace,
+    );
+    // The shipped gravity.toml, moved to this run's name and ports; its comments stay.
+    let shipped = std::fs::read_to_string(workspace.join("gravity.toml")).expect("gravity.toml");
+    let manifest = shipped
+        .replace("name = \"gravity\"", &format!("name = \"{}\"", p.name))
+        .replace("port = 55432", &format!("port = {}", p.pg))
+        .replace("port = 56379", &format!("port = {}", p.redis))
+        .replace("port = 8000", &format!("port = {}", p.auth))
+        .replace("port = 8080", &format!("port = {}", p.gateway));
+    assert_ne!(manifest, shipped);
+    std::fs::write(workspace.join("gravity.toml"), &manifest).expect("write gravity.toml");
+    let cargo_toml = std::fs::read_to_string(workspace.join("Cargo.toml")).expect("Cargo.toml");
+    let gravity = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gravity"))
+            .args(args)
+            .current_dir(&workspace)
+            .env(
+                "CARGO_TARGET_DIR",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                    .parent()
+                    .expect("the target directory"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gravity")
+    };
+    let port = p.accounts.to_string();
+
+    let dry = gravity(&["new", "service", "inventory", "--port", &port, "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    let listed = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        listed.contains("would create services/inventory/src/main.rs"),
+        "{listed}"
+    );
+    assert!(listed.contains("would edit gravity.toml"), "{listed}");
+    assert!(!workspace.join("services/inventory").exists());
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("gravity.toml")).unwrap(),
+        manifest
+    );
+
+    let created = gravity(&["new", "service", "inventory", "--port", &port]);
+    assert!(created.status.success(), "{}", text(&created));
+    let edited = std::fs::read_to_string(workspace.join("gravity.toml")).unwrap();
+    assert!(
+        edited.starts_with(&manifest),
+        "gravity.toml kept as it was, the service appended:\n{edited}"
+    );
+    assert!(edited.contains("[services.inventory.route]"), "{edited}");
+    let members = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
+    assert!(members.contains("\"services/inventory\""), "{members}");
+    assert_eq!(members.lines().count(), cargo_toml.lines().count());
+
+    // Asking twice is refused and changes nothing.
+    let again = gravity(&["new", "service", "inventory"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("is taken"), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("gravity.toml")).unwrap(),
+        edited
+    );
+
+    for args in [
+        &["fmt", "--all", "--check"][..],
+        &[
+            "clippy",
+            "-p",
+            "inventory",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ][..],
+        &["test", "-p", "inventory"][..],
+    ] {
+        let out = cargo_in(&workspace, args);
+        assert!(out.status.success(), "cargo {args:?}:\n{}", text(&out));
+    }
+
+    let up = gravity(&["up", "--json", "--timeout", "300"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
+    let client = reqwest::Client::new();
+    let email = "stock@example.com";
+    let password = "correct horse battery staple";
+    let registered = client
+        .post(gw("/auth/api/v1/register"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("register through the gateway");
+    assert_eq!(registered.status(), 201);
+    let tokens: Value = client
+        .post(gw("/auth/api/v1/login"))
+        .form(&[("username", email), ("password", password)])
+        .send()
+        .await
+        .expect("login through the gateway")
+        .json()
+        .await
+        .expect("tokens");
+    let token = tokens["access_token"].as_str().expect("an access token");
+
+    // The gateway health-checks its upstreams; give it a moment to see the new one.
+    let mut created = None;
+    for _ in 0..40 {
+        let r = client
+            .post(gw("/inventory/api/v1/items"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "name": "bolt" }))
+            .send()
+            .await
+            .expect("create an item through the gateway");
+        if r.status() == 201 {
+            created = Some(r.json::<Value>().await.expect("the item"));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let item = created.unwrap_or_else(|| {
+        panic!(
+            "no item created:\n{}",
+            text(&gravity(&["logs", "-n", "30"]))
+        )
+    });
+    let me: Value = client
+        .get(gw("/auth/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("me is JSON");
+    assert_eq!(
+        item["owner_id"], me["id"],
+        "the service saw the caller the token names"
+    );
+    let anonymous = client
+        .get(gw("/inventory/api/v1/items"))
+        .send()
+        .await
+        .expect("list without a token");
+    assert_eq!(anonymous.status(), 401);
+    let listed: Value = client
+        .get(gw("/inventory/api/v1/items"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("a page");
+    assert_eq!(listed["total"], 1);
+
+    // Its own database: the auth service's role cannot even connect to it.
+    let secrets = std::fs::read_to_string(
+        workspace
+            .join(".gravity")
+            .join(format!("{}.secrets.toml", p.name)),
+    )
+    .expect("the secrets file");
+    let secrets: toml::Value = toml::from_str(&secrets).expect("secrets are TOML");
+    let role = |name: &str| {
+        sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(p.pg)
+            .username(name)
+            .password(secrets["roles"][name].as_str().unwrap_or_default())
+    };
+    let own = sqlx::PgPool::connect_with(role("inventory").database("inventory")).await;
+    assert!(
+        own.is_ok(),
+        "inventory's role reaches its database: {own:?}"
+    );
+    let theirs = sqlx::PgPool::connect_with(role("auth").database("inventory")).await;
+    let err = theirs.expect_err("auth's role must not reach inventory's database");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}

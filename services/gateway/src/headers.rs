@@ -8,11 +8,9 @@ use rand::RngCore as _;
 pub use service_kit::http::REQUEST_ID;
 
 /// Identity of the verified caller, set by the gateway only. Any of these a client sends is
-/// removed before the request goes upstream, whatever the route's access rule.
-pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-pub const USER_ROLES: HeaderName = HeaderName::from_static("x-user-roles");
-pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
-pub const IDENTITY: [HeaderName; 3] = [USER_ID, USER_ROLES, SESSION_ID];
+/// removed before the request goes upstream, whatever the route's access rule. Services read
+/// them with `service_kit::Identity`.
+pub use service_kit::identity::{HEADERS as IDENTITY, SESSION_ID, USER_ID, USER_ROLES};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
