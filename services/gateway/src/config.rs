@@ -62,6 +62,19 @@ pub struct Server {
     /// How often the file is checked for changes (routes are reloaded without a restart).
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// Threads serving requests, each with its own listener on the port (`SO_REUSEPORT`),
+    /// its own single-threaded runtime and its own upstream connections, so a request never
+    /// crosses threads (nginx's worker model). Default: one per CPU.
+    pub workers: Option<usize>,
+}
+
+impl Server {
+    /// The number of serving threads: `workers`, else one per CPU the process may use.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -531,6 +544,9 @@ impl Config {
                 return Err(invalid(format!("server.{key} must start with '/'")));
             }
         }
+        if server.workers.is_some_and(|w| w == 0 || w > 1024) {
+            return Err(invalid("server.workers must be between 1 and 1024".into()));
+        }
         if server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes must be at least 1".into()));
         }
@@ -726,6 +742,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
+        let err = Config::parse("[server]\nworkers = 0\n", "g.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.workers"), "{err}");
+        let three = Config::parse("[server]\nworkers = 3\n", "g.toml").unwrap();
+        assert_eq!(three.server.worker_count(), 3);
+        let default = Config::parse("", "g.toml").unwrap();
+        assert!(default.server.worker_count() >= 1);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     pub control: Arc<Control>,
     stop: Option<oneshot::Sender<()>>,
+    /// Tells the serving threads to drain and stop.
+    workers_stop: Arc<tokio::sync::watch::Sender<bool>>,
     task: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
 }
@@ -85,6 +87,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        let _ = self.workers_stop.send(true);
         self.task.abort();
         self.shutdown_background();
     }
@@ -238,8 +241,7 @@ impl Control {
 /// Starts the gateway: binds both listeners, loads keys and Redis in the background, starts
 /// health checks and the file watcher. `path` is the file routes are reloaded from.
 pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let (sockets, addr) = bind_workers(config.server.listen, config.server.worker_count())
         .map_err(|source| StartError::Bind {
             addr: config.server.listen,
             source,
@@ -250,10 +252,6 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
             addr: config.server.admin_listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -322,39 +320,123 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
     }));
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = Arc::clone(&gateway);
-    let server = config.server.clone();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            tokio::select! {
-                _ = stopped => {},
-                () = service_kit::http::shutdown_signal() => {},
-            }
-            let _ = admin_stop.send(());
-        };
-        let handler = move |request: hyper::Request<hyper::body::Incoming>, peer: SocketAddr| {
-            let gateway = Arc::clone(&serving);
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
-        };
-        service_kit::http::serve_with(
-            listener,
-            server.header_read_timeout,
-            server.shutdown_grace,
-            shutdown,
-            handler,
+    let (workers_stop, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers_stop = Arc::new(workers_stop);
+    let mut finished = Vec::with_capacity(sockets.len());
+    for (n, socket) in sockets.into_iter().enumerate() {
+        let (done, done_rx) = oneshot::channel();
+        finished.push(done_rx);
+        spawn_worker(
+            n,
+            socket,
+            Arc::clone(&gateway),
+            workers_stopped.clone(),
+            done,
         )
-        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    }
+    let stop_workers = Arc::clone(&workers_stop);
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped => {},
+            () = service_kit::http::shutdown_signal() => {},
+        }
+        let _ = admin_stop.send(());
+        let _ = stop_workers.send(true);
+        let mut result = Ok(());
+        for done in finished {
+            if let Ok(Err(e)) = done.await {
+                result = Err(e);
+            }
+        }
+        result
     });
-    tracing::info!(%addr, %admin_addr, routes = config.routes.len(), "gateway listening");
+    tracing::info!(%addr, %admin_addr, routes = config.routes.len(),
+        workers = config.server.worker_count(), "gateway listening");
     Ok(Running {
         addr,
         admin_addr,
         gateway,
         control,
         stop: Some(stop),
+        workers_stop,
         task,
         background,
     })
+}
+
+/// The listening socket, bound once, and one handle to it per serving thread. Each thread
+/// registers its handle with its own runtime, so whichever thread is idle accepts the next
+/// connection; binding once keeps "port in use" an error and port 0 one port.
+fn bind_workers(
+    listen: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    let listener = socket.listen(4096)?.into_std()?;
+    let addr = listener.local_addr()?;
+    let mut handles = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        handles.push(listener.try_clone()?);
+    }
+    handles.push(listener);
+    Ok((handles, addr))
+}
+
+/// A serving thread: its own single-threaded runtime, listener and upstream client, so the
+/// tasks of one request never hop between threads. Reports its result on `done`.
+fn spawn_worker(
+    n: usize,
+    socket: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    done: oneshot::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("gateway-worker-{n}"))
+        .spawn(move || {
+            let serve = || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(socket)?;
+                    proxy::install_worker_client(&gateway.server);
+                    let server = gateway.server.clone();
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    let handler = move |request: hyper::Request<hyper::body::Incoming>,
+                                        peer: SocketAddr| {
+                        let gateway = Arc::clone(&gateway);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await)
+                        }
+                    };
+                    service_kit::http::serve_with(
+                        listener,
+                        server.header_read_timeout,
+                        server.shutdown_grace,
+                        shutdown,
+                        handler,
+                    )
+                    .await
+                })
+            };
+            let result = serve();
+            if let Err(e) = &result {
+                tracing::error!(worker = n, error = %e, "a serving thread stopped");
+            }
+            let _ = done.send(result);
+        })
+        .map(|_| ())
 }
 
 /// SIGHUP reloads the routes, as with nginx.

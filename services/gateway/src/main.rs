@@ -28,7 +28,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _logs = telemetry::init("info");
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Requests are served by the gateway's own threads (`[server] workers`); this runtime
+    // runs the admin listener, health checks, key fetches and reloads: one thread is plenty.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -47,6 +47,37 @@ pub fn client(server: &Server) -> Client {
         .build(connector)
 }
 
+thread_local! {
+    /// The upstream client of a serving thread (see `config::Server::workers`): its pooled
+    /// connections are driven by that thread's runtime, so a request and the connection it
+    /// uses never wake another thread.
+    static WORKER_CLIENT: std::cell::OnceCell<Client> = const { std::cell::OnceCell::new() };
+}
+
+/// Gives the calling thread its own upstream client; called once by each serving thread.
+pub fn install_worker_client(server: &Server) {
+    WORKER_CLIENT.with(|c| {
+        let _ = c.set(client(server));
+    });
+}
+
+/// How long the rest of a refused request's body is read and dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused request's body, for `LINGER` at most, so a
+/// client still sending it reads the answer instead of a reset connection (closing a socket
+/// with unread data resets it, and the reset can overtake the answer): nginx's lingering
+/// close. hyper keeps reading the connection while the body is alive.
+fn discard(body: Incoming) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    });
+}
+
 pub struct Gateway {
     pub table: ArcSwap<RouteTable>,
     pub client: Client,
@@ -238,6 +269,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
+            discard(request.into_body());
             return (too_large(limit), None);
         }
 
@@ -329,7 +361,11 @@ impl Gateway {
             *outgoing.uri_mut() = uri;
             *outgoing.headers_mut() = parts.headers.clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = tokio::time::timeout(remaining, self.client.request(outgoing)).await;
+            let sent = WORKER_CLIENT.with(|c| match c.get() {
+                Some(local) => local.request(outgoing),
+                None => self.client.request(outgoing),
+            });
+            let result = tokio::time::timeout(remaining, sent).await;
             let can_retry = tried.len() < max_attempts as usize && body.replayable();
             match result {
                 Ok(Ok(mut response)) => {
