@@ -423,13 +423,7 @@ fn new_service(
     let project = Project::load(file)?;
     let request = scaffold::NewService { name, port };
     let plan = scaffold::plan(&project, file, &request, chrono::Utc::now())?;
-    let shown = |p: &std::path::Path| {
-        p.strip_prefix(&project.workspace)
-            .or_else(|_| p.strip_prefix(&project.root))
-            .unwrap_or(p)
-            .display()
-            .to_string()
-    };
+    let shown = |p: &std::path::Path| scaffold::shown(&project, p);
     let (create, edit) = if dry_run {
         ("would create", "would edit")
     } else {

@@ -240,7 +240,7 @@ pub fn plan(
         workspace.join("migrations").join(name.as_str()),
     ] {
         if dir.exists() {
-            return Err(taken(format!("{} exists", shown(workspace, &dir))));
+            return Err(taken(format!("{} exists", shown(project, &dir))));
         }
     }
 
@@ -342,9 +342,10 @@ fn parse_toml(path: &Path, text: &str) -> Result<DocumentMut, NewError> {
     })
 }
 
-/// A path relative to the workspace, for messages.
-fn shown(workspace: &Path, path: &Path) -> String {
-    path.strip_prefix(workspace)
+/// A path relative to the workspace (or to gravity.toml's directory), for messages.
+pub fn shown(project: &Project, path: &Path) -> String {
+    path.strip_prefix(&project.workspace)
+        .or_else(|_| path.strip_prefix(&project.root))
         .unwrap_or(path)
         .display()
         .to_string()
@@ -827,7 +828,11 @@ mod tests {
         assert!(plan.port.get() >= FIRST_PORT);
         assert_eq!(plan.database, "user_profiles");
         assert_eq!(plan.route.as_deref(), Some("/user-profiles"));
-        let paths: Vec<String> = plan.creates.iter().map(|f| shown(&dir, &f.path)).collect();
+        let paths: Vec<String> = plan
+            .creates
+            .iter()
+            .map(|f| shown(&project, &f.path))
+            .collect();
         assert!(
             paths.contains(&"services/user-profiles/Cargo.toml".to_owned()),
             "{paths:?}"

@@ -21,6 +21,9 @@ use serde_json::Value;
 struct Platform {
     name: String,
     dir: PathBuf,
+    /// Where `gravity` runs: the directory of the gravity.toml in use and its `.gravity/`
+    /// (`dir`, unless a test runs the platform from a workspace of its own).
+    root: PathBuf,
     pg: u16,
     redis: u16,
     auth: u16,
@@ -51,6 +54,7 @@ impl Platform {
         let [pg, redis, auth, accounts, gateway] = free_ports();
         let platform = Self {
             name,
+            root: dir.clone(),
             dir,
             pg,
             redis,
@@ -122,7 +126,8 @@ REDIS_KEY_PREFIX = "accounts:"
     fn gravity_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gravity"))
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", target_dir())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -165,9 +170,34 @@ REDIS_KEY_PREFIX = "accounts:"
         format!("http://127.0.0.1:{}{path}", self.auth)
     }
 
+    /// Registers `email` through the gateway (`/auth/...`), logs in there and returns the
+    /// access token.
+    async fn token_through_gateway(&self, client: &reqwest::Client, email: &str) -> String {
+        let gw = |path: &str| format!("http://127.0.0.1:{}{path}", self.gateway);
+        let password = "correct horse battery staple";
+        let registered = client
+            .post(gw("/auth/api/v1/register"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("register through the gateway");
+        assert_eq!(registered.status(), 201);
+        let tokens: Value = client
+            .post(gw("/auth/api/v1/login"))
+            .form(&[("username", email), ("password", password)])
+            .send()
+            .await
+            .expect("login through the gateway")
+            .json()
+            .await
+            .expect("tokens");
+        let token = tokens["access_token"].as_str().expect("an access token");
+        token.to_owned()
+    }
+
     fn secret(&self, key: &str) -> String {
         let path = self
-            .dir
+            .root
             .join(".gravity")
             .join(format!("{}.secrets.toml", self.name));
         let text = std::fs::read_to_string(path).expect("the secrets file");
@@ -480,26 +510,7 @@ depends_on = ["auth", "redis"]
     let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
     let client = reqwest::Client::new();
 
-    let registered = client
-        .post(gw("/auth/api/v1/register"))
-        .json(&serde_json::json!({"email": "edge@example.com", "password": "correct horse battery staple"}))
-        .send()
-        .await
-        .expect("register through the gateway");
-    assert_eq!(registered.status(), 201);
-    let tokens: Value = client
-        .post(gw("/auth/api/v1/login"))
-        .form(&[
-            ("username", "edge@example.com"),
-            ("password", "correct horse battery staple"),
-        ])
-        .send()
-        .await
-        .expect("login through the gateway")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("an access token");
+    let token = &p.token_through_gateway(&client, "edge@example.com").await;
 
     let me = client
         .get(gw("/auth/api/v1/me"))
@@ -957,15 +968,18 @@ fn copy_workspace(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// This run's Cargo target directory, shared with every build a test starts, so nothing is
+/// compiled twice.
+fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().expect("the target directory").to_path_buf()
+}
+
 fn cargo_in(workspace: &std::path::Path, args: &[&str]) -> Output {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
         .args(args)
         .current_dir(workspace)
-        .env(
-            "CARGO_TARGET_DIR",
-            target.parent().expect("the target directory"),
-        )
+        .env("CARGO_TARGET_DIR", target_dir())
         .stdin(Stdio::null())
         .output()
         .expect("run cargo")
@@ -976,8 +990,9 @@ fn cargo_in(workspace: &std::path::Path, args: &[&str]) -> Output {
 /// `gravity up` runs it healthy behind the gateway, with a database only its role reaches.
 #[tokio::test]
 async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
-    let p = Platform::new("new");
+    let mut p = Platform::new("new");
     let workspace = p.dir.join("workspace");
+    p.root = workspace.clone();
     copy_workspace(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
         &workspace,
@@ -993,23 +1008,9 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     assert_ne!(manifest, shipped);
     std::fs::write(workspace.join("gravity.toml"), &manifest).expect("write gravity.toml");
     let cargo_toml = std::fs::read_to_string(workspace.join("Cargo.toml")).expect("Cargo.toml");
-    let gravity = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_gravity"))
-            .args(args)
-            .current_dir(&workspace)
-            .env(
-                "CARGO_TARGET_DIR",
-                PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                    .parent()
-                    .expect("the target directory"),
-            )
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gravity")
-    };
     let port = p.accounts.to_string();
 
-    let dry = gravity(&["new", "service", "inventory", "--port", &port, "--dry-run"]);
+    let dry = p.gravity(&["new", "service", "inventory", "--port", &port, "--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry));
     let listed = String::from_utf8_lossy(&dry.stdout);
     assert!(
@@ -1023,7 +1024,7 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         manifest
     );
 
-    let created = gravity(&["new", "service", "inventory", "--port", &port]);
+    let created = p.gravity(&["new", "service", "inventory", "--port", &port]);
     assert!(created.status.success(), "{}", text(&created));
     let edited = std::fs::read_to_string(workspace.join("gravity.toml")).unwrap();
     assert!(
@@ -1036,7 +1037,7 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     assert_eq!(members.lines().count(), cargo_toml.lines().count());
 
     // Asking twice is refused and changes nothing.
-    let again = gravity(&["new", "service", "inventory"]);
+    let again = p.gravity(&["new", "service", "inventory"]);
     assert!(!again.status.success());
     assert!(text(&again).contains("is taken"), "{}", text(&again));
     assert_eq!(
@@ -1061,29 +1062,11 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         assert!(out.status.success(), "cargo {args:?}:\n{}", text(&out));
     }
 
-    let up = gravity(&["up", "--json", "--timeout", "300"]);
+    let up = p.gravity(&["up", "--json", "--timeout", "300"]);
     assert!(up.status.success(), "{}", text(&up));
     let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
     let client = reqwest::Client::new();
-    let email = "stock@example.com";
-    let password = "correct horse battery staple";
-    let registered = client
-        .post(gw("/auth/api/v1/register"))
-        .json(&serde_json::json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("register through the gateway");
-    assert_eq!(registered.status(), 201);
-    let tokens: Value = client
-        .post(gw("/auth/api/v1/login"))
-        .form(&[("username", email), ("password", password)])
-        .send()
-        .await
-        .expect("login through the gateway")
-        .json()
-        .await
-        .expect("tokens");
-    let token = tokens["access_token"].as_str().expect("an access token");
+    let token = &p.token_through_gateway(&client, "stock@example.com").await;
 
     // The gateway health-checks its upstreams; give it a moment to see the new one.
     let mut created = None;
@@ -1104,7 +1087,7 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     let item = created.unwrap_or_else(|| {
         panic!(
             "no item created:\n{}",
-            text(&gravity(&["logs", "-n", "30"]))
+            text(&p.gravity(&["logs", "-n", "30"]))
         )
     });
     let me: Value = client
@@ -1138,19 +1121,12 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     assert_eq!(listed["total"], 1);
 
     // Its own database: the auth service's role cannot even connect to it.
-    let secrets = std::fs::read_to_string(
-        workspace
-            .join(".gravity")
-            .join(format!("{}.secrets.toml", p.name)),
-    )
-    .expect("the secrets file");
-    let secrets: toml::Value = toml::from_str(&secrets).expect("secrets are TOML");
     let role = |name: &str| {
         sqlx::postgres::PgConnectOptions::new()
             .host("127.0.0.1")
             .port(p.pg)
             .username(name)
-            .password(secrets["roles"][name].as_str().unwrap_or_default())
+            .password(&p.secret(&format!("roles.{name}")))
     };
     let own = sqlx::PgPool::connect_with(role("inventory").database("inventory")).await;
     assert!(

@@ -241,8 +241,9 @@ impl Control {
 /// Starts the gateway: binds both listeners, loads keys and Redis in the background, starts
 /// health checks and the file watcher. `path` is the file routes are reloaded from.
 pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
-    let (sockets, addr) = bind_workers(config.server.listen, config.server.worker_count())
-        .map_err(|source| StartError::Bind {
+    let workers = config.server.worker_count();
+    let (sockets, addr) =
+        bind_workers(config.server.listen, workers).map_err(|source| StartError::Bind {
             addr: config.server.listen,
             source,
         })?;
@@ -352,7 +353,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
         result
     });
     tracing::info!(%addr, %admin_addr, routes = config.routes.len(),
-        workers = config.server.worker_count(), "gateway listening");
+        workers, "gateway listening");
     Ok(Running {
         addr,
         admin_addr,
