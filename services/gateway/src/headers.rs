@@ -64,31 +64,31 @@ pub use service_kit::http::request_id_from as request_id;
 pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
     let mut rng = rand::thread_rng();
     let mut span = [0u8; 8];
-    loop {
+    while span == [0; 8] {
         rng.fill_bytes(&mut span);
-        if span != [0; 8] {
-            break;
-        }
     }
-    let span = hex(&span);
     let incoming = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let value = match incoming {
-        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
+    // version "-" trace-id (32) "-" parent-id (16) "-" flags (2), written in place: this runs
+    // on every request.
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming {
+        Some((trace, flags)) => {
+            value[3..35].copy_from_slice(trace.as_bytes());
+            value[53..55].copy_from_slice(flags.as_bytes());
+        }
         None => {
             let mut trace = [0u8; 16];
-            loop {
+            while trace == [0; 16] {
                 rng.fill_bytes(&mut trace);
-                if trace != [0; 16] {
-                    break;
-                }
             }
-            format!("00-{}-{span}-01", hex(&trace))
+            hex_into(&mut value[3..35], &trace);
         }
-    };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+    hex_into(&mut value[36..52], &span);
+    HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `(trace-id, flags)` of a valid W3C `traceparent` (version 00, or a later version read as
@@ -117,14 +117,41 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     ok.then_some((trace, flags))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+}
+
+/// `client` as a header value. A connection's requests all come from one address, so each
+/// thread remembers the last one instead of formatting it for every request.
+fn address_value(client: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return fresh_address_value(client);
+        };
+        match &*last {
+            Some((ip, value)) if *ip == client => value.clone(),
+            _ => {
+                let value = fresh_address_value(client);
+                *last = Some((client, value.clone()));
+                value
+            }
+        }
+    })
+}
+
+fn fresh_address_value(client: std::net::IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Adds the client to `X-Forwarded-For` and records the original scheme and host.
@@ -137,12 +164,15 @@ pub fn forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, trust_incomi
     } else {
         None
     };
-    let chain = match previous {
-        Some(p) if !p.is_empty() => format!("{p}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, v);
+    match previous {
+        Some(p) if !p.is_empty() => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{p}, {client}")) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR, address_value(client));
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {

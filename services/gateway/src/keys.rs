@@ -8,9 +8,16 @@
 //! Verified tokens are remembered (by their full text, so only the identical token hits)
 //! until they expire; a changed key set forgets them all. Clients reuse one token for many
 //! requests, and an Ed25519 verification costs more than the rest of the proxying together.
+//! Each serving thread keeps its own copy of what it recently used: a shared cache entry
+//! (its lock, its reference counts) touched by every thread costs a cross-core cache miss
+//! per access, more than the lookup itself.
 
 use std::{
-    sync::{Arc, Mutex},
+    cell::RefCell,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -40,8 +47,39 @@ pub enum AuthError {
     KeysUnavailable,
 }
 
+impl Identity {
+    /// A copy sharing nothing with `self` (header values are reference counted).
+    fn detached(&self) -> Result<Self, TokenError> {
+        let copy = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes());
+        Ok(Self {
+            user: self.user,
+            user_header: copy(&self.user_header).map_err(|_| TokenError::Malformed)?,
+            roles_header: copy(&self.roles_header).map_err(|_| TokenError::Malformed)?,
+            session_header: copy(&self.session_header).map_err(|_| TokenError::Malformed)?,
+            exp: self.exp,
+        })
+    }
+}
+
 /// Leeway on `exp` for remembered tokens, the same as the verifier's.
 const LEEWAY_SECS: i64 = 5;
+
+/// Tokens a serving thread remembers on its own.
+const THREAD_CACHE: usize = 10_000;
+
+/// Distinguishes key sets, so a thread's cache never answers for another one.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's remembered identities: whose (key set id), of which generation of its keys.
+struct ThreadCache {
+    owner: u64,
+    generation: u64,
+    verified: quick_cache::unsync::Cache<Box<str>, Identity>,
+}
+
+thread_local! {
+    static THREAD: RefCell<Option<ThreadCache>> = const { RefCell::new(None) };
+}
 
 pub struct KeySet {
     config: Auth,
@@ -51,6 +89,9 @@ pub struct KeySet {
     last_fetch: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
     verified: quick_cache::sync::Cache<Box<str>, Arc<Identity>>,
+    id: u64,
+    /// Bumped whenever the key set changes: threads then forget what they remembered.
+    generation: AtomicU64,
 }
 
 impl KeySet {
@@ -67,6 +108,8 @@ impl KeySet {
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             verified: quick_cache::sync::Cache::new(50_000),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         }))
     }
 
@@ -134,6 +177,7 @@ impl KeySet {
             self.verifier.store(Some(Arc::new(verifier)));
             // A key may have been withdrawn: what it verified is verified again.
             self.verified.clear();
+            self.generation.fetch_add(1, Ordering::Release);
             tracing::info!(keys = jwks.keys.len(), "auth service key set loaded");
             if let Ok(mut k) = self.keys.lock() {
                 *k = Some(jwks);
@@ -155,8 +199,56 @@ impl KeySet {
         self.fetch().await.is_ok()
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+    /// The identity a token proves, verifying it unless it was verified before.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let now = chrono_now();
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(found) = self.thread_get(token, generation) {
+            if now < found.exp + LEEWAY_SECS {
+                return Ok(found);
+            }
+            self.verified.remove(token);
+            return Err(TokenError::Expired.into());
+        }
+        let shared = self.verify_shared(token, now).await?;
+        let identity = shared.detached()?;
+        self.thread_put(token, generation, identity.clone());
+        Ok(identity)
+    }
+
+    fn thread_get(&self, token: &str, generation: u64) -> Option<Identity> {
+        THREAD.with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let cache = cache.as_ref()?;
+            if cache.owner != self.id || cache.generation != generation {
+                return None;
+            }
+            cache.verified.get(token).cloned()
+        })
+    }
+
+    fn thread_put(&self, token: &str, generation: u64, identity: Identity) {
+        THREAD.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return;
+            };
+            let current = cache
+                .as_ref()
+                .is_some_and(|c| c.owner == self.id && c.generation == generation);
+            if !current {
+                *cache = Some(ThreadCache {
+                    owner: self.id,
+                    generation,
+                    verified: quick_cache::unsync::Cache::new(THREAD_CACHE),
+                });
+            }
+            if let Some(cache) = cache.as_mut() {
+                cache.verified.insert(token.into(), identity);
+            }
+        });
+    }
+
+    async fn verify_shared(&self, token: &str, now: i64) -> Result<Arc<Identity>, AuthError> {
         if let Some(identity) = self.verified.get(token) {
             if now < identity.exp + LEEWAY_SECS {
                 return Ok(identity);
@@ -170,7 +262,9 @@ impl KeySet {
             .ok_or(AuthError::KeysUnavailable)?;
         let claims = match verifier.verify(token) {
             Err(TokenError::UnknownKid) => {
-                if !self.refetch_for_unknown_kid().await {
+                // Boxed: the fetch is rare and large, and would otherwise make every
+                // verification's future as large as an HTTP request's.
+                if !Box::pin(self.refetch_for_unknown_kid()).await {
                     return Err(TokenError::UnknownKid.into());
                 }
                 let verifier = self

@@ -2,7 +2,8 @@
 //!
 //! Codemap: `config` (gateway.toml, checked types) → `routes` (the table, rebuilt on reload
 //! with upstream state carried over) → `proxy` (the request path) using `upstream` (health,
-//! outlier ejection, breaker, balancing), `keys` (JWKS and token verification),
+//! outlier ejection, breaker, balancing), `connections` (each serving thread's keep-alive
+//! connections to upstreams), `keys` (JWKS and token verification),
 //! `ratelimit` (GCRA, local and Redis) and `headers`; `admin` serves the operator's view.
 //!
 //! **Boundary:** the gateway knows services only as upstream URLs from its configuration; it
@@ -10,6 +11,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod headers;
 pub mod keys;
 pub mod metrics;
@@ -391,8 +393,8 @@ fn bind_workers(
     Ok((handles, addr))
 }
 
-/// A serving thread: its own single-threaded runtime, listener and upstream client, so the
-/// tasks of one request never hop between threads. Reports its result on `done`.
+/// A serving thread: its own single-threaded runtime, listener and upstream connections
+/// (`connections`), so the tasks of one request never hop between threads. Reports its result on `done`.
 fn spawn_worker(
     n: usize,
     socket: std::net::TcpListener,
@@ -409,7 +411,7 @@ fn spawn_worker(
                     .build()?;
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(socket)?;
-                    proxy::install_worker_client(&gateway.server);
+                    tokio::spawn(connections::sweep_forever());
                     let server = gateway.server.clone();
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;

@@ -13,7 +13,7 @@ use std::{
 use arc_swap::ArcSwap;
 use axum::{body::Body, response::IntoResponse as _};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -25,7 +25,7 @@ use tower::retry::budget::Budget as _;
 
 use crate::{
     config::{Access, Server},
-    headers,
+    connections, headers,
     keys::{AuthError, KeySet},
     metrics::RouteMetrics,
     ratelimit::Limiter,
@@ -35,7 +35,8 @@ use crate::{
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
 
-/// The shared HTTP/1 client to upstreams: keep-alive pooled, no Nagle, bounded connects.
+/// An HTTP/1 client for the gateway's own calls to upstreams (health checks); requests go
+/// through each serving thread's `connections` instead.
 pub fn client(server: &Server) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -45,20 +46,6 @@ pub fn client(server: &Server) -> Client {
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .pool_max_idle_per_host(512)
         .build(connector)
-}
-
-thread_local! {
-    /// The upstream client of a serving thread (see `config::Server::workers`): its pooled
-    /// connections are driven by that thread's runtime, so a request and the connection it
-    /// uses never wake another thread.
-    static WORKER_CLIENT: std::cell::OnceCell<Client> = const { std::cell::OnceCell::new() };
-}
-
-/// Gives the calling thread its own upstream client; called once by each serving thread.
-pub fn install_worker_client(server: &Server) {
-    WORKER_CLIENT.with(|c| {
-        let _ = c.set(client(server));
-    });
 }
 
 /// How long the rest of a refused request's body is read and dropped.
@@ -122,9 +109,11 @@ impl Gateway {
             response.headers_mut().insert(headers::REQUEST_ID, id);
             return response;
         }
-        let table = self.table.load_full();
-        let host = host_of(&request);
-        let found = table.find(host.as_deref(), request.uri().path());
+        let table = self.current_table();
+        let path = request.uri().path();
+        let found = table
+            .find(host_of(&request), path)
+            .map(|(route, rest)| (route, path.len() - rest.len()));
         let (mut response, route_metrics, route_name, upstream) = match found {
             None => (
                 Problem::new(StatusCode::NOT_FOUND, "no-route", "No route")
@@ -134,14 +123,16 @@ impl Gateway {
                 "-",
                 None,
             ),
-            Some((route, rest)) => {
-                let rest = rest.to_owned();
-                let (response, upstream) = self.forward(route, &rest, request, peer, &id).await;
+            Some((route, rest_at)) => {
+                // Boxed: the forwarding future is a few kilobytes, and the serving code moves
+                // the request's future around before polling it; a box is one copy.
+                let (response, upstream) =
+                    Box::pin(self.forward(route, rest_at, request, peer, &id, started)).await;
                 (
                     response,
                     &*route.metrics,
                     route.config.name.as_str(),
-                    upstream,
+                    upstream.and_then(|i| route.pool.upstreams.get(i)),
                 )
             }
         };
@@ -154,7 +145,7 @@ impl Gateway {
                 method = %method,
                 path,
                 route = route_name,
-                upstream = upstream.as_deref().unwrap_or("-"),
+                upstream = upstream.map_or("-", |u| u.label.as_str()),
                 status,
                 latency_ms = elapsed * 1000.0,
                 "request"
@@ -162,6 +153,33 @@ impl Gateway {
         }
         response.headers_mut().insert(headers::REQUEST_ID, id);
         response
+    }
+
+    /// The route table, as this thread's own copy of the current one: the copy's reference
+    /// count is touched by this thread only, where the shared table's would be written by
+    /// every thread on every request (a cross-core cache miss each time).
+    fn current_table(&self) -> Arc<RouteTable> {
+        thread_local! {
+            /// (the shared table, this thread's copy of it)
+            static TABLE: std::cell::RefCell<Option<(Arc<RouteTable>, Arc<RouteTable>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let shared = self.table.load();
+        TABLE.with(|cell| {
+            let Ok(mut cell) = cell.try_borrow_mut() else {
+                return Arc::clone(&shared);
+            };
+            match &*cell {
+                // The held `Arc` keeps the shared table alive, so its address cannot be
+                // reused by a newer one.
+                Some((of, copy)) if Arc::ptr_eq(of, &shared) => Arc::clone(copy),
+                _ => {
+                    let copy = Arc::new(RouteTable::clone(&shared));
+                    *cell = Some((Arc::clone(&shared), Arc::clone(&copy)));
+                    copy
+                }
+            }
+        })
     }
 
     /// The gateway's own health and metrics paths on the main listener, when configured
@@ -184,14 +202,31 @@ impl Gateway {
         None
     }
 
+    /// Sends a request on to its route; `rest_at` is where the path after the route's prefix
+    /// starts. Returns the response and which of the route's upstreams answered it, if any.
     async fn forward(
         &self,
         route: &Arc<ActiveRoute>,
-        rest: &str,
+        rest_at: usize,
         mut request: Request<Incoming>,
         peer: SocketAddr,
         id: &HeaderValue,
-    ) -> (Response<Body>, Option<String>) {
+        started: Instant,
+    ) -> (Response<Body>, Option<usize>) {
+        let rest = request.uri().path().get(rest_at..).unwrap_or_default();
+        let needs_token = match route.config.access {
+            Access::Public => None,
+            Access::Optional => Some(false),
+            Access::Token => Some(!route.is_public_path(rest)),
+        };
+        let Some(path_and_query) = upstream_path(route, rest, request.uri()) else {
+            return (
+                Problem::for_status(StatusCode::BAD_REQUEST)
+                    .with_detail("The request path cannot be forwarded.")
+                    .into_response(),
+                None,
+            );
+        };
         let client_ip = client_addr(&request, peer, self.server.trust_forwarded_for);
         for name in headers::IDENTITY {
             request.headers_mut().remove(name);
@@ -199,20 +234,15 @@ impl Gateway {
 
         // Edge authentication.
         let mut user = None;
-        let needs_token = match route.config.access {
-            Access::Public => None,
-            Access::Optional => Some(false),
-            Access::Token => Some(!route.is_public_path(rest)),
-        };
         if let (Some(required), Some(keys)) = (needs_token, &self.keys) {
             match bearer(request.headers()) {
                 Some(Ok(token)) => {
                     match keys.verify(token).await {
                         Ok(identity) => {
                             let h = request.headers_mut();
-                            h.insert(headers::USER_ID, identity.user_header.clone());
-                            h.insert(headers::USER_ROLES, identity.roles_header.clone());
-                            h.insert(headers::SESSION_ID, identity.session_header.clone());
+                            h.insert(headers::USER_ID, identity.user_header);
+                            h.insert(headers::USER_ROLES, identity.roles_header);
+                            h.insert(headers::SESSION_ID, identity.session_header);
                             user = Some(identity.user);
                         }
                         Err(AuthError::KeysUnavailable) => return (
@@ -285,22 +315,6 @@ impl Gateway {
         parts.headers.insert(headers::REQUEST_ID, id.clone());
         let traceparent = headers::traceparent(&parts.headers);
         parts.headers.insert(headers::TRACEPARENT, traceparent);
-        let path_and_query = {
-            let path = if route.config.strip_prefix {
-                if rest.is_empty() {
-                    "/"
-                } else {
-                    rest
-                }
-            } else {
-                parts.uri.path()
-            };
-            match parts.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_owned(),
-            }
-        };
-
         let idempotent = is_idempotent(&parts.method);
         let mut body = if http_body::Body::is_end_stream(&incoming) {
             Replay::Empty
@@ -325,7 +339,7 @@ impl Gateway {
             Replay::Once(Some(Body::new(Limited::new(incoming, limit as usize))))
         };
 
-        let deadline = Instant::now() + route.config.timeout;
+        let deadline = tokio::time::Instant::from_std(started + route.config.timeout);
         let max_attempts = if body.replayable() {
             1 + route.config.retries
         } else {
@@ -335,40 +349,32 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::with_capacity(2);
         let mut last_upstream = None;
         loop {
-            let (index, mut attempt) = match route.pool.pick(&tried, Instant::now()) {
+            let now = if tried.is_empty() {
+                started
+            } else {
+                Instant::now()
+            };
+            let (index, mut attempt) = match route.pool.pick(&tried, now) {
                 Ok(picked) => picked,
                 Err(why) => return (unavailable(why), last_upstream),
             };
             tried.push(index);
-            let upstream = Arc::clone(attempt.upstream());
-            last_upstream = Some(upstream.label.clone());
+            let upstream = &route.pool.upstreams[index];
+            last_upstream = Some(index);
             let counters = &route.upstream_metrics[index];
-            let uri = Uri::builder()
-                .scheme(upstream.url.scheme())
-                .authority(upstream.url.authority.clone())
-                .path_and_query(path_and_query.as_str())
-                .build();
-            let Ok(uri) = uri else {
-                return (
-                    Problem::for_status(StatusCode::BAD_REQUEST)
-                        .with_detail("The request path cannot be forwarded.")
-                        .into_response(),
-                    last_upstream,
-                );
-            };
             let mut outgoing = Request::new(body.take());
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
+            *outgoing.uri_mut() = Uri::from(path_and_query.clone());
             *outgoing.headers_mut() = parts.headers.clone();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let sent = WORKER_CLIENT.with(|c| match c.get() {
-                Some(local) => local.request(outgoing),
-                None => self.client.request(outgoing),
-            });
-            let result = tokio::time::timeout(remaining, sent).await;
+            let sent = connections::send(
+                &upstream.url.authority,
+                outgoing,
+                self.server.connect_timeout,
+            );
+            let result = tokio::time::timeout_at(deadline, sent).await;
             let can_retry = tried.len() < max_attempts as usize && body.replayable();
             match result {
-                Ok(Ok(mut response)) => {
+                Ok(Ok((mut response, lease))) => {
                     let status = response.status();
                     counters.attempt(status.as_u16());
                     let outcome = if status.is_server_error() {
@@ -390,7 +396,7 @@ impl Gateway {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade {
                             let upstream_side = hyper::upgrade::on(&mut response);
-                            tokio::spawn(tunnel(client_side, upstream_side, attempt));
+                            tokio::spawn(tunnel(client_side, upstream_side, attempt, lease));
                             let (mut rparts, _) = response.into_parts();
                             headers::strip_hop_by_hop(&mut rparts.headers, true);
                             return (Response::from_parts(rparts, Body::empty()), last_upstream);
@@ -400,6 +406,8 @@ impl Gateway {
                     headers::strip_hop_by_hop(&mut rparts.headers, false);
                     let body = Body::new(Tracked {
                         inner: rbody,
+                        ended: false,
+                        lease: Some(lease),
                         _attempt: attempt,
                     });
                     return (Response::from_parts(rparts, body), last_upstream);
@@ -489,23 +497,35 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 }
 
 /// The request's host, without port, from the URI (HTTP/2, absolute form) or `Host`.
-fn host_of(request: &Request<Incoming>) -> Option<String> {
+fn host_of(request: &Request<Incoming>) -> Option<&str> {
     let raw = match request.uri().host() {
-        Some(h) => h.to_owned(),
-        None => request
-            .headers()
-            .get(header::HOST)?
-            .to_str()
-            .ok()?
-            .to_owned(),
+        Some(h) => h,
+        None => request.headers().get(header::HOST)?.to_str().ok()?,
     };
-    let host = match raw.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()) => {
-            h.to_owned()
-        }
-        _ => raw,
+    let host = if raw.starts_with('[') {
+        raw.find(']').map_or(raw, |end| &raw[..=end])
+    } else {
+        raw.split_once(':').map_or(raw, |(h, _)| h)
     };
     Some(host)
+}
+
+/// The path and query to send upstream: the request's own, or what follows the route's
+/// prefix when the route strips it. `None` when that does not make a valid request target.
+fn upstream_path(route: &ActiveRoute, rest: &str, uri: &Uri) -> Option<PathAndQuery> {
+    if !route.config.strip_prefix {
+        return Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let target = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    PathAndQuery::from_maybe_shared(Bytes::from(target)).ok()
 }
 
 fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
@@ -576,7 +596,7 @@ fn unavailable(why: Unavailable) -> Response<Body> {
         .into_response()
 }
 
-fn is_length_limit(e: &hyper_util::client::legacy::Error) -> bool {
+fn is_length_limit(e: &connections::SendError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -603,6 +623,7 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     attempt: Attempt,
+    lease: connections::Lease,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -617,16 +638,17 @@ async fn tunnel(
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
     drop(attempt);
+    drop(lease);
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body that keeps its attempt (and so the upstream's in-flight
-    /// count) alive until it has been sent or dropped.
-    struct Tracked {
-        #[pin]
-        inner: Incoming,
-        _attempt: Attempt,
-    }
+/// An upstream response body that keeps its attempt (and so the upstream's in-flight
+/// count) alive until it has been sent or dropped, and gives its connection back to the
+/// serving thread's pool when it was read to the end.
+struct Tracked {
+    inner: Incoming,
+    ended: bool,
+    lease: Option<connections::Lease>,
+    _attempt: Attempt,
 }
 
 impl http_body::Body for Tracked {
@@ -634,10 +656,14 @@ impl http_body::Body for Tracked {
     type Error = hyper::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -646,5 +672,15 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.ended || http_body::Body::is_end_stream(&self.inner) {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
     }
 }

@@ -206,7 +206,8 @@ impl Limiter {
             Refused { scope, retry_after }
         };
         if let Some(shared) = &self.redis {
-            if let Some(answer) = shared.check(&redis_key(), local.quota).await {
+            // Boxed: the Redis call's future is large; it stays out of every local check.
+            if let Some(answer) = Box::pin(shared.check(&redis_key(), local.quota)).await {
                 return answer.map_err(refused);
             }
             crate::metrics::fallback();

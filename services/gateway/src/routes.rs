@@ -37,7 +37,7 @@ impl ActiveRoute {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RouteTable {
     /// Host-specific routes first, then by prefix length, longest first.
     routes: Vec<Arc<ActiveRoute>>,

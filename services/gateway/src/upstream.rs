@@ -415,7 +415,12 @@ impl Pool {
     /// Picks an upstream and admits an attempt on it, preferring ones not in `tried`.
     pub fn pick(&self, tried: &[usize], now: Instant) -> Result<(usize, Attempt), Unavailable> {
         let n = self.upstreams.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // One upstream needs no rotation (and no write to a counter every thread shares).
+        let start = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         self.enforce_ejection_cap(now);
         let mut saw_open = false;
         let mut saw_other = false;

@@ -544,3 +544,83 @@ async fn metrics_count_requests_by_route_upstream_and_status() {
         "http_request_duration_seconds_count{method=\"GET\",route=\"metered\",status=\"200\"} 3"
     ));
 }
+
+/// A bare HTTP/1.1 upstream that counts the connections it accepts and answers every
+/// request with `ok`; with `close_after_each`, it closes each connection after its first
+/// answer without announcing it, as a server whose keep-alive timeout ran out does.
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::Ordering, Arc};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Bodiless requests only: each ends at its blank line.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if close_after_each {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_one_closed_while_idle_costs_no_error() {
+    use std::sync::atomic::Ordering;
+
+    let (keeps, kept_connections) = counting_upstream(false).await;
+    let (closes, closed_connections) = counting_upstream(true).await;
+    let gw = Gateway::start(&format!(
+        "[[route]]\nname = \"keeps\"\nprefix = \"/keeps\"\naccess = \"public\"\nupstreams = [{keeps:?}]\n\
+         [[route]]\nname = \"closes\"\nprefix = \"/closes\"\naccess = \"public\"\nupstreams = [{closes:?}]\n"
+    ))
+    .await;
+
+    for _ in 0..20 {
+        let response = gw.get("/keeps/x").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    // One client connection is served by one thread, which keeps one upstream connection;
+    // a second only if the client itself reconnected (at most one per serving thread).
+    let kept = kept_connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&kept),
+        "20 requests took {kept} upstream connections"
+    );
+
+    // The upstream drops every connection after one answer: each pooled connection is found
+    // closed and the request goes on a new one, never a 502.
+    for _ in 0..20 {
+        let response = gw.get("/closes/x").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    assert_eq!(closed_connections.load(Ordering::SeqCst), 20);
+}
