@@ -15,6 +15,8 @@
 #     nginx cannot verify a JWT (auth_jwt is NGINX Plus only), so in this scenario nginx does
 #     strictly less work than the gateway.
 # Targets: the gateway's requests per second at least nginx's, and its p99 no worse, in both.
+# Also reported: CPU time (user + system) the target used per request during the measured run,
+# which depends less than throughput on how the shared cores happened to be scheduled.
 #
 # Needs cargo and apt-get (nginx and wrk are installed when missing). Prints a Markdown summary
 # and writes it to target/bench-gateway.md; wrk reports and logs go to target/bench-gateway/.
@@ -197,7 +199,22 @@ to_ms() {
 		else { printf "%s", v } }'
 }
 
-run() { # $1: target, $2: scenario, $3: round -> "rps p50 p99 non2xx"
+# CPU time (user + system, in clock ticks) the target's processes have used so far.
+cpu_ticks() { # $1: target
+	local pids=()
+	case $1 in
+	direct) pids=("${PIDS[0]}") ;;
+	nginx) mapfile -t pids < <(pgrep -P "$(cat "$WORK/nginx.pid")") ;;
+	gateway) pids=("$GATEWAY_PID") ;;
+	esac
+	local total=0 pid
+	for pid in "${pids[@]}"; do
+		total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+	done
+	echo "$total"
+}
+
+run() { # $1: target, $2: scenario, $3: round -> "rps p50 p99 non2xx cpu_us_per_request"
 	local target=$1 scenario=$2 round=$3 report
 	report="$OUT/$scenario-$target-$round.txt"
 	local script=()
@@ -205,15 +222,22 @@ run() { # $1: target, $2: scenario, $3: round -> "rps p50 p99 non2xx"
 	start_target "$target" "$scenario"
 	# Warm-up: connections opened, caches filled.
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$(port_of "$target")/bench" >/dev/null
+	local before after
+	before=$(cpu_ticks "$target")
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "${script[@]}" \
 		"http://127.0.0.1:$(port_of "$target")/bench" >"$report"
+	after=$(cpu_ticks "$target")
 	stop_target "$target"
 	local rps p50 p99 bad
 	rps=$(awk '/^Requests\/sec:/ {print $2}' "$report")
 	p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$report")")
 	p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$report")")
 	bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$report")
-	echo "$rps $p50 $p99 ${bad:-0}"
+	local requests cpu
+	requests=$(awk '/requests in/ {print $1}' "$report")
+	cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+		'BEGIN {printf "%.1f", t * 1000000 / hz / n}')
+	echo "$rps $p50 $p99 ${bad:-0} $cpu"
 }
 
 median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
@@ -223,7 +247,7 @@ for scenario in plain edge; do
 	for round in $(seq 1 "$ROUNDS"); do
 		for target in direct nginx gateway; do
 			echo "--- $scenario, round $round: $target" >&2
-			read -r rps p50 p99 bad < <(run "$target" "$scenario" "$round")
+			read -r rps p50 p99 bad cpu < <(run "$target" "$scenario" "$round")
 			if [[ $bad != 0 ]]; then
 				echo "$target answered $bad requests with a non-2xx status in $scenario" >&2
 				exit 1
@@ -231,6 +255,7 @@ for scenario in plain edge; do
 			RESULTS[$scenario,$target,rps]+="$rps "
 			RESULTS[$scenario,$target,p50]+="$p50 "
 			RESULTS[$scenario,$target,p99]+="$p99 "
+			RESULTS[$scenario,$target,cpu]+="$cpu "
 		done
 	done
 done
@@ -240,11 +265,11 @@ m() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep -v '^$' | median; }
 {
 	echo "### Gateway against nginx ($(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s runs, median of $ROUNDS rounds)"
 	echo
-	echo "| scenario | target | requests/s | p50 ms | p99 ms |"
-	echo "|---|---|---:|---:|---:|"
+	echo "| scenario | target | requests/s | p50 ms | p99 ms | CPU µs/request |"
+	echo "|---|---|---:|---:|---:|---:|"
 	for scenario in plain edge; do
 		for target in direct nginx gateway; do
-			echo "| $scenario | $target | $(m "$scenario,$target,rps") | $(m "$scenario,$target,p50") | $(m "$scenario,$target,p99") |"
+			echo "| $scenario | $target | $(m "$scenario,$target,rps") | $(m "$scenario,$target,p50") | $(m "$scenario,$target,p99") | $(m "$scenario,$target,cpu") |"
 		done
 	done
 	echo

@@ -368,29 +368,48 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
     })
 }
 
-/// The listening socket, bound once, and one handle to it per serving thread. Each thread
-/// registers its handle with its own runtime, so whichever thread is idle accepts the next
-/// connection; binding once keeps "port in use" an error and port 0 one port.
+/// One listening socket per serving thread, all on one port (`SO_REUSEPORT`), so the kernel
+/// spreads new connections evenly over the threads, as with nginx's `reuseport`. (Threads
+/// sharing one socket race for each connection, and one that is awake tends to take them
+/// all while the others idle.) Port 0 picks one free port for the whole group.
 fn bind_workers(
     listen: SocketAddr,
     workers: usize,
 ) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    let socket = if listen.is_ipv4() {
+    // SO_REUSEPORT would let this group join a port another process of the same user
+    // listens on with it too; a plain bind first keeps "port in use" an error.
+    if listen.port() != 0 {
+        drop(socket_for(listen, false)?);
+    }
+    let first = listen_reusable(listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = Vec::with_capacity(workers.max(1));
+    listeners.push(first);
+    for _ in 1..workers.max(1) {
+        listeners.push(listen_reusable(addr)?);
+    }
+    Ok((listeners, addr))
+}
+
+fn socket_for(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(listen)?;
-    let listener = socket.listen(4096)?.into_std()?;
-    let addr = listener.local_addr()?;
-    let mut handles = Vec::with_capacity(workers.max(1));
-    for _ in 1..workers.max(1) {
-        handles.push(listener.try_clone()?);
+    {
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
     }
-    handles.push(listener);
-    Ok((handles, addr))
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+fn listen_reusable(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    socket_for(addr, true)?.listen(4096)?.into_std()
 }
 
 /// A serving thread: its own single-threaded runtime, listener and upstream connections
@@ -457,4 +476,35 @@ async fn sighup(control: Arc<Control>) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Inside a runtime: the sockets pass through tokio's listener on their way to the threads.
+    #[tokio::test]
+    async fn serving_threads_share_one_port_and_a_taken_port_is_refused() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (listeners, addr) = bind_workers(any, 3).unwrap();
+        assert_eq!(listeners.len(), 3);
+        assert_ne!(addr.port(), 0);
+        for l in &listeners {
+            assert_eq!(l.local_addr().unwrap(), addr);
+        }
+
+        // Taken by someone else, with or without SO_REUSEPORT: an error, not a shared port.
+        let plain = std::net::TcpListener::bind(any).unwrap();
+        let taken = plain.local_addr().unwrap();
+        assert!(bind_workers(taken, 2).is_err());
+        assert!(
+            bind_workers(addr, 2).is_err(),
+            "joined another group's port"
+        );
+
+        // Free again once the holders are gone.
+        drop(listeners);
+        let (again, _) = bind_workers(addr, 2).unwrap();
+        assert_eq!(again.len(), 2);
+    }
 }
