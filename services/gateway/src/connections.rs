@@ -57,25 +57,29 @@ pub enum SendError {
 /// A connection lent to one exchange; back to the pool with [`Lease::release`] once the
 /// response body has been read to the end.
 pub struct Lease {
-    authority: Authority,
     sender: Sender,
 }
 
 impl Lease {
-    pub fn release(self) {
+    /// Gives the connection back as an idle connection to `authority` (the one it was sent
+    /// to; passed in rather than kept, so no reference count shared between threads is
+    /// touched per request).
+    pub fn release(self, authority: &Authority) {
         if self.sender.is_closed() {
             return;
         }
-        let Self { authority, sender } = self;
+        let sender = self.sender;
         let now = Instant::now();
-        IDLE.with(|idle| {
+        // `try_with`: a lease dropped while the thread's storage is being torn down just
+        // closes its connection.
+        let _ = IDLE.try_with(|idle| {
             let Ok(mut idle) = idle.try_borrow_mut() else {
                 return;
             };
-            let list = match idle.iter().position(|(a, _)| *a == authority) {
+            let list = match idle.iter().position(|(a, _)| a == authority) {
                 Some(i) => &mut idle[i].1,
                 None => {
-                    idle.push((authority, Vec::new()));
+                    idle.push((authority.clone(), Vec::new()));
                     let last = idle.len() - 1;
                     &mut idle[last].1
                 }
@@ -91,7 +95,7 @@ impl Lease {
 
 /// Takes an idle connection to `authority` that can take a request now, dropping closed ones.
 fn checkout(authority: &Authority) -> Option<Sender> {
-    IDLE.with(|idle| {
+    IDLE.try_with(|idle| {
         let mut idle = idle.try_borrow_mut().ok()?;
         let list = &mut idle.iter_mut().find(|(a, _)| a == authority)?.1;
         let mut looked = 0;
@@ -107,13 +111,15 @@ fn checkout(authority: &Authority) -> Option<Sender> {
         }
         None
     })
+    .ok()
+    .flatten()
 }
 
 /// Closes the calling thread's connections idle for longer than `IDLE_TIMEOUT`, and those
 /// the upstream closed.
 pub fn sweep() {
     let now = Instant::now();
-    IDLE.with(|idle| {
+    let _ = IDLE.try_with(|idle| {
         if let Ok(mut idle) = idle.try_borrow_mut() {
             for (_, list) in idle.iter_mut() {
                 list.retain(|c| !c.sender.is_closed() && now - c.since < IDLE_TIMEOUT);
@@ -143,13 +149,18 @@ pub async fn send(
     connect_timeout: Duration,
 ) -> Result<(Response<Incoming>, Lease), SendError> {
     if !request.headers().contains_key(http::header::HOST) {
-        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+        // As a client would write it: without the default port.
+        let host = match authority.port_u16() {
+            Some(80) => authority.host(),
+            _ => authority.as_str(),
+        };
+        if let Ok(host) = http::HeaderValue::from_str(host) {
             request.headers_mut().insert(http::header::HOST, host);
         }
     }
     while let Some(mut sender) = checkout(authority) {
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok(lease(authority, sender, response)),
+            Ok(response) => return Ok((response, Lease { sender })),
             Err(e) => request = unsent(e)?,
         }
     }
@@ -157,21 +168,9 @@ pub async fn send(
     // otherwise be copied around with every pooled request.
     let mut sender = Box::pin(connect(authority, connect_timeout)).await?;
     match sender.try_send_request(request).await {
-        Ok(response) => Ok(lease(authority, sender, response)),
+        Ok(response) => Ok((response, Lease { sender })),
         Err(e) => Err(SendError::Http(e.into_error())),
     }
-}
-
-fn lease(
-    authority: &Authority,
-    sender: Sender,
-    response: Response<Incoming>,
-) -> (Response<Incoming>, Lease) {
-    let lease = Lease {
-        authority: authority.clone(),
-        sender,
-    };
-    (response, lease)
 }
 
 /// The request back when it was never written, so it can go on another connection.

@@ -64,8 +64,15 @@ impl Identity {
 /// Leeway on `exp` for remembered tokens, the same as the verifier's.
 const LEEWAY_SECS: i64 = 5;
 
-/// Tokens a serving thread remembers on its own.
-const THREAD_CACHE: usize = 10_000;
+/// Tokens the shared cache remembers.
+const SHARED_CACHE: usize = 50_000;
+
+/// Tokens a serving thread remembers on its own: a share of the shared cache's size, so many
+/// threads do not multiply the memory.
+fn thread_cache_capacity() -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (SHARED_CACHE / threads).clamp(1_000, 10_000)
+}
 
 /// Distinguishes key sets, so a thread's cache never answers for another one.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -107,7 +114,7 @@ impl KeySet {
             keys: Mutex::new(None),
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
-            verified: quick_cache::sync::Cache::new(50_000),
+            verified: quick_cache::sync::Cache::new(SHARED_CACHE),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
         }))
@@ -176,8 +183,10 @@ impl KeySet {
             let verifier = TokenVerifier::new(&self.config.issuer, &self.config.audience, &jwks);
             self.verifier.store(Some(Arc::new(verifier)));
             // A key may have been withdrawn: what it verified is verified again.
+            // The generation first: a verification that began under the old keys sees it
+            // changed and remembers nothing, wherever it was when the cache was cleared.
+            self.generation.fetch_add(1, Ordering::AcqRel);
             self.verified.clear();
-            self.generation.fetch_add(1, Ordering::Release);
             tracing::info!(keys = jwks.keys.len(), "auth service key set loaded");
             if let Ok(mut k) = self.keys.lock() {
                 *k = Some(jwks);
@@ -210,9 +219,11 @@ impl KeySet {
             self.verified.remove(token);
             return Err(TokenError::Expired.into());
         }
-        let shared = self.verify_shared(token, now).await?;
+        let shared = self.verify_shared(token, now, generation).await?;
         let identity = shared.detached()?;
-        self.thread_put(token, generation, identity.clone());
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.thread_put(token, generation, identity.clone());
+        }
         Ok(identity)
     }
 
@@ -232,14 +243,15 @@ impl KeySet {
             let Ok(mut cache) = cache.try_borrow_mut() else {
                 return;
             };
-            let current = cache
-                .as_ref()
-                .is_some_and(|c| c.owner == self.id && c.generation == generation);
-            if !current {
+            let mine = cache.as_ref().filter(|c| c.owner == self.id);
+            if mine.is_some_and(|c| c.generation > generation) {
+                return;
+            }
+            if mine.is_none_or(|c| c.generation != generation) {
                 *cache = Some(ThreadCache {
                     owner: self.id,
                     generation,
-                    verified: quick_cache::unsync::Cache::new(THREAD_CACHE),
+                    verified: quick_cache::unsync::Cache::new(thread_cache_capacity()),
                 });
             }
             if let Some(cache) = cache.as_mut() {
@@ -248,7 +260,12 @@ impl KeySet {
         });
     }
 
-    async fn verify_shared(&self, token: &str, now: i64) -> Result<Arc<Identity>, AuthError> {
+    async fn verify_shared(
+        &self,
+        token: &str,
+        now: i64,
+        generation: u64,
+    ) -> Result<Arc<Identity>, AuthError> {
         if let Some(identity) = self.verified.get(token) {
             if now < identity.exp + LEEWAY_SECS {
                 return Ok(identity);
@@ -282,7 +299,9 @@ impl KeySet {
             session_header: header_value(&claims.sid.to_string())?,
             exp: claims.exp,
         });
-        self.verified.insert(token.into(), Arc::clone(&identity));
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.verified.insert(token.into(), Arc::clone(&identity));
+        }
         Ok(identity)
     }
 }

@@ -384,10 +384,15 @@ fn bind_workers(
     let first = listen_reusable(listen)?;
     let addr = first.local_addr()?;
     let mut listeners = Vec::with_capacity(workers.max(1));
-    listeners.push(first);
     for _ in 1..workers.max(1) {
+        // Elsewhere SO_REUSEPORT does not spread connections (or does not exist): the
+        // threads share the one socket.
+        #[cfg(target_os = "linux")]
         listeners.push(listen_reusable(addr)?);
+        #[cfg(not(target_os = "linux"))]
+        listeners.push(first.try_clone()?);
     }
+    listeners.push(first);
     Ok((listeners, addr))
 }
 
@@ -398,12 +403,13 @@ fn socket_for(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net:
         tokio::net::TcpSocket::new_v6()?
     };
     #[cfg(unix)]
-    {
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
+    socket.set_reuseaddr(true)?;
+    #[cfg(target_os = "linux")]
+    if reuse_port {
+        socket.set_reuseport(true)?;
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = reuse_port;
     socket.bind(addr)?;
     Ok(socket)
 }

@@ -127,7 +127,7 @@ impl Gateway {
                 // Boxed: the forwarding future is a few kilobytes, and the serving code moves
                 // the request's future around before polling it; a box is one copy.
                 let (response, upstream) =
-                    Box::pin(self.forward(route, rest_at, request, peer, &id, started)).await;
+                    Box::pin(self.forward(route, rest_at, request, peer, &id)).await;
                 (
                     response,
                     &*route.metrics,
@@ -211,7 +211,6 @@ impl Gateway {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         id: &HeaderValue,
-        started: Instant,
     ) -> (Response<Body>, Option<usize>) {
         let rest = request.uri().path().get(rest_at..).unwrap_or_default();
         let needs_token = match route.config.access {
@@ -339,7 +338,9 @@ impl Gateway {
             Replay::Once(Some(Body::new(Limited::new(incoming, limit as usize))))
         };
 
-        let deadline = tokio::time::Instant::from_std(started + route.config.timeout);
+        // From now: the time the client took to send its body, or a key refetch, is not the
+        // upstream's to answer for.
+        let deadline = tokio::time::Instant::now() + route.config.timeout;
         let max_attempts = if body.replayable() {
             1 + route.config.retries
         } else {
@@ -349,12 +350,7 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::with_capacity(2);
         let mut last_upstream = None;
         loop {
-            let now = if tried.is_empty() {
-                started
-            } else {
-                Instant::now()
-            };
-            let (index, mut attempt) = match route.pool.pick(&tried, now) {
+            let (index, mut attempt) = match route.pool.pick(&tried, Instant::now()) {
                 Ok(picked) => picked,
                 Err(why) => return (unavailable(why), last_upstream),
             };
@@ -408,7 +404,7 @@ impl Gateway {
                         inner: rbody,
                         ended: false,
                         lease: Some(lease),
-                        _attempt: attempt,
+                        attempt,
                     });
                     return (Response::from_parts(rparts, body), last_upstream);
                 }
@@ -648,7 +644,7 @@ struct Tracked {
     inner: Incoming,
     ended: bool,
     lease: Option<connections::Lease>,
-    _attempt: Attempt,
+    attempt: Attempt,
 }
 
 impl http_body::Body for Tracked {
@@ -679,7 +675,7 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         if self.ended || http_body::Body::is_end_stream(&self.inner) {
             if let Some(lease) = self.lease.take() {
-                lease.release();
+                lease.release(&self.attempt.upstream().url.authority);
             }
         }
     }

@@ -624,3 +624,34 @@ async fn upstream_connections_are_reused_and_one_closed_while_idle_costs_no_erro
     }
     assert_eq!(closed_connections.load(Ordering::SeqCst), 20);
 }
+
+#[tokio::test]
+async fn a_slow_upload_does_not_count_against_the_upstreams_timeout() {
+    use futures_util::StreamExt as _;
+
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&route("a", "/a", &[&up], "timeout = \"300ms\"")).await;
+
+    // A PUT (replayable, so the gateway reads it whole before sending) whose body takes
+    // longer than the route's timeout to arrive: the clock starts when the upstream is asked.
+    let chunks = futures_util::stream::iter(0..4).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))
+    });
+    let response = gw
+        .http
+        .put(gw.url("/a/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["body_len"], 40);
+
+    // And the upstream was not blamed for it.
+    let routes = gw.routes().await;
+    let upstream = &routes["routes"][0]["upstreams"][0];
+    assert_eq!(upstream["breaker"], "closed", "{routes}");
+    assert_eq!(upstream["consecutive_failures"], 0, "{routes}");
+}
