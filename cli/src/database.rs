@@ -100,7 +100,7 @@ pub async fn provision(
             match sqlx::raw_sql(&sql).execute(admin).await {
                 Ok(_) => created = true,
                 // Created meanwhile by a concurrent `gravity up`.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => {}
+                Err(sqlx::Error::Database(e)) if created_meanwhile(&*e, "42710") => {}
                 Err(e) => return Err(err(e)),
             }
         }
@@ -119,18 +119,38 @@ pub async fn provision(
         );
         match sqlx::raw_sql(&sql).execute(admin).await {
             Ok(_) => created = true,
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(sqlx::Error::Database(e)) if created_meanwhile(&*e, "42P04") => {}
             Err(e) => return Err(err(e)),
         }
     }
-    sqlx::raw_sql(&format!(
-        "REVOKE ALL ON DATABASE {} FROM PUBLIC",
-        ident(database)
-    ))
-    .execute(admin)
-    .await
-    .map_err(err)?;
+    let revoke = format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(database));
+    // Two sessions changing one database's privileges at once: the later fails with "tuple
+    // concurrently updated" (XX000) and succeeds when run again.
+    let mut tries = 0;
+    loop {
+        match sqlx::raw_sql(&revoke).execute(admin).await {
+            Ok(_) => break,
+            Err(sqlx::Error::Database(e))
+                if tries < 5
+                    && e.code().as_deref() == Some("XX000")
+                    && e.message().contains("concurrently updated") =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
     Ok(created)
+}
+
+/// Whether a CREATE failed only because another session created the same object: PostgreSQL
+/// says so with `duplicate` (`42710` for roles, `42P04` for databases) when the other one had
+/// committed before the check, and with a unique violation on its catalog (`23505`) when
+/// both were inserting at once (an interrupted `gravity up` still running its CREATE while
+/// the next one starts).
+fn created_meanwhile(e: &dyn sqlx::error::DatabaseError, duplicate: &str) -> bool {
+    matches!(e.code().as_deref(), Some(code) if code == duplicate || code == "23505")
 }
 
 /// Connection options for a service's role on its own database, through the host port.
@@ -226,4 +246,45 @@ pub async fn status(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs `TEST_DATABASE_URL`: a role that may create roles and databases.
+    #[tokio::test]
+    async fn concurrent_provisioning_of_one_database_all_succeed() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .expect("TEST_DATABASE_URL (scripts/dev-deps.sh prints it)");
+        let admin = PgPool::connect(&url).await.unwrap();
+        let name = format!("race_{}", uuid::Uuid::new_v4().simple());
+        // The test's role is no superuser (gravity's admin is): to create a database owned by
+        // the service's role it must be a member of it, so the role comes first here and
+        // the race is the databases'.
+        sqlx::raw_sql(&format!(
+            "CREATE ROLE {name} LOGIN PASSWORD 'secret1234'; GRANT {name} TO CURRENT_USER"
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let attempts = (0..6).map(|_| provision(&admin, &name, "secret1234"));
+        let results = futures_util::future::join_all(attempts).await;
+        let created = results.iter().filter(|r| matches!(r, Ok(true))).count();
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        // Clean up before asserting.
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {}", ident(&name)))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {}", ident(&name)))
+            .execute(&admin)
+            .await
+            .unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(created >= 1);
+    }
 }
