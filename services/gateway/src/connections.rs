@@ -174,8 +174,7 @@ pub async fn send(
 }
 
 /// The request back when it was never written, so it can go on another connection.
-fn unsent(e: TrySendError<Request<Body>>) -> Result<Request<Body>, SendError> {
-    let mut e = e;
+fn unsent(mut e: TrySendError<Request<Body>>) -> Result<Request<Body>, SendError> {
     match e.take_message() {
         Some(request) => Ok(request),
         None => Err(SendError::Http(e.into_error())),

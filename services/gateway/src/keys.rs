@@ -213,11 +213,7 @@ impl KeySet {
         let now = chrono_now();
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(found) = self.thread_get(token, generation) {
-            if now < found.exp + LEEWAY_SECS {
-                return Ok(found);
-            }
-            self.verified.remove(token);
-            return Err(TokenError::Expired.into());
+            return self.unless_expired(token, found, now);
         }
         let shared = self.verify_shared(token, now, generation).await?;
         let identity = shared.detached()?;
@@ -225,6 +221,20 @@ impl KeySet {
             self.thread_put(token, generation, identity.clone());
         }
         Ok(identity)
+    }
+
+    /// A remembered identity while its token is live; an expired one is forgotten.
+    fn unless_expired<I: std::borrow::Borrow<Identity>>(
+        &self,
+        token: &str,
+        found: I,
+        now: i64,
+    ) -> Result<I, AuthError> {
+        if now < found.borrow().exp + LEEWAY_SECS {
+            return Ok(found);
+        }
+        self.verified.remove(token);
+        Err(TokenError::Expired.into())
     }
 
     fn thread_get(&self, token: &str, generation: u64) -> Option<Identity> {
@@ -267,11 +277,7 @@ impl KeySet {
         generation: u64,
     ) -> Result<Arc<Identity>, AuthError> {
         if let Some(identity) = self.verified.get(token) {
-            if now < identity.exp + LEEWAY_SECS {
-                return Ok(identity);
-            }
-            self.verified.remove(token);
-            return Err(TokenError::Expired.into());
+            return self.unless_expired(token, identity, now);
         }
         let verifier = self
             .verifier

@@ -422,16 +422,19 @@ impl Pool {
             0
         };
         self.enforce_ejection_cap(now);
+        // Round robin walks the rotation from `start`; least connections orders it by load
+        // (a stable sort keeps the rotation among equally loaded hosts).
+        let by_load = (self.balance == Balance::LeastConnections).then(|| {
+            let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+            order.sort_by_key(|&i| self.upstreams[i].in_flight());
+            order
+        });
         let mut saw_open = false;
         let mut saw_other = false;
         // Two passes: first hosts not tried yet, then (for a retry on a pool of one) any.
         for allow_tried in [false, true] {
-            let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
-            if self.balance == Balance::LeastConnections {
-                // Stable sort keeps the round-robin rotation among equally loaded hosts.
-                order.sort_by_key(|&i| self.upstreams[i].in_flight());
-            }
-            for i in order {
+            for k in 0..n {
+                let i = by_load.as_ref().map_or((start + k) % n, |order| order[k]);
                 if !allow_tried && tried.contains(&i) {
                     continue;
                 }
