@@ -81,7 +81,29 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 struct ThreadCache {
     owner: u64,
     generation: u64,
-    verified: quick_cache::unsync::Cache<Box<str>, Identity>,
+    verified: ThreadTokens,
+}
+
+/// Hashed with foldhash rather than the default SipHash: a token is a few hundred bytes,
+/// looked up on every request, and SipHash over it costs more than the rest of the lookup.
+/// Flooding attacks need keys of the attacker's choosing in the table; only tokens that
+/// passed verification are ever inserted, and the seed is random per process.
+type ThreadTokens = quick_cache::unsync::Cache<
+    Box<str>,
+    Identity,
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
+
+fn thread_tokens() -> ThreadTokens {
+    let capacity = thread_cache_capacity();
+    quick_cache::unsync::Cache::with(
+        capacity,
+        capacity as u64,
+        quick_cache::UnitWeighter,
+        foldhash::fast::RandomState::default(),
+        quick_cache::unsync::DefaultLifecycle::default(),
+    )
 }
 
 thread_local! {
@@ -261,7 +283,7 @@ impl KeySet {
                 *cache = Some(ThreadCache {
                     owner: self.id,
                     generation,
-                    verified: quick_cache::unsync::Cache::new(thread_cache_capacity()),
+                    verified: thread_tokens(),
                 });
             }
             if let Some(cache) = cache.as_mut() {

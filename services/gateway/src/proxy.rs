@@ -227,9 +227,19 @@ impl Gateway {
             );
         };
         let client_ip = client_addr(&request, peer, self.server.trust_forwarded_for);
-        for name in headers::IDENTITY {
-            request.headers_mut().remove(name);
+        // Clients rarely send any: one pass of comparisons instead of a hashed removal each.
+        if request
+            .headers()
+            .keys()
+            .any(|k| headers::IDENTITY.contains(k))
+        {
+            for name in headers::IDENTITY {
+                request.headers_mut().remove(name);
+            }
         }
+        // Room for what the gateway adds (identity, forwarding, request id, trace, host) in
+        // one growth rather than several.
+        request.headers_mut().reserve(8);
 
         // Edge authentication.
         let mut user = None;
@@ -347,14 +357,17 @@ impl Gateway {
             1
         };
         route.budget.deposit();
-        let mut tried: Vec<usize> = Vec::with_capacity(2);
+        // The upstreams tried so far (`retries` is at most 5).
+        let mut tried = [0usize; 6];
+        let mut attempts = 0;
         let mut last_upstream = None;
         loop {
-            let (index, mut attempt) = match route.pool.pick(&tried, Instant::now()) {
+            let (index, mut attempt) = match route.pool.pick(&tried[..attempts], Instant::now()) {
                 Ok(picked) => picked,
                 Err(why) => return (unavailable(why), last_upstream),
             };
-            tried.push(index);
+            tried[attempts] = index;
+            attempts += 1;
             let upstream = &route.pool.upstreams[index];
             last_upstream = Some(index);
             let counters = &route.upstream_metrics[index];
@@ -368,7 +381,8 @@ impl Gateway {
                 self.server.connect_timeout,
             );
             let result = tokio::time::timeout_at(deadline, sent).await;
-            let can_retry = tried.len() < max_attempts as usize && body.replayable();
+            let can_retry =
+                attempts < (max_attempts as usize).min(tried.len()) && body.replayable();
             match result {
                 Ok(Ok((mut response, lease))) => {
                     let status = response.status();
