@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Counts the instructions the gateway executes per proxied request, under valgrind's
+# callgrind: unlike requests per second on shared cores, the count repeats to within a few
+# tenths of a percent from run to run, so it shows whether a change to the request path made
+# it cheaper even when throughput figures are lost in scheduling noise.
+#
+# Same upstream, token list and scenarios as scripts/bench-gateway.sh (plain proxying; edge:
+# JWT verification and per-client and per-user limits). The gateway runs under callgrind with
+# instrumentation off while it starts and warms up (connections opened, every token verified
+# once per serving thread), then counts during a fixed-length load from wrk. Only user-space
+# instructions of the gateway process are counted (not the kernel's, not the load tool's).
+#
+# Needs cargo and apt-get (valgrind and wrk are installed when missing). Prints a Markdown
+# table and writes it to target/bench-gateway-instructions.md.
+#
+# Tunables: SECONDS_PER_RUN (10), CONNECTIONS (16), GATEWAY (a gateway binary to measure
+# instead of building this checkout's), UPSTREAM_PORT (8811), GATEWAY_PORT (8813),
+# GATEWAY_ADMIN_PORT (8814).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CONNECTIONS=${CONNECTIONS:-16}
+UPSTREAM_PORT=${UPSTREAM_PORT:-8811}
+GATEWAY_PORT=${GATEWAY_PORT:-8813}
+GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8814}
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v wrk >/dev/null || missing+=(wrk)
+if ((${#missing[@]})); then
+	as_root apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "--- building (release)" >&2
+cargo build --release --locked -p gateway --bin gateway --example bench_upstream >&2
+GATEWAY=${GATEWAY:-target/release/gateway}
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+	for _ in $(seq 1 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "nothing listens on port $1" >&2
+	return 1
+}
+
+target/release/examples/bench_upstream "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UPSTREAM_PORT"
+
+cat >"$WORK/tokens.lua" <<LUA
+local tokens = {}
+for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = (i % #tokens) + 1
+  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+
+gateway_conf() { # $1: "plain" or "edge"
+	cat <<TOML
+[server]
+listen = "127.0.0.1:$GATEWAY_PORT"
+admin_listen = "127.0.0.1:$GATEWAY_ADMIN_PORT"
+TOML
+	if [[ $1 == edge ]]; then
+		cat <<TOML
+[auth]
+jwks_url = "http://127.0.0.1:$UPSTREAM_PORT/.well-known/jwks.json"
+[rate_limit]
+per_client = { requests = 100000000, period = "1s" }
+per_user = { requests = 100000000, period = "1s" }
+TOML
+	fi
+	cat <<TOML
+[[route]]
+name = "bench"
+prefix = "/"
+access = "$([[ $1 == edge ]] && echo token || echo public)"
+upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
+TOML
+}
+
+measure() { # $1: scenario -> "requests instructions"
+	local scenario=$1 out="$WORK/callgrind.$1"
+	gateway_conf "$scenario" >"$WORK/gateway.toml"
+	GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn valgrind --tool=callgrind \
+		--instr-atstart=no --callgrind-out-file="$out" "$GATEWAY" >"$WORK/gateway.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	for _ in $(seq 1 300); do
+		curl -fsS "http://127.0.0.1:$GATEWAY_ADMIN_PORT/health/ready" >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	local script=()
+	[[ $scenario == edge ]] && script=(-s "$WORK/tokens.lua")
+	local url="http://127.0.0.1:$GATEWAY_PORT/bench"
+	# Warm-up long enough for every token to be verified on every serving thread.
+	wrk -t2 -c"$CONNECTIONS" -d20s "${script[@]}" "$url" >/dev/null
+	callgrind_control -i on "$pid" >/dev/null
+	wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "${script[@]}" "$url" >"$WORK/wrk.$scenario"
+	callgrind_control -i off "$pid" >/dev/null
+	callgrind_control -d "$pid" >/dev/null
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	local requests instructions
+	requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.$scenario")
+	# The dump taken on request (`.1`), not the one written at exit.
+	instructions=$(callgrind_annotate "$out.1" 2>/dev/null |
+		awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
+	echo "$requests $instructions"
+}
+
+{
+	echo "### Gateway instructions per request (callgrind, wrk -t2 -c$CONNECTIONS, ${SECONDS_PER_RUN}s)"
+	echo
+	echo "| scenario | requests counted | instructions | instructions/request |"
+	echo "|---|---:|---:|---:|"
+	for scenario in plain edge; do
+		echo "--- $scenario" >&2
+		read -r requests instructions < <(measure "$scenario")
+		echo "| $scenario | $requests | $instructions | $((instructions / requests)) |"
+	done
+} >target/bench-gateway-instructions.md
+cat target/bench-gateway-instructions.md
