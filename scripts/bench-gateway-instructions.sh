@@ -28,14 +28,9 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-8811}
 GATEWAY_PORT=${GATEWAY_PORT:-8813}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8814}
 
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-	as_root apt-get update -qq
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/bench/gateway-common.sh
+. scripts/bench/gateway-common.sh
+install_missing valgrind:valgrind wrk:wrk
 
 echo "--- building (release)" >&2
 cargo build --release --locked -p gateway --bin gateway --example bench_upstream >&2
@@ -49,52 +44,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-	for _ in $(seq 1 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "nothing listens on port $1" >&2
-	return 1
-}
-
 target/release/examples/bench_upstream "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT"
 
-cat >"$WORK/tokens.lua" <<LUA
-local tokens = {}
-for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-  i = (i % #tokens) + 1
-  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-LUA
-
-gateway_conf() { # $1: "plain" or "edge"
-	cat <<TOML
-[server]
-listen = "127.0.0.1:$GATEWAY_PORT"
-admin_listen = "127.0.0.1:$GATEWAY_ADMIN_PORT"
-TOML
-	if [[ $1 == edge ]]; then
-		cat <<TOML
-[auth]
-jwks_url = "http://127.0.0.1:$UPSTREAM_PORT/.well-known/jwks.json"
-[rate_limit]
-per_client = { requests = 100000000, period = "1s" }
-per_user = { requests = 100000000, period = "1s" }
-TOML
-	fi
-	cat <<TOML
-[[route]]
-name = "bench"
-prefix = "/"
-access = "$([[ $1 == edge ]] && echo token || echo public)"
-upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
-TOML
-}
+export TOKENS_FILE=$WORK/tokens.txt
 
 measure() { # $1: scenario -> "requests instructions"
 	local scenario=$1 out="$WORK/callgrind.$1"
@@ -108,7 +62,7 @@ measure() { # $1: scenario -> "requests instructions"
 		sleep 0.2
 	done
 	local script=()
-	[[ $scenario == edge ]] && script=(-s "$WORK/tokens.lua")
+	[[ $scenario == edge ]] && script=(-s scripts/wrk/tokens.lua)
 	local url="http://127.0.0.1:$GATEWAY_PORT/bench"
 	# Warm-up long enough for every token to be verified on every serving thread.
 	wrk -t2 -c"$CONNECTIONS" -d20s "${script[@]}" "$url" >/dev/null

@@ -40,14 +40,9 @@ NGINX_PORT=${NGINX_PORT:-8802}
 GATEWAY_PORT=${GATEWAY_PORT:-8803}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8804}
 
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-missing=()
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
-command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-	as_root apt-get update -qq
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/bench/gateway-common.sh
+. scripts/bench/gateway-common.sh
+install_missing nginx:nginx-light wrk:wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 OUT=target/bench-gateway
@@ -66,29 +61,12 @@ echo "--- building (release)" >&2
 cargo build --release --locked -p gateway --bin gateway --example bench_upstream >&2
 BIN=target/release
 
-wait_port() {
-	for _ in $(seq 1 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "nothing listens on port $1" >&2
-	return 1
-}
-
 "$BIN/examples/bench_upstream" "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT"
 
 # wrk sends the tokens in turn, one per request.
-cat >"$WORK/tokens.lua" <<LUA
-local tokens = {}
-for line in io.lines("$WORK/tokens.txt") do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-  i = (i % #tokens) + 1
-  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })
-end
-LUA
+export TOKENS_FILE=$WORK/tokens.txt
 
 nginx_conf() { # $1: extra http-level directives, $2: extra location directives
 	cat >"$WORK/nginx.conf" <<NGINX
@@ -113,38 +91,6 @@ http {
 NGINX
 }
 
-gateway_conf() { # $1: "plain" or "edge"
-	{
-		cat <<TOML
-[server]
-listen = "127.0.0.1:$GATEWAY_PORT"
-admin_listen = "127.0.0.1:$GATEWAY_ADMIN_PORT"
-TOML
-		if [[ $1 == edge ]]; then
-			cat <<TOML
-[auth]
-jwks_url = "http://127.0.0.1:$UPSTREAM_PORT/.well-known/jwks.json"
-[rate_limit]
-per_client = { requests = 100000000, period = "1s" }
-per_user = { requests = 100000000, period = "1s" }
-[[route]]
-name = "bench"
-prefix = "/"
-access = "token"
-upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
-TOML
-		else
-			cat <<TOML
-[[route]]
-name = "bench"
-prefix = "/"
-access = "public"
-upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
-TOML
-		fi
-	} >"$WORK/gateway.toml"
-}
-
 start_target() { # $1: target, $2: scenario
 	case $1 in
 	direct) ;;
@@ -159,7 +105,7 @@ start_target() { # $1: target, $2: scenario
 		wait_port "$NGINX_PORT"
 		;;
 	gateway)
-		gateway_conf "$2"
+		gateway_conf "$2" >"$WORK/gateway.toml"
 		GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn "$BIN/gateway" >>"$OUT/gateway.log" 2>&1 &
 		GATEWAY_PID=$!
 		wait_port "$GATEWAY_PORT"
@@ -218,7 +164,7 @@ run() { # $1: target, $2: scenario, $3: round -> "rps p50 p99 non2xx cpu_us_per_
 	local target=$1 scenario=$2 round=$3 report
 	report="$OUT/$scenario-$target-$round.txt"
 	local script=()
-	[[ $scenario == edge ]] && script=(-s "$WORK/tokens.lua")
+	[[ $scenario == edge ]] && script=(-s scripts/wrk/tokens.lua)
 	start_target "$target" "$scenario"
 	# Warm-up: connections opened, caches filled.
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${script[@]}" "http://127.0.0.1:$(port_of "$target")/bench" >/dev/null

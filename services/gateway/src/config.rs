@@ -297,6 +297,9 @@ impl fmt::Display for RouteName {
     }
 }
 
+/// The most retries a route may make per request.
+pub const MAX_RETRIES: u32 = 5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: RouteName,
@@ -639,8 +642,11 @@ fn check_route(r: RawRoute) -> Result<Route, String> {
     if r.timeout.is_zero() {
         return Err(at("timeout must be more than zero".into()));
     }
-    if r.retries > 5 {
-        return Err(at(format!("retries = {} is more than 5", r.retries)));
+    if r.retries > MAX_RETRIES {
+        return Err(at(format!(
+            "retries = {} is more than {MAX_RETRIES}",
+            r.retries
+        )));
     }
     if let Some(hc) = &r.health_check {
         if !hc.path.starts_with('/') {

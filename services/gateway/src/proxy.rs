@@ -357,8 +357,8 @@ impl Gateway {
             1
         };
         route.budget.deposit();
-        // The upstreams tried so far (`retries` is at most 5).
-        let mut tried = [0usize; 6];
+        // The upstreams tried so far.
+        let mut tried = [0usize; 1 + crate::config::MAX_RETRIES as usize];
         let mut attempts = 0;
         let mut last_upstream = None;
         loop {
