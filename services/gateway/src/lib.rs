@@ -4,12 +4,14 @@
 //! with upstream state carried over) → `proxy` (the request path) using `upstream` (health,
 //! outlier ejection, breaker, balancing), `connections` (each serving thread's keep-alive
 //! connections to upstreams), `keys` (JWKS and token verification),
-//! `ratelimit` (GCRA, local and Redis) and `headers`; `admin` serves the operator's view.
+//! `ratelimit` (GCRA, local and Redis) and `headers`; `coarse_timer` keeps each serving
+//! thread's header-read deadlines; `admin` serves the operator's view.
 //!
 //! **Boundary:** the gateway knows services only as upstream URLs from its configuration; it
 //! never reads a service's database and never issues tokens.
 
 pub mod admin;
+pub mod coarse_timer;
 pub mod config;
 pub mod connections;
 pub mod headers;
@@ -313,6 +315,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
             admin_listener,
             admin_settings.0,
             admin_settings.1,
+            hyper_util::rt::TokioTimer::new(),
             shutdown,
             handler,
         )
@@ -437,6 +440,7 @@ fn spawn_worker(
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(socket)?;
                     tokio::spawn(connections::sweep_forever());
+                    tokio::spawn(coarse_timer::tick_forever());
                     let server = gateway.server.clone();
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
@@ -452,6 +456,7 @@ fn spawn_worker(
                         listener,
                         server.header_read_timeout,
                         server.shutdown_grace,
+                        coarse_timer::CoarseTimer,
                         shutdown,
                         handler,
                     )

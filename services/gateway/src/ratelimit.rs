@@ -62,9 +62,19 @@ pub struct Refused {
     pub retry_after: Duration,
 }
 
+/// Keys hashed with foldhash rather than the default SipHash, which costs more than the rest
+/// of a check; a key is an address or a verified user id, and the seed is random per process.
+type Keyed<K> = DefaultKeyedRateLimiter<
+    K,
+    governor::middleware::NoOpMiddleware<
+        <governor::clock::DefaultClock as governor::clock::Clock>::Instant,
+    >,
+    foldhash::fast::RandomState,
+>;
+
 struct Local<K: std::hash::Hash + Eq + Clone> {
     quota: Quota,
-    limiter: DefaultKeyedRateLimiter<K>,
+    limiter: Keyed<K>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Local<K> {
@@ -74,7 +84,7 @@ impl<K: std::hash::Hash + Eq + Clone> Local<K> {
             .allow_burst(quota.burst());
         Self {
             quota,
-            limiter: DefaultKeyedRateLimiter::keyed(g),
+            limiter: Keyed::dashmap_with_hasher(g, foldhash::fast::RandomState::default()),
         }
     }
 

@@ -655,3 +655,50 @@ async fn a_slow_upload_does_not_count_against_the_upstreams_timeout() {
     assert_eq!(upstream["breaker"], "closed", "{routes}");
     assert_eq!(upstream["consecutive_failures"], 0, "{routes}");
 }
+
+/// Reads until the gateway closes the connection; what it sent on the way.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_not_sent_in_time_and_an_idle_keep_alive_connection_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start_with(
+        "header_read_timeout = \"1s\"\n",
+        &route("a", "/a", &[&up], ""),
+    )
+    .await;
+
+    // Half a request head, then nothing (slowloris): the connection is closed, unanswered
+    // by the upstream.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /a/x HTTP/1.1\r\nHost: gateway\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), until_closed(&mut slow))
+        .await
+        .expect("the gateway closes a connection whose request head never completes");
+    assert_eq!(up.hits(), 0);
+
+    // A whole request is answered; the connection, then idle, is closed in turn.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /a/x HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut idle))
+        .await
+        .expect("the gateway closes an idle keep-alive connection");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(up.hits(), 1);
+}

@@ -387,6 +387,7 @@ pub async fn serve(
         listener,
         settings.header_read_timeout,
         settings.shutdown_grace,
+        hyper_util::rt::TokioTimer::new(),
         shutdown,
         handler,
     )
@@ -395,27 +396,30 @@ pub async fn serve(
 
 /// The accept loop behind [`serve`], for a server that is not an axum router (the gateway
 /// answers from a plain function of the request and the peer's address). HTTP/1 upgrades
-/// (WebSocket) are served; the same header timeout and graceful shutdown apply.
-pub async fn serve_with<H, F>(
+/// (WebSocket) are served; the same header timeout and graceful shutdown apply. `timer` keeps
+/// the header timeout (`hyper_util::rt::TokioTimer` unless the server has a cheaper one).
+pub async fn serve_with<H, F, T>(
     listener: tokio::net::TcpListener,
     header_read_timeout: Duration,
     grace: Duration,
+    timer: T,
     shutdown: impl Future<Output = ()> + Send + 'static,
     handler: H,
 ) -> std::io::Result<()>
 where
     H: Fn(hyper::Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+    T: hyper::rt::Timer + Send + Sync + 'static,
 {
     use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
+        rt::{TokioExecutor, TokioIo},
         server::{conn::auto, graceful::GracefulShutdown},
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(timer)
         .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
     let upkeep = tokio::spawn(crate::metrics::upkeep());

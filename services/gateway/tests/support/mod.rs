@@ -276,11 +276,16 @@ reload_interval = "100ms"
 
 impl Gateway {
     pub async fn start(config: &str) -> Self {
+        Self::start_with("", config).await
+    }
+
+    /// With `server` lines added to the `[server]` section.
+    pub async fn start_with(server: &str, config: &str) -> Self {
         service_kit::telemetry::init_for_tests();
         let dir = std::env::temp_dir().join(format!("gravity-gateway-test-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gateway.toml");
-        let text = format!("{SERVER}\n{config}");
+        let text = format!("{SERVER}{server}\n{config}");
         std::fs::write(&path, &text).unwrap();
         let parsed = Config::parse(&text, "gateway.toml").unwrap();
         let running = gateway::start(parsed, Some(path.clone())).await.unwrap();
