@@ -31,9 +31,9 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Identifies a thread's list of deadlines (cheaper to compare than a `ThreadId`).
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
+/// A slot is freed only by the drop of the deadline that took it, so an index held by a
+/// live deadline always names that deadline's slot.
 struct Slot {
-    /// Bumped when the slot is freed, so a stale index never reaches a new deadline.
-    generation: u32,
     deadline: Instant,
     waker: Option<Waker>,
 }
@@ -78,14 +78,13 @@ pub async fn tick_forever() {
         }
     }
     let _stopped = Stopped;
-    let start = |d: &mut Deadlines| {
-        d.ticking = true;
-        d.now = Instant::now();
-    };
-    if DEADLINES
-        .with(|d| d.try_borrow_mut().map(|mut d| start(&mut d)))
-        .is_err()
-    {
+    let started = DEADLINES.with(|d| {
+        d.try_borrow_mut().map(|mut d| {
+            d.ticking = true;
+            d.now = Instant::now();
+        })
+    });
+    if started.is_err() {
         return;
     }
     let mut tick = tokio::time::interval(TICK);
@@ -141,10 +140,10 @@ impl hyper::rt::Timer for CoarseTimer {
     }
 }
 
-/// One deadline; `armed` is (thread, slot, generation) once it waits in a thread's list.
+/// One deadline; `armed` is (thread, slot) once it waits in a thread's list.
 struct Deadline {
     deadline: Instant,
-    armed: Option<(u64, u32, u32)>,
+    armed: Option<(u64, u32)>,
     fallback: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -152,7 +151,7 @@ impl hyper::rt::Sleep for Deadline {}
 
 enum Polled {
     Ready,
-    Waiting(u64, u32, u32),
+    Waiting(u64, u32),
     /// The thread does not tick, or the deadline was armed on another thread.
     Elsewhere,
 }
@@ -177,16 +176,14 @@ impl Future for Deadline {
                     return Polled::Ready;
                 }
                 match armed {
-                    Some((thread, _, _)) if thread != d.thread => Polled::Elsewhere,
-                    Some((thread, index, generation)) => {
+                    Some((thread, _)) if thread != d.thread => Polled::Elsewhere,
+                    Some((thread, index)) => {
                         if let Some(slot) = d.slots.get_mut(index as usize) {
-                            if slot.generation == generation
-                                && !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-                            {
+                            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                                 slot.waker = Some(cx.waker().clone());
                             }
                         }
-                        Polled::Waiting(thread, index, generation)
+                        Polled::Waiting(thread, index)
                     }
                     None => {
                         let waker = Some(cx.waker().clone());
@@ -199,24 +196,19 @@ impl Future for Deadline {
                                 index
                             }
                             None => {
-                                d.slots.push(Slot {
-                                    generation: 0,
-                                    deadline,
-                                    waker,
-                                });
+                                d.slots.push(Slot { deadline, waker });
                                 (d.slots.len() - 1) as u32
                             }
                         };
-                        let generation = d.slots[index as usize].generation;
-                        Polled::Waiting(thread, index, generation)
+                        Polled::Waiting(thread, index)
                     }
                 }
             })
             .unwrap_or(Polled::Elsewhere);
         match polled {
             Polled::Ready => Poll::Ready(()),
-            Polled::Waiting(thread, index, generation) => {
-                self.armed = Some((thread, index, generation));
+            Polled::Waiting(thread, index) => {
+                self.armed = Some((thread, index));
                 Poll::Pending
             }
             Polled::Elsewhere => {
@@ -231,7 +223,7 @@ impl Future for Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        let Some((thread, index, generation)) = self.armed else {
+        let Some((thread, index)) = self.armed else {
             return;
         };
         // Freed by the thread that armed it; the gateway's connections never change threads.
@@ -243,11 +235,8 @@ impl Drop for Deadline {
                 return;
             }
             if let Some(slot) = d.slots.get_mut(index as usize) {
-                if slot.generation == generation {
-                    slot.generation = slot.generation.wrapping_add(1);
-                    slot.waker = None;
-                    d.free.push(index);
-                }
+                slot.waker = None;
+                d.free.push(index);
             }
         });
     }
@@ -311,7 +300,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!fired.load(Ordering::SeqCst));
 
-        // The freed slot is taken again, and a stale index does not reach the new deadline.
+        // The freed slot is taken again.
         let again = timer.sleep(Duration::from_millis(300));
         again.await;
         assert_eq!(slots_in_use(), 0);
