@@ -1,4 +1,6 @@
-//! Keep-alive HTTP/1 connections to upstreams, one pool per serving thread.
+//! Keep-alive HTTP/1 connections to upstreams through hyper, one pool per serving thread,
+//! for requests whose body is streamed and for upgrades (the rest go through `exchange`,
+//! whose connections are pooled the same way, with [`Pool`]).
 //!
 //! Written here, over hyper's connection API, rather than using hyper-util's pooled client:
 //! that client is shared between threads (a lock and a hashed key on every checkout) and
@@ -35,14 +37,85 @@ const MAX_IDLE: usize = 512;
 /// How many idle connections a checkout looks at for one ready to take a request.
 const SCAN: usize = 8;
 
-struct Idle {
-    sender: Sender,
+/// An idle connection and when it went idle.
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
+/// A serving thread's idle connections of one kind, per upstream authority (a route has few
+/// upstreams, so a list beats a map). Shared by hyper's connections (here) and the lean
+/// exchanges' (`exchange`).
+pub(crate) struct Pool<C> {
+    lists: Vec<(Authority, Vec<Idle<C>>)>,
+}
+
+impl<C> Pool<C> {
+    pub(crate) const fn new() -> Self {
+        Self { lists: Vec::new() }
+    }
+
+    /// Takes the newest idle connection to `authority` that `usable` accepts, dropping those
+    /// it refuses with [`Usable::Closed`]; looks at `SCAN` connections at most.
+    pub(crate) fn checkout(
+        &mut self,
+        authority: &Authority,
+        mut usable: impl FnMut(&mut C) -> Usable,
+    ) -> Option<C> {
+        let list = &mut self.lists.iter_mut().find(|(a, _)| a == authority)?.1;
+        let mut looked = 0;
+        let mut i = list.len();
+        while i > 0 && looked < SCAN {
+            i -= 1;
+            looked += 1;
+            match usable(&mut list[i].conn) {
+                Usable::Closed => {
+                    list.remove(i);
+                }
+                Usable::Yes => return Some(list.remove(i).conn),
+                Usable::Busy => {}
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` as idle to `authority`; the oldest goes when `MAX_IDLE` are kept already.
+    pub(crate) fn release(&mut self, authority: &Authority, conn: C, now: Instant) {
+        let list = match self.lists.iter().position(|(a, _)| a == authority) {
+            Some(i) => &mut self.lists[i].1,
+            None => {
+                self.lists.push((authority.clone(), Vec::new()));
+                let last = self.lists.len() - 1;
+                &mut self.lists[last].1
+            }
+        };
+        if list.len() >= MAX_IDLE {
+            // The oldest goes: the newest are the warmest.
+            list.remove(0);
+        }
+        list.push(Idle { conn, since: now });
+    }
+
+    /// Closes connections idle for longer than `IDLE_TIMEOUT` and those `alive` refuses.
+    pub(crate) fn sweep(&mut self, now: Instant, mut alive: impl FnMut(&mut C) -> bool) {
+        for (_, list) in self.lists.iter_mut() {
+            list.retain_mut(|c| now - c.since < IDLE_TIMEOUT && alive(&mut c.conn));
+        }
+        self.lists.retain(|(_, list)| !list.is_empty());
+    }
+}
+
+/// Whether an idle connection can take a request now.
+pub(crate) enum Usable {
+    Yes,
+    /// Not now (still finishing its last exchange); looked past.
+    Busy,
+    /// Closed, or otherwise never again; dropped.
+    Closed,
+}
+
 thread_local! {
-    /// Per upstream authority (a route has few upstreams, so a list beats a map).
-    static IDLE: RefCell<Vec<(Authority, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
+    static IDLE: RefCell<Pool<Sender>> = const { RefCell::new(Pool::new()) };
 }
 
 /// Why a request got no response.
@@ -52,6 +125,12 @@ pub enum SendError {
     Connect { authority: String, reason: String },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error("upstream connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upstream closed the connection before a complete response head")]
+    ClosedEarly,
+    #[error("upstream sent an invalid response: {0}")]
+    Invalid(&'static str),
 }
 
 /// A connection lent to one exchange; back to the pool with [`Lease::release`] once the
@@ -68,27 +147,13 @@ impl Lease {
         if self.sender.is_closed() {
             return;
         }
-        let sender = self.sender;
         let now = Instant::now();
         // `try_with`: a lease dropped while the thread's storage is being torn down just
         // closes its connection.
         let _ = IDLE.try_with(|idle| {
-            let Ok(mut idle) = idle.try_borrow_mut() else {
-                return;
-            };
-            let list = match idle.iter().position(|(a, _)| a == authority) {
-                Some(i) => &mut idle[i].1,
-                None => {
-                    idle.push((authority.clone(), Vec::new()));
-                    let last = idle.len() - 1;
-                    &mut idle[last].1
-                }
-            };
-            if list.len() >= MAX_IDLE {
-                // The oldest goes: the newest are the warmest.
-                list.remove(0);
+            if let Ok(mut idle) = idle.try_borrow_mut() {
+                idle.release(authority, self.sender, now);
             }
-            list.push(Idle { sender, since: now });
         });
     }
 }
@@ -96,20 +161,15 @@ impl Lease {
 /// Takes an idle connection to `authority` that can take a request now, dropping closed ones.
 fn checkout(authority: &Authority) -> Option<Sender> {
     IDLE.try_with(|idle| {
-        let mut idle = idle.try_borrow_mut().ok()?;
-        let list = &mut idle.iter_mut().find(|(a, _)| a == authority)?.1;
-        let mut looked = 0;
-        let mut i = list.len();
-        while i > 0 && looked < SCAN {
-            i -= 1;
-            looked += 1;
-            if list[i].sender.is_closed() {
-                list.remove(i);
-            } else if list[i].sender.is_ready() {
-                return Some(list.remove(i).sender);
+        idle.try_borrow_mut().ok()?.checkout(authority, |sender| {
+            if sender.is_closed() {
+                Usable::Closed
+            } else if sender.is_ready() {
+                Usable::Yes
+            } else {
+                Usable::Busy
             }
-        }
-        None
+        })
     })
     .ok()
     .flatten()
@@ -121,15 +181,13 @@ pub fn sweep() {
     let now = Instant::now();
     let _ = IDLE.try_with(|idle| {
         if let Ok(mut idle) = idle.try_borrow_mut() {
-            for (_, list) in idle.iter_mut() {
-                list.retain(|c| !c.sender.is_closed() && now - c.since < IDLE_TIMEOUT);
-            }
-            idle.retain(|(_, list)| !list.is_empty());
+            idle.sweep(now, |sender| !sender.is_closed());
         }
     });
+    crate::exchange::sweep(now);
 }
 
-/// Sweeps the calling thread's pool every `IDLE_TIMEOUT / 2`; spawned once per serving
+/// Sweeps the calling thread's pools every `IDLE_TIMEOUT / 2`; spawned once per serving
 /// thread's runtime.
 pub async fn sweep_forever() {
     let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
@@ -137,6 +195,14 @@ pub async fn sweep_forever() {
     loop {
         tick.tick().await;
         sweep();
+    }
+}
+
+/// The `Host` header for `authority`, as a client would write it: without the default port.
+pub(crate) fn host_of(authority: &Authority) -> &str {
+    match authority.port_u16() {
+        Some(80) => authority.host(),
+        _ => authority.as_str(),
     }
 }
 
@@ -149,12 +215,7 @@ pub async fn send(
     connect_timeout: Duration,
 ) -> Result<(Response<Incoming>, Lease), SendError> {
     if !request.headers().contains_key(http::header::HOST) {
-        // As a client would write it: without the default port.
-        let host = match authority.port_u16() {
-            Some(80) => authority.host(),
-            _ => authority.as_str(),
-        };
-        if let Ok(host) = http::HeaderValue::from_str(host) {
+        if let Ok(host) = http::HeaderValue::from_str(host_of(authority)) {
             request.headers_mut().insert(http::header::HOST, host);
         }
     }
@@ -182,6 +243,21 @@ fn unsent(mut e: TrySendError<Request<Body>>) -> Result<Request<Body>, SendError
 }
 
 async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, SendError> {
+    let stream = dial(authority, timeout).await?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A new TCP connection to `authority` (Nagle off), within `timeout`.
+pub(crate) async fn dial(authority: &Authority, timeout: Duration) -> Result<TcpStream, SendError> {
     let failed = |reason: String| SendError::Connect {
         authority: authority.to_string(),
         reason,
@@ -197,14 +273,5 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, Sen
         .map_err(|_| failed(format!("no answer within {} ms", timeout.as_millis())))?
         .map_err(|e| failed(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(SendError::Http)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(stream)
 }

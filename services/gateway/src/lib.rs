@@ -2,8 +2,9 @@
 //!
 //! Codemap: `config` (gateway.toml, checked types) → `routes` (the table, rebuilt on reload
 //! with upstream state carried over) → `proxy` (the request path) using `upstream` (health,
-//! outlier ejection, breaker, balancing), `connections` (each serving thread's keep-alive
-//! connections to upstreams), `keys` (JWKS and token verification),
+//! outlier ejection, breaker, balancing), `exchange` (requests with no body or one in memory,
+//! sent and answered in the request's own task) and `connections` (hyper's connections, for
+//! streamed bodies and upgrades), each with a pool per serving thread, `keys` (JWKS and token verification),
 //! `ratelimit` (GCRA, local and Redis) and `headers`; `coarse_timer` keeps each serving
 //! thread's header-read deadlines; `admin` serves the operator's view.
 //!
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod coarse_timer;
 pub mod config;
 pub mod connections;
+pub mod exchange;
 pub mod headers;
 pub mod keys;
 pub mod metrics;

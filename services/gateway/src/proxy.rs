@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use axum::{body::Body, response::IntoResponse as _};
 use bytes::Bytes;
 use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
+use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::connect::HttpConnector,
@@ -25,7 +25,7 @@ use tower::retry::budget::Budget as _;
 
 use crate::{
     config::{Access, Server},
-    connections, headers,
+    connections, exchange, headers,
     keys::{AuthError, KeySet},
     metrics::RouteMetrics,
     ratelimit::Limiter,
@@ -324,7 +324,7 @@ impl Gateway {
         parts.headers.insert(headers::REQUEST_ID, id.clone());
         let traceparent = headers::traceparent(&parts.headers);
         parts.headers.insert(headers::TRACEPARENT, traceparent);
-        let idempotent = is_idempotent(&parts.method);
+        let idempotent = parts.method.is_idempotent();
         let mut body = if http_body::Body::is_end_stream(&incoming) {
             Replay::Empty
         } else if idempotent && !upgrade {
@@ -351,7 +351,9 @@ impl Gateway {
         // From now: the time the client took to send its body, or a key refetch, is not the
         // upstream's to answer for.
         let deadline = tokio::time::Instant::now() + route.config.timeout;
-        let max_attempts = if body.replayable() {
+        // A request is sent again only when repeating it is harmless (RFC 9110 §9.2.2) and
+        // its body can be sent again.
+        let max_attempts = if idempotent && body.replayable() {
             1 + route.config.retries
         } else {
             1
@@ -371,20 +373,35 @@ impl Gateway {
             let upstream = &route.pool.upstreams[index];
             last_upstream = Some(index);
             let counters = &route.upstream_metrics[index];
-            let mut outgoing = Request::new(body.take());
-            *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = Uri::from(path_and_query.clone());
-            *outgoing.headers_mut() = parts.headers.clone();
-            let sent = connections::send(
-                &upstream.url.authority,
-                outgoing,
-                self.server.connect_timeout,
-            );
-            let result = tokio::time::timeout_at(deadline, sent).await;
-            let can_retry =
-                attempts < (max_attempts as usize).min(tried.len()) && body.replayable();
+            let authority = &upstream.url.authority;
+            let result = match body.in_memory() {
+                // The common case: sent and answered in this task, nothing copied per attempt.
+                Some(bytes) if !upgrade && bytes.len() <= exchange::BODY_LIMIT => {
+                    let outgoing = exchange::Outgoing {
+                        method: &parts.method,
+                        target: &path_and_query,
+                        headers: &parts.headers,
+                        body: bytes,
+                    };
+                    let sent = exchange::send(authority, outgoing, self.server.connect_timeout);
+                    tokio::time::timeout_at(deadline, sent)
+                        .await
+                        .map(|r| r.map(|response| (response.map(Either::Right), None)))
+                }
+                _ => {
+                    let mut outgoing = Request::new(body.take());
+                    *outgoing.method_mut() = parts.method.clone();
+                    *outgoing.uri_mut() = Uri::from(path_and_query.clone());
+                    *outgoing.headers_mut() = parts.headers.clone();
+                    let sent = connections::send(authority, outgoing, self.server.connect_timeout);
+                    tokio::time::timeout_at(deadline, sent).await.map(|r| {
+                        r.map(|(response, lease)| (response.map(Either::Left), Some(lease)))
+                    })
+                }
+            };
+            let can_retry = attempts < (max_attempts as usize).min(tried.len());
             match result {
-                Ok(Ok((mut response, lease))) => {
+                Ok(Ok((mut response, mut lease))) => {
                     let status = response.status();
                     counters.attempt(status.as_u16());
                     let outcome = if status.is_server_error() {
@@ -404,7 +421,7 @@ impl Gateway {
                         continue;
                     }
                     if status == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_side) = client_upgrade {
+                        if let (Some(client_side), Some(lease)) = (client_upgrade, lease.take()) {
                             let upstream_side = hyper::upgrade::on(&mut response);
                             tokio::spawn(tunnel(client_side, upstream_side, attempt, lease));
                             let (mut rparts, _) = response.into_parts();
@@ -417,7 +434,7 @@ impl Gateway {
                     let body = Body::new(Tracked {
                         inner: rbody,
                         ended: false,
-                        lease: Some(lease),
+                        lease,
                         attempt,
                     });
                     return (Response::from_parts(rparts, body), last_upstream);
@@ -479,6 +496,16 @@ impl Replay {
         !matches!(self, Self::Once(_))
     }
 
+    /// The body, when it is held in memory (empty included).
+    fn in_memory(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
+        match self {
+            Self::Empty => Some(&EMPTY),
+            Self::Bytes(b) => Some(b),
+            Self::Once(_) => None,
+        }
+    }
+
     fn take(&mut self) -> Body {
         match self {
             Self::Empty => Body::empty(),
@@ -486,14 +513,6 @@ impl Replay {
             Self::Once(b) => b.take().unwrap_or_else(Body::empty),
         }
     }
-}
-
-/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -654,11 +673,16 @@ async fn tunnel(
     drop(lease);
 }
 
+/// An upstream response body: from hyper's client connection (`connections`, whose
+/// connection goes back through the lease) or from a lean exchange (which gives its
+/// connection back itself).
+type Upstream = Either<Incoming, exchange::Reply>;
+
 /// An upstream response body that keeps its attempt (and so the upstream's in-flight
-/// count) alive until it has been sent or dropped, and gives its connection back to the
+/// count) alive until it has been sent or dropped, and gives a hyper connection back to the
 /// serving thread's pool when it was read to the end.
 struct Tracked {
-    inner: Incoming,
+    inner: Upstream,
     ended: bool,
     lease: Option<connections::Lease>,
     attempt: Attempt,
@@ -666,12 +690,12 @@ struct Tracked {
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.ended = true;

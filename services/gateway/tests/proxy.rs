@@ -238,29 +238,31 @@ async fn retries_go_elsewhere_for_gets_and_never_repeat_a_post() {
         "each GET answered once, by the healthy host"
     );
 
-    // A POST is sent once, whatever it gets back.
-    let (bad_before, good_before) = (bad.hits(), good.hits());
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        let r = gw
-            .http
-            .post(gw.url("/a/flaky"))
-            .body("x")
-            .send()
-            .await
-            .unwrap();
-        statuses.push(r.status().as_u16());
+    // A POST is sent once, whatever it gets back, with a body or without one.
+    for body in ["x", ""] {
+        let (bad_before, good_before) = (bad.hits(), good.hits());
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let r = gw
+                .http
+                .post(gw.url("/a/flaky"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        assert_eq!(
+            bad.hits() + good.hits() - bad_before - good_before,
+            4,
+            "each POST once (body {body:?})"
+        );
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 503).count(),
+            2,
+            "{statuses:?}"
+        );
     }
-    assert_eq!(
-        bad.hits() + good.hits() - bad_before - good_before,
-        4,
-        "each POST once"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 503).count(),
-        2,
-        "{statuses:?}"
-    );
 
     // A PUT's body is replayed on the retry.
     let r = gw
@@ -272,6 +274,16 @@ async fn retries_go_elsewhere_for_gets_and_never_repeat_a_post() {
         .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["body_len"], 10);
+    // So is one too long to be sent with its head in one write.
+    let r = gw
+        .http
+        .put(gw.url("/a/echo"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["body_len"], 100_000);
 }
 
 #[tokio::test]
@@ -701,4 +713,170 @@ async fn a_request_head_not_sent_in_time_and_an_idle_keep_alive_connection_are_c
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(up.hits(), 1);
+}
+
+/// An upstream that answers by the request path with hand-written bytes, one framing each,
+/// on keep-alive connections; counts the connections it accepted.
+async fn raw_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::Ordering, Arc};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let head_request = head.starts_with("HEAD ");
+                    let parts: Vec<Vec<u8>> = match path.as_str() {
+                        "/raw/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n".to_vec(),
+                            b"7\r\n, world\r\n".to_vec(),
+                            b"0\r\nx-checksum: abc\r\n\r\n".to_vec(),
+                        ],
+                        "/raw/big" => {
+                            let mut parts =
+                                vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec()];
+                            parts.extend((0..16).map(|i| vec![b'a' + i as u8; 65536]));
+                            parts
+                        }
+                        "/raw/interim" => vec![
+                            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n".to_vec(),
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                        ],
+                        "/raw/head" if head_request => {
+                            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()]
+                        }
+                        "/raw/no-content" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+                        "/raw/until-close" => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of ")
+                                .await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let _ = stream.write_all(b"it").await;
+                            return;
+                        }
+                        "/raw/cut" => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
+                                .await;
+                            return;
+                        }
+                        "/raw/garbage" => {
+                            let _ = stream.write_all(b"SMTP ready\r\n\r\n").await;
+                            return;
+                        }
+                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+                    };
+                    for part in parts {
+                        if stream.write_all(&part).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn every_response_framing_is_passed_on_whole_and_connections_reused_only_when_safe() {
+    use std::sync::atomic::Ordering;
+
+    let (url, accepted) = raw_upstream().await;
+    let gw = Gateway::start(&format!(
+        "[[route]]\nname = \"raw\"\nprefix = \"/raw\"\naccess = \"public\"\nstrip_prefix = false\n\
+         retries = 0\nupstreams = [{url:?}]\n"
+    ))
+    .await;
+
+    // Chunked, in pieces, with an extension and a trailer: the body whole, and the
+    // connection used again for the next request.
+    for _ in 0..3 {
+        let response = gw.get("/raw/chunked").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "hello, world");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "chunked responses keep the connection"
+    );
+
+    let response = gw.get("/raw/big").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(1_048_576));
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), 1_048_576);
+    assert!(body[..65536].iter().all(|b| *b == b'a'));
+    assert!(body[body.len() - 65536..].iter().all(|b| *b == b'p'));
+
+    // An interim response is passed over; the final one arrives.
+    let response = gw.get("/raw/interim").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+
+    // HEAD and 204 carry no body, whatever the length header says.
+    let response = gw.http.head(gw.url("/raw/head")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "5");
+    assert_eq!(response.text().await.unwrap(), "");
+    let response = gw.get("/raw/no-content").await;
+    assert_eq!(response.status(), 204);
+    let before = accepted.load(Ordering::SeqCst);
+    let response = gw.get("/raw/ok").await;
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "bodiless answers keep the connection"
+    );
+
+    // A body that runs until the upstream closes arrives whole; that connection is not
+    // reused (the next request opens another).
+    let response = gw.get("/raw/until-close").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "all of it");
+
+    // A body cut short ends the client's response in an error (before or after its head,
+    // as the gateway had flushed it or not), not a hang.
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = gw.http.get(gw.url("/raw/cut")).send().await?;
+        response.bytes().await
+    })
+    .await
+    .expect("a cut body ends promptly");
+    assert!(
+        cut.is_err(),
+        "a body shorter than announced reads as an error"
+    );
+
+    // Something that is not HTTP is the gateway's 502.
+    let response = gw.get("/raw/garbage").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        problem(response).await["type"],
+        "urn:gravity:problem:bad-gateway"
+    );
+
+    // And the pool is still good afterwards.
+    let response = gw.get("/raw/chunked").await;
+    assert_eq!(response.text().await.unwrap(), "hello, world");
 }
