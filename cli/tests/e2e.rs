@@ -929,8 +929,17 @@ async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_
         s.contains("restart it (through the Docker Engine)")
     });
     assert!(help, "{screen}");
+    // Each key waits for the screen it leads to: an Escape followed at once by
+    // another key reaches the terminal as one Alt chord, not as two keys.
     tmux.keys("Escape");
+    let (closed, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |s| {
+        !s.contains("restart it (through the Docker Engine)")
+    });
+    assert!(closed, "Escape closes the help:\n{screen}");
     tmux.keys("/");
+    let (filtering, screen) =
+        tmux.wait_for(std::time::Duration::from_secs(5), |s| s.contains("filter: /"));
+    assert!(filtering, "/ starts a filter:\n{screen}");
     tmux.keys("redis");
     tmux.keys("Enter");
     tmux.keys("l");
