@@ -937,8 +937,9 @@ async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_
     });
     assert!(closed, "Escape closes the help:\n{screen}");
     tmux.keys("/");
-    let (filtering, screen) =
-        tmux.wait_for(std::time::Duration::from_secs(5), |s| s.contains("filter: /"));
+    let (filtering, screen) = tmux.wait_for(std::time::Duration::from_secs(5), |s| {
+        s.contains("filter: /")
+    });
     assert!(filtering, "/ starts a filter:\n{screen}");
     tmux.keys("redis");
     tmux.keys("Enter");
