@@ -3,6 +3,7 @@
 //! problem+json. Upstream responses, errors included, pass through untouched.
 
 use std::{
+    future::Future as _,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
@@ -436,6 +437,9 @@ impl Gateway {
                         ended: false,
                         lease,
                         attempt,
+                        idle_limit: route.config.timeout,
+                        stall: None,
+                        progressed: false,
                     });
                     return (Response::from_parts(rparts, body), last_upstream);
                 }
@@ -681,12 +685,26 @@ type Upstream = Either<Incoming, exchange::Reply>;
 /// An upstream response body that keeps its attempt (and so the upstream's in-flight
 /// count) alive until it has been sent or dropped, and gives a hyper connection back to the
 /// serving thread's pool when it was read to the end.
+///
+/// An upstream that stops sending in the middle of a body, without closing, would otherwise
+/// hold the client forever: a wait for the next part longer than the route's `timeout` ends
+/// the body in an error, so the client's connection is cut (its status is already sent).
+/// The timer exists only once a body has had to wait; a body already in memory never does.
 struct Tracked {
     inner: Upstream,
     ended: bool,
     lease: Option<connections::Lease>,
     attempt: Attempt,
+    idle_limit: std::time::Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A part arrived since the timer was last set.
+    progressed: bool,
 }
+
+/// The upstream sent nothing more of a body for longer than the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no more of the response body for {0:?}")]
+struct Stalled(std::time::Duration);
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
@@ -696,11 +714,35 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let limit = this.idle_limit;
+                let stall = match &mut this.stall {
+                    Some(stall) => {
+                        if std::mem::take(&mut this.progressed) {
+                            stall.as_mut().reset(tokio::time::Instant::now() + limit);
+                        }
+                        stall
+                    }
+                    None => this.stall.insert(Box::pin(tokio::time::sleep(limit))),
+                };
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::warn!(upstream = %this.attempt.upstream().label,
+                    "upstream stalled in the middle of a response body; cutting the response");
+                Poll::Ready(Some(Err(Box::new(Stalled(limit)))))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            ready => {
+                this.progressed = true;
+                ready
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -777,6 +777,14 @@ async fn raw_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
                                 .await;
                             return;
                         }
+                        "/raw/stall" => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
+                                .await;
+                            // Neither the rest nor a close: the connection just goes quiet.
+                            tokio::time::sleep(Duration::from_secs(120)).await;
+                            return;
+                        }
                         "/raw/garbage" => {
                             let _ = stream.write_all(b"SMTP ready\r\n\r\n").await;
                             return;
@@ -879,4 +887,39 @@ async fn every_response_framing_is_passed_on_whole_and_connections_reused_only_w
     // And the pool is still good afterwards.
     let response = gw.get("/raw/chunked").await;
     assert_eq!(response.text().await.unwrap(), "hello, world");
+}
+
+#[tokio::test]
+async fn an_upstream_gone_quiet_in_the_middle_of_a_body_cuts_the_response_not_hangs_it() {
+    let (url, _) = raw_upstream().await;
+    let gw = Gateway::start(&format!(
+        "[[route]]\nname = \"raw\"\nprefix = \"/raw\"\naccess = \"public\"\nstrip_prefix = false\n\
+         retries = 0\ntimeout = \"500ms\"\nupstreams = [{url:?}]\n"
+    ))
+    .await;
+
+    // Answered in the request's own task (no body) and through hyper's client (a body too
+    // large to hold): either way the head arrives, then the body ends in an error once the
+    // upstream has been quiet for the route's timeout. The test gives up at 10 s, before
+    // the test client's own 15 s timeout: a hang.
+    let big = vec![b'x'; 100_000];
+    for body in [None, Some(big)] {
+        let request = match body {
+            None => gw.http.get(gw.url("/raw/stall")),
+            Some(bytes) => gw.http.put(gw.url("/raw/stall")).body(bytes),
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            let response = request.send().await.expect("the head arrives");
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.content_length(), Some(100));
+            response.bytes().await
+        })
+        .await
+        .expect("a stalled body is cut, not left hanging");
+        assert!(outcome.is_err(), "a body cut short reads as an error");
+    }
+
+    // The gateway serves on.
+    let response = gw.get("/raw/ok").await;
+    assert_eq!(response.text().await.unwrap(), "ok");
 }
