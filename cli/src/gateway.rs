@@ -72,17 +72,22 @@ pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
         doc.insert("auth".into(), Value::Table(t));
     }
 
+    let mut limits = match spec.rate_limit.as_ref().map(Value::try_from) {
+        Some(Ok(Value::Table(t))) => t,
+        _ => Table::new(),
+    };
     if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
-        let mut t = Table::new();
-        t.insert(
+        limits.insert(
             "redis_url".into(),
             Value::String(format!("redis://{REDIS}:6379/")),
         );
-        t.insert(
+        limits.insert(
             "key_prefix".into(),
             Value::String(format!("gravity:{}:gateway:rl", manifest.name)),
         );
-        doc.insert("rate_limit".into(), Value::Table(t));
+    }
+    if !limits.is_empty() {
+        doc.insert("rate_limit".into(), Value::Table(limits));
     }
 
     let mut routes = Vec::new();
@@ -150,6 +155,12 @@ mod tests {
             parsed.rate_limit.redis_url.as_deref(),
             Some("redis://redis:6379/")
         );
+        // The limits written in gravity.toml are the ones the gateway applies.
+        let gateway = &manifest.services[name];
+        let written = gateway.rate_limit.as_ref().expect("the shipped limits");
+        assert!(written.per_client.is_some() && written.per_user.is_some());
+        assert_eq!(parsed.rate_limit.per_client, written.per_client);
+        assert_eq!(parsed.rate_limit.per_user, written.per_user);
         check(&manifest).unwrap();
     }
 }

@@ -163,6 +163,20 @@ pub struct ServiceSpec {
     pub migrations: Option<PathBuf>,
     /// How the gateway reaches it, if it is public.
     pub route: Option<ServiceRoute>,
+    /// On the gateway only: the limits it applies to every routed request.
+    pub rate_limit: Option<GatewayLimits>,
+}
+
+/// `[services.NAME.rate_limit]`, on the gateway service: requests per client address and
+/// per verified user (see the gateway's `[rate_limit]`). Counted in the platform's Redis
+/// when the gateway depends on it, so every gateway instance enforces one limit.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<gateway::config::Quota>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user: Option<gateway::config::Quota>,
 }
 
 /// `[services.NAME.route]`: the gateway route to a service (see the gateway's `[[route]]`).
@@ -239,6 +253,7 @@ struct RawService {
     health: Option<Spanned<String>>,
     migrations: Option<Spanned<String>>,
     route: Option<Spanned<ServiceRoute>>,
+    rate_limit: Option<Spanned<GatewayLimits>>,
 }
 
 /// Turns byte offsets into 1-based line and column for error messages.
@@ -543,6 +558,23 @@ impl Manifest {
                 }
                 None => None,
             };
+            let rate_limit = match spec.rate_limit {
+                Some(limits) if crate_name != crate::gateway::GATEWAY_CRATE => {
+                    return Err(src.error(
+                        limits.span(),
+                        format!(
+                            "service {name} is not the gateway; rate limits are set on the gateway"
+                        ),
+                        Some(
+                            "move the table to the service built from the gateway crate, \
+                             e.g. [services.gateway.rate_limit]"
+                                .to_owned(),
+                        ),
+                    ));
+                }
+                Some(limits) => Some(limits.into_inner()),
+                None => None,
+            };
             services.insert(
                 name,
                 ServiceSpec {
@@ -554,6 +586,7 @@ impl Manifest {
                     health,
                     migrations,
                     route,
+                    rate_limit,
                 },
             );
         }
@@ -759,6 +792,45 @@ depends_on = ["auth"]
             )
             .unwrap_err();
             assert!(err.message.contains("reserved by PostgreSQL"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_belong_to_the_gateway_and_are_checked_where_written() {
+        let limits = "\n[services.gateway.rate_limit]\n\
+                      per_client = { requests = 100, period = \"1s\", burst = 200 }\n\
+                      per_user = { requests = 10, period = \"1m\" }\n";
+        let m = Manifest::parse("g.toml", &format!("{GOOD}{limits}")).unwrap();
+        let gateway = &m.services[&ServiceName::parse("gateway").unwrap()];
+        let set = gateway.rate_limit.as_ref().expect("limits parsed");
+        let client = set.per_client.expect("per client");
+        assert_eq!(
+            (client.requests.get(), client.period, client.burst()),
+            (
+                100,
+                std::time::Duration::from_secs(1),
+                200.try_into().unwrap()
+            )
+        );
+        assert_eq!(set.per_user.unwrap().period.as_secs(), 60);
+
+        // On another service: refused, pointing at the table.
+        let text = GOOD.replace(
+            "[services.gateway]",
+            "[services.auth.rate_limit]\nper_user = { requests = 1, period = \"1s\" }\n\n[services.gateway]",
+        );
+        let err = Manifest::parse("g.toml", &text).unwrap_err();
+        assert!(err.message.contains("not the gateway"), "{err}");
+        assert_eq!(err.line, 20, "{err}");
+        // A zero rate, an unreadable period or an unknown key: refused at its line.
+        for bad in [
+            "per_client = { requests = 0, period = \"1s\" }",
+            "per_client = { requests = 5, period = \"soon\" }",
+            "per_client = { requests = 5, period = \"1s\", brust = 9 }",
+        ] {
+            let text = format!("{GOOD}\n[services.gateway.rate_limit]\n{bad}\n");
+            let err = Manifest::parse("g.toml", &text).unwrap_err();
+            assert_eq!(err.line, 25, "{bad}: {err}");
         }
     }
 

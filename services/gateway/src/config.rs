@@ -122,12 +122,13 @@ impl Default for RateLimit {
 }
 
 /// `requests` per `period`, with bursts of up to `burst` (GCRA).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub requests: NonZeroU32,
     #[serde(with = "humantime_serde")]
     pub period: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<NonZeroU32>,
 }
 
@@ -313,6 +314,7 @@ pub struct Route {
     /// Paths (after the prefix) that need no token: exact, or ending in `/*` for a subtree.
     pub public_paths: Vec<String>,
     /// Whole-request deadline, retries included, until the upstream's response headers.
+    /// Also the longest an upstream may pause in the middle of a response body.
     pub timeout: Duration,
     /// Extra attempts for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE).
     pub retries: u32,
