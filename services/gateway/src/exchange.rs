@@ -126,6 +126,8 @@ pub struct Outgoing<'a> {
     /// Without hop-by-hop headers; `Content-Length` and `Transfer-Encoding` are ignored (the
     /// length written is the body's own).
     pub headers: &'a HeaderMap,
+    /// Written after `headers`, in place of any of theirs with the same names.
+    pub added: &'a crate::headers::Added,
     pub body: &'a Bytes,
 }
 
@@ -219,6 +221,18 @@ fn finish(authority: &Authority, conn: Conn, reusable: bool) {
     }
 }
 
+/// One header line. Names and values cannot hold CR or LF (the `http` types refuse them), so
+/// a header cannot smuggle another line into the head.
+fn line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    let name = name.as_str().as_bytes();
+    let value = value.as_bytes();
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes the request head into `out`.
 fn encode(out: &mut Vec<u8>, authority: &Authority, request: &Outgoing<'_>) {
     out.clear();
@@ -233,17 +247,13 @@ fn encode(out: &mut Vec<u8>, authority: &Authority, request: &Outgoing<'_>) {
             had_length = true;
             continue;
         }
-        if name == header::TRANSFER_ENCODING {
+        if name == header::TRANSFER_ENCODING || crate::headers::Added::replaces(name) {
             continue;
         }
         has_host |= name == header::HOST;
-        // Names and values cannot hold CR or LF (the `http` types refuse them), so a header
-        // cannot smuggle another line into the head.
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        line(out, name, value);
     }
+    request.added.for_each(|name, value| line(out, name, value));
     if !has_host {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(host_of(authority).as_bytes());
@@ -338,7 +348,9 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Option<Head>
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // One more than the upstream sent: the gateway adds its request id on the way back, and
+    // a full map would grow (rehashing every entry) for it.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 1);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoded = false;
@@ -667,6 +679,9 @@ mod tests {
         let mut out = Vec::new();
         let body = Bytes::from_static(b"abc");
         let target = PathAndQuery::from_static("/p?q=1");
+        let client = "10.0.0.9".parse().unwrap();
+        let rid = HeaderValue::from_static("rid");
+        let added = crate::headers::Added::new(&headers, client, false, rid.clone(), None);
         encode(
             &mut out,
             &authority,
@@ -674,28 +689,37 @@ mod tests {
                 method: &Method::PUT,
                 target: &target,
                 headers: &headers,
+                added: &added,
                 body: &body,
             },
         );
+        // The trace context is new on every request: its 55 characters shown as TP.
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let at = text.find("traceparent: ").expect("a traceparent") + 13;
+        let text = format!("{}TP{}", &text[..at], &text[at + 55..]);
         assert_eq!(
-            String::from_utf8_lossy(&out),
-            "PUT /p?q=1 HTTP/1.1\r\nx-a: 1\r\nx-a: 2\r\nhost: 10.0.0.1\r\ncontent-length: 3\r\n\r\n"
+            text,
+            "PUT /p?q=1 HTTP/1.1\r\nx-a: 1\r\nx-a: 2\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\nx-request-id: rid\r\ntraceparent: TP\r\n\
+             host: 10.0.0.1\r\ncontent-length: 3\r\n\r\n"
         );
         let empty = Bytes::new();
+        let none = HeaderMap::new();
+        let added = crate::headers::Added::new(&none, client, false, rid, None);
         encode(
             &mut out,
             &Authority::from_static("up:8080"),
             &Outgoing {
                 method: &Method::GET,
                 target: &target,
-                headers: &HeaderMap::new(),
+                headers: &none,
+                added: &added,
                 body: &empty,
             },
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            "GET /p?q=1 HTTP/1.1\r\nhost: up:8080\r\n\r\n"
-        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("GET /p?q=1 HTTP/1.1\r\nx-forwarded-for: 10.0.0.9\r\n"));
+        assert!(text.ends_with("\r\nhost: up:8080\r\n\r\n"), "{text}");
         assert_eq!(itoa(0, &mut [0; 20]), b"0");
         assert_eq!(itoa(1234567, &mut [0; 20]), b"1234567");
     }

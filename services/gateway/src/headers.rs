@@ -67,16 +67,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The request id: the client's when it is sane, otherwise a new one (as every service does).
 pub use service_kit::http::request_id_from as request_id;
 
-/// The `traceparent` to send upstream: the caller's trace continued with a new parent id
+/// The `traceparent` to send upstream, given the caller's (`incoming`): the caller's trace continued with a new parent id
 /// (the gateway's own span), or a new trace when the caller sent none or a malformed one.
-pub fn traceparent(headers: &HeaderMap) -> HeaderValue {
+fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
     let mut rng = rand::thread_rng();
     let mut span = [0u8; 8];
     while span == [0; 8] {
         rng.fill_bytes(&mut span);
     }
-    let incoming = headers
-        .get(TRACEPARENT)
+    let incoming = incoming
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
     // version "-" trace-id (32) "-" parent-id (16) "-" flags (2), written in place: this runs
@@ -162,29 +161,97 @@ fn fresh_address_value(client: std::net::IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Adds the client to `X-Forwarded-For` and records the original scheme and host.
-pub fn forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, trust_incoming: bool) {
-    let previous = if trust_incoming {
-        headers
-            .get(X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    } else {
-        None
-    };
-    match previous {
-        Some(p) if !p.is_empty() => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{p}, {client}")) {
-                headers.insert(X_FORWARDED_FOR, v);
+/// The headers the gateway sets on a request on its way upstream: forwarding (RFC 7239's
+/// de facto `X-Forwarded-*` trio), the request id, the trace context and the verified
+/// identity. They replace any the client sent under the same names.
+///
+/// Kept beside the request's own headers rather than inserted into them: on the common path
+/// (`exchange`) they are written straight after the request's headers, which saves a hashed
+/// insert (and the map's growth) per header on every request.
+pub struct Added {
+    forwarded_for: HeaderValue,
+    forwarded_host: Option<HeaderValue>,
+    request_id: HeaderValue,
+    traceparent: HeaderValue,
+    identity: Option<[HeaderValue; 3]>,
+}
+
+/// The names [`Added`] sets, whatever the request held under them.
+const REPLACED: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    REQUEST_ID,
+    TRACEPARENT,
+];
+
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+impl Added {
+    /// What to add to `headers` for a request from `client`; the previous `X-Forwarded-For`
+    /// is extended only when `trust_incoming`. `identity` is (user, roles, session).
+    pub fn new(
+        headers: &HeaderMap,
+        client: std::net::IpAddr,
+        trust_incoming: bool,
+        request_id: HeaderValue,
+        identity: Option<[HeaderValue; 3]>,
+    ) -> Self {
+        // One pass of comparisons rather than a hashed look-up per name.
+        let (mut host, mut trace, mut previous) = (None, None, None);
+        for (name, value) in headers {
+            if name == header::HOST {
+                host.get_or_insert(value);
+            } else if name == TRACEPARENT {
+                trace.get_or_insert(value);
+            } else if trust_incoming && name == X_FORWARDED_FOR {
+                previous.get_or_insert(value);
             }
         }
-        _ => {
-            headers.insert(X_FORWARDED_FOR, address_value(client));
+        let forwarded_for = match previous.and_then(|v| v.to_str().ok()) {
+            Some(p) if !p.trim().is_empty() => HeaderValue::from_str(&format!("{p}, {client}"))
+                .unwrap_or_else(|_| address_value(client)),
+            _ => address_value(client),
+        };
+        Self {
+            forwarded_for,
+            forwarded_host: host.cloned(),
+            request_id,
+            traceparent: traceparent(trace),
+            identity,
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
+
+    /// Whether the request's own header `name` gives way to one of these.
+    pub fn replaces(name: &HeaderName) -> bool {
+        REPLACED.contains(name)
+    }
+
+    /// Every header to add, in the order written.
+    pub fn for_each(&self, mut write: impl FnMut(&HeaderName, &HeaderValue)) {
+        write(&X_FORWARDED_FOR, &self.forwarded_for);
+        write(&X_FORWARDED_PROTO, &HTTP);
+        if let Some(host) = &self.forwarded_host {
+            write(&X_FORWARDED_HOST, host);
+        }
+        write(&REQUEST_ID, &self.request_id);
+        write(&TRACEPARENT, &self.traceparent);
+        if let Some([user, roles, session]) = &self.identity {
+            write(&USER_ID, user);
+            write(&USER_ROLES, roles);
+            write(&SESSION_ID, session);
+        }
+    }
+
+    /// Puts these into `headers`, replacing the request's own (for requests sent through
+    /// hyper's client, which takes a whole header map).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in REPLACED {
+            headers.remove(name);
+        }
+        self.for_each(|name, value| {
+            headers.insert(name.clone(), value.clone());
+        });
     }
 }
 
@@ -199,7 +266,7 @@ mod tests {
             TRACEPARENT,
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let out = traceparent(&h);
+        let out = traceparent(h.get(TRACEPARENT));
         let out = out.to_str().unwrap();
         assert!(
             out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
@@ -209,13 +276,84 @@ mod tests {
         assert!(!out.contains("00f067aa0ba902b7"), "a new parent id: {out}");
 
         h.insert(TRACEPARENT, HeaderValue::from_static("00-0000-bad"));
-        let fresh = traceparent(&h);
+        let fresh = traceparent(h.get(TRACEPARENT));
         let parts: Vec<&str> = fresh.to_str().unwrap().split('-').collect();
         assert_eq!(parts.len(), 4);
         assert_eq!(parts[1].len(), 32);
         assert_eq!(parts[2].len(), 16);
         let all_zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
         assert_eq!(parse_traceparent(all_zero), None);
+    }
+
+    fn written(added: &Added) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        added.for_each(|n, v| out.push((n.to_string(), v.to_str().unwrap().to_owned())));
+        out
+    }
+
+    #[test]
+    fn added_headers_replace_the_clients_own_and_apply_sets_the_same() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(REQUEST_ID, HeaderValue::from_static("client-id"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let client: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        let identity = [
+            HeaderValue::from_static("u"),
+            HeaderValue::from_static("admin"),
+            HeaderValue::from_static("s"),
+        ];
+        let added = Added::new(
+            &h,
+            client,
+            false,
+            HeaderValue::from_static("rid"),
+            Some(identity),
+        );
+        let out = written(&added);
+        let get = |name: &str| {
+            let found: Vec<&str> = out
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "{name} once: {out:?}");
+            found[0].to_owned()
+        };
+        assert_eq!(get("x-forwarded-for"), "10.0.0.7", "not trusted: replaced");
+        assert_eq!(get("x-forwarded-host"), "api.example.com");
+        assert_eq!(get("x-forwarded-proto"), "http");
+        assert_eq!(get("x-request-id"), "rid");
+        assert_eq!(get("traceparent").len(), 55);
+        assert_eq!(get("x-user-roles"), "admin");
+        for (name, _) in &h {
+            let replaced = Added::replaces(name);
+            assert_eq!(replaced, name != header::HOST && name != "x-kept", "{name}");
+        }
+
+        // Trusted: the client's chain is extended.
+        let trusted = Added::new(&h, client, true, HeaderValue::from_static("rid"), None);
+        let out = written(&trusted);
+        assert!(out.contains(&("x-forwarded-for".into(), "6.6.6.6, 10.0.0.7".into())));
+        assert!(!out.iter().any(|(n, _)| n == "x-user-id"));
+
+        // Into a map: the same headers, each once, the client's gone, others kept.
+        let mut map = h.clone();
+        added.apply(&mut map);
+        for (name, value) in written(&added) {
+            let all: Vec<_> = map.get_all(name.as_str()).iter().collect();
+            assert_eq!(all, [value.as_str()], "{name}");
+        }
+        assert_eq!(map["x-kept"], "1");
+        // Without a Host, a client's X-Forwarded-Host does not pass as the gateway's.
+        let mut bare = HeaderMap::new();
+        bare.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        let added = Added::new(&bare, client, false, HeaderValue::from_static("r"), None);
+        added.apply(&mut bare);
+        assert!(!bare.contains_key(X_FORWARDED_HOST));
     }
 
     #[test]

@@ -238,22 +238,20 @@ impl Gateway {
                 request.headers_mut().remove(name);
             }
         }
-        // Room for what the gateway adds (identity, forwarding, request id, trace, host) in
-        // one growth rather than several.
-        request.headers_mut().reserve(8);
-
         // Edge authentication.
         let mut user = None;
+        let mut identity_headers = None;
         if let (Some(required), Some(keys)) = (needs_token, &self.keys) {
             match bearer(request.headers()) {
                 Some(Ok(token)) => {
                     match keys.verify(token).await {
                         Ok(identity) => {
-                            let h = request.headers_mut();
-                            h.insert(headers::USER_ID, identity.user_header);
-                            h.insert(headers::USER_ROLES, identity.roles_header);
-                            h.insert(headers::SESSION_ID, identity.session_header);
                             user = Some(identity.user);
+                            identity_headers = Some([
+                                identity.user_header,
+                                identity.roles_header,
+                                identity.session_header,
+                            ]);
                         }
                         Err(AuthError::KeysUnavailable) => return (
                             Problem::new(
@@ -317,14 +315,13 @@ impl Gateway {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::forwarded(
-            &mut parts.headers,
+        let added = headers::Added::new(
+            &parts.headers,
             client_ip,
             self.server.trust_forwarded_for,
+            id.clone(),
+            identity_headers,
         );
-        parts.headers.insert(headers::REQUEST_ID, id.clone());
-        let traceparent = headers::traceparent(&parts.headers);
-        parts.headers.insert(headers::TRACEPARENT, traceparent);
         let idempotent = parts.method.is_idempotent();
         let mut body = if http_body::Body::is_end_stream(&incoming) {
             Replay::Empty
@@ -382,6 +379,7 @@ impl Gateway {
                         method: &parts.method,
                         target: &path_and_query,
                         headers: &parts.headers,
+                        added: &added,
                         body: bytes,
                     };
                     let sent = exchange::send(authority, outgoing, self.server.connect_timeout);
@@ -394,6 +392,7 @@ impl Gateway {
                     *outgoing.method_mut() = parts.method.clone();
                     *outgoing.uri_mut() = Uri::from(path_and_query.clone());
                     *outgoing.headers_mut() = parts.headers.clone();
+                    added.apply(outgoing.headers_mut());
                     let sent = connections::send(authority, outgoing, self.server.connect_timeout);
                     tokio::time::timeout_at(deadline, sent).await.map(|r| {
                         r.map(|(response, lease)| (response.map(Either::Left), Some(lease)))

@@ -75,8 +75,15 @@ struct UpstreamState {
 
 fn header_map(headers: &HeaderMap) -> Value {
     let mut map = serde_json::Map::new();
+    // A header sent more than once shows as one value joined by ", ", so a test sees
+    // duplicates.
     for (k, v) in headers {
-        map.insert(k.as_str().to_owned(), json!(v.to_str().unwrap_or("?")));
+        let v = v.to_str().unwrap_or("?");
+        let joined = match map.get(k.as_str()).and_then(Value::as_str) {
+            Some(before) => format!("{before}, {v}"),
+            None => v.to_owned(),
+        };
+        map.insert(k.as_str().to_owned(), json!(joined));
     }
     Value::Object(map)
 }
