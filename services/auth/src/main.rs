@@ -41,7 +41,7 @@ enum Command {
 /// mimalloc rather than the system allocator: a request allocates and frees many small
 /// objects across worker threads, where glibc's allocator spent a tenth of the CPU time.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: service_kit::alloc::Mimalloc = service_kit::alloc::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

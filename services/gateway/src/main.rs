@@ -23,7 +23,7 @@ struct Cli {
 /// mimalloc rather than the system allocator: proxying allocates and frees many small
 /// objects across worker threads.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: service_kit::alloc::Mimalloc = service_kit::alloc::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

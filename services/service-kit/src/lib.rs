@@ -6,6 +6,7 @@
 //! **Boundary:** this crate knows HTTP (axum), PostgreSQL (sqlx) and Redis, and nothing about
 //! Docker or any one service's domain.
 
+pub mod alloc;
 pub mod config;
 pub mod email;
 pub mod extract;
