@@ -89,7 +89,7 @@ struct ThreadCache {
 /// Flooding attacks need keys of the attacker's choosing in the table; only tokens that
 /// passed verification are ever inserted, and the seed is random per process.
 type ThreadTokens = quick_cache::unsync::Cache<
-    Box<str>,
+    Box<[u8]>,
     Identity,
     quick_cache::UnitWeighter,
     foldhash::fast::RandomState,
@@ -117,7 +117,7 @@ pub struct KeySet {
     keys: Mutex<Option<Jwks>>,
     last_fetch: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
-    verified: quick_cache::sync::Cache<Box<str>, Arc<Identity>>,
+    verified: quick_cache::sync::Cache<Box<[u8]>, Arc<Identity>>,
     id: u64,
     /// Bumped whenever the key set changes: threads then forget what they remembered.
     generation: AtomicU64,
@@ -230,14 +230,17 @@ impl KeySet {
         self.fetch().await.is_ok()
     }
 
-    /// The identity a token proves, verifying it unless it was verified before.
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// The identity a token proves, verifying it unless it was verified before. The token
+    /// is taken as bytes: a remembered one is found by its exact bytes, and only one not seen
+    /// before is checked as text.
+    pub async fn verify(&self, token: &[u8]) -> Result<Identity, AuthError> {
         let now = chrono_now();
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(found) = self.thread_get(token, generation) {
             return self.unless_expired(token, found, now);
         }
-        let shared = self.verify_shared(token, now, generation).await?;
+        let text = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?;
+        let shared = self.verify_shared(text, now, generation).await?;
         let identity = shared.detached()?;
         if self.generation.load(Ordering::Acquire) == generation {
             self.thread_put(token, generation, identity.clone());
@@ -248,7 +251,7 @@ impl KeySet {
     /// A remembered identity while its token is live; an expired one is forgotten.
     fn unless_expired<I: std::borrow::Borrow<Identity>>(
         &self,
-        token: &str,
+        token: &[u8],
         found: I,
         now: i64,
     ) -> Result<I, AuthError> {
@@ -259,7 +262,7 @@ impl KeySet {
         Err(TokenError::Expired.into())
     }
 
-    fn thread_get(&self, token: &str, generation: u64) -> Option<Identity> {
+    fn thread_get(&self, token: &[u8], generation: u64) -> Option<Identity> {
         THREAD.with(|cache| {
             let cache = cache.try_borrow().ok()?;
             let cache = cache.as_ref()?;
@@ -270,7 +273,7 @@ impl KeySet {
         })
     }
 
-    fn thread_put(&self, token: &str, generation: u64, identity: Identity) {
+    fn thread_put(&self, token: &[u8], generation: u64, identity: Identity) {
         THREAD.with(|cache| {
             let Ok(mut cache) = cache.try_borrow_mut() else {
                 return;
@@ -298,8 +301,8 @@ impl KeySet {
         now: i64,
         generation: u64,
     ) -> Result<Arc<Identity>, AuthError> {
-        if let Some(identity) = self.verified.get(token) {
-            return self.unless_expired(token, identity, now);
+        if let Some(identity) = self.verified.get(token.as_bytes()) {
+            return self.unless_expired(token.as_bytes(), identity, now);
         }
         let verifier = self
             .verifier
@@ -328,7 +331,8 @@ impl KeySet {
             exp: claims.exp,
         });
         if self.generation.load(Ordering::Acquire) == generation {
-            self.verified.insert(token.into(), Arc::clone(&identity));
+            self.verified
+                .insert(token.as_bytes().into(), Arc::clone(&identity));
         }
         Ok(identity)
     }

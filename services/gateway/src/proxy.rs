@@ -567,24 +567,23 @@ fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_fo
     forwarded.unwrap_or(peer.ip())
 }
 
-/// The token of an `Authorization: Bearer` header; `Err` when the header is there but is not
-/// a bearer token.
-fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, &'static str>> {
-    let value = headers.get(header::AUTHORIZATION)?;
-    // UTF-8 rather than `to_str`'s visible-ASCII check: the check goes byte by byte over a
-    // token of hundreds, where UTF-8 validation takes ASCII in wide strides. A token that is
-    // not ASCII still fails, at verification.
-    let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
-        return Some(Err("the Authorization header is not text"));
+/// The token of an `Authorization: Bearer` header, as bytes; `Err` when the header is there
+/// but is not a bearer token.
+///
+/// Not checked as text here: a token is hundreds of bytes, and the verifier's cache answers
+/// for the exact bytes it verified, so only a token it has not seen is checked, once, when it
+/// is verified (`KeySet::verify`).
+fn bearer(headers: &http::HeaderMap) -> Option<Result<&[u8], &'static str>> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    const SCHEME: &[u8] = b"bearer ";
+    let token = match value.split_at_checked(SCHEME.len()) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
+        _ => return Some(Err("the Authorization header is not a bearer token")),
     };
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Some(Ok(token.trim()))
-        }
-        _ => Some(Err("the Authorization header is not a bearer token")),
+    if token.is_empty() {
+        return Some(Err("the Authorization header is not a bearer token"));
     }
+    Some(Ok(token))
 }
 
 fn unauthorized(why: &str) -> Response<Body> {
@@ -760,5 +759,25 @@ impl Drop for Tracked {
                 lease.release(&self.attempt.upstream().url.authority);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_found_in_any_case_of_the_scheme_and_trimmed() {
+        let with = |value: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            bearer(&h).map(|r| r.map(<[u8]>::to_vec))
+        };
+        assert_eq!(with("Bearer abc.def"), Some(Ok(b"abc.def".to_vec())));
+        assert_eq!(with("bEaReR   abc  "), Some(Ok(b"abc".to_vec())));
+        for bad in ["Basic abc", "Bearer", "Bearer    ", "Bearerabc", ""] {
+            assert!(matches!(with(bad), Some(Err(_))), "{bad:?}");
+        }
+        assert_eq!(bearer(&http::HeaderMap::new()), None);
     }
 }

@@ -143,6 +143,36 @@ async fn tampered_expired_and_wrong_audience_tokens_are_refused() {
             "urn:gravity:problem:unauthenticated"
         );
     }
+    // Not a bearer token at all, or bytes that are not text where the token should be.
+    let mut genuine_but_latin1 = format!("Bearer {token}").into_bytes();
+    genuine_but_latin1.push(0xe9);
+    for (what, header) in [
+        (
+            "basic",
+            reqwest::header::HeaderValue::from_static("Basic dXNlcjpwdw=="),
+        ),
+        (
+            "no token",
+            reqwest::header::HeaderValue::from_static("Bearer "),
+        ),
+        (
+            "not text",
+            reqwest::header::HeaderValue::from_bytes(&genuine_but_latin1).unwrap(),
+        ),
+    ] {
+        let response = gw
+            .http
+            .get(gw.url("/api/me"))
+            .header(reqwest::header::AUTHORIZATION, header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        assert_eq!(
+            problem(response).await["type"],
+            "urn:gravity:problem:unauthenticated"
+        );
+    }
     assert_eq!(up.hits(), 0, "nothing refused reached the upstream");
 
     // The genuine token still works, and again from the cache.
