@@ -110,6 +110,17 @@ pub async fn tick_forever() {
     }
 }
 
+/// The time at the calling thread's last tick, where it ticks (at most `TICK` old); the
+/// clock elsewhere. For what a quarter second does not matter to (idle connections' ages)
+/// and is read on every request.
+pub fn now() -> Instant {
+    DEADLINES
+        .try_with(|d| d.try_borrow().ok().filter(|d| d.ticking).map(|d| d.now))
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now)
+}
+
 /// A `hyper::rt::Timer` whose deadlines are kept by the serving thread (see the module).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CoarseTimer;
@@ -132,11 +143,7 @@ impl hyper::rt::Timer for CoarseTimer {
     /// tick that notices it comes up to a tick late; within a tick of the exact time either
     /// way, which a header timeout of seconds does not feel.
     fn now(&self) -> Instant {
-        DEADLINES
-            .try_with(|d| d.try_borrow().ok().filter(|d| d.ticking).map(|d| d.now))
-            .ok()
-            .flatten()
-            .unwrap_or_else(Instant::now)
+        now()
     }
 }
 

@@ -147,7 +147,7 @@ impl Lease {
         if self.sender.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let now = crate::coarse_timer::now();
         // `try_with`: a lease dropped while the thread's storage is being torn down just
         // closes its connection.
         let _ = IDLE.try_with(|idle| {

@@ -100,7 +100,8 @@ fn release(authority: &Authority, mut conn: Conn) {
     if conn.write.capacity() > KEEP_BUFFER {
         conn.write = Vec::new();
     }
-    let now = Instant::now();
+    // An idle connection's age needs no precision finer than the tick.
+    let now = crate::coarse_timer::now();
     // `try_with`: a connection released while the thread's storage is being torn down is
     // just closed.
     let _ = IDLE.try_with(|idle| {

@@ -348,7 +348,8 @@ impl Gateway {
 
         // From now: the time the client took to send its body, or a key refetch, is not the
         // upstream's to answer for.
-        let deadline = tokio::time::Instant::now() + route.config.timeout;
+        let sent_at = Instant::now();
+        let deadline = tokio::time::Instant::from_std(sent_at) + route.config.timeout;
         // A request is sent again only when repeating it is harmless (RFC 9110 §9.2.2) and
         // its body can be sent again.
         let max_attempts = if idempotent && body.replayable() {
@@ -362,7 +363,13 @@ impl Gateway {
         let mut attempts = 0;
         let mut last_upstream = None;
         loop {
-            let (index, mut attempt) = match route.pool.pick(&tried[..attempts], Instant::now()) {
+            // The first attempt picks at the time just read; a retry reads the clock again.
+            let now = if attempts == 0 {
+                sent_at
+            } else {
+                Instant::now()
+            };
+            let (index, mut attempt) = match route.pool.pick(&tried[..attempts], now) {
                 Ok(picked) => picked,
                 Err(why) => return (unavailable(why), last_upstream),
             };
@@ -393,7 +400,13 @@ impl Gateway {
                     *outgoing.uri_mut() = Uri::from(path_and_query.clone());
                     *outgoing.headers_mut() = parts.headers.clone();
                     added.apply(outgoing.headers_mut());
-                    let sent = connections::send(authority, outgoing, self.server.connect_timeout);
+                    // Boxed: the rarer path, whose future would otherwise enlarge (and make
+                    // dearer to move) the future of every request.
+                    let sent = Box::pin(connections::send(
+                        authority,
+                        outgoing,
+                        self.server.connect_timeout,
+                    ));
                     tokio::time::timeout_at(deadline, sent).await.map(|r| {
                         r.map(|(response, lease)| (response.map(Either::Left), Some(lease)))
                     })
@@ -409,7 +422,7 @@ impl Gateway {
                     } else {
                         Outcome::Success
                     };
-                    upstream.finish(&mut attempt, outcome, Instant::now());
+                    upstream.finish_now(&mut attempt, outcome);
                     let retriable = matches!(
                         status,
                         StatusCode::BAD_GATEWAY
@@ -444,11 +457,11 @@ impl Gateway {
                 }
                 Ok(Err(e)) => {
                     if is_length_limit(&e) {
-                        upstream.finish(&mut attempt, Outcome::Success, Instant::now());
+                        upstream.finish_now(&mut attempt, Outcome::Success);
                         return (too_large(limit), last_upstream);
                     }
                     counters.attempt(0);
-                    upstream.finish(&mut attempt, Outcome::ConnectionError, Instant::now());
+                    upstream.finish_now(&mut attempt, Outcome::ConnectionError);
                     if can_retry && route.budget.withdraw() {
                         route.metrics.retried();
                         continue;
@@ -467,7 +480,7 @@ impl Gateway {
                 }
                 Err(_) => {
                     counters.attempt(0);
-                    upstream.finish(&mut attempt, Outcome::ConnectionError, Instant::now());
+                    upstream.finish_now(&mut attempt, Outcome::ConnectionError);
                     return (
                         Problem::new(
                             StatusCode::GATEWAY_TIMEOUT,

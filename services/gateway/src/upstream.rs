@@ -213,7 +213,20 @@ impl Upstream {
         })
     }
 
-    /// Records how an attempt went.
+    /// Records how an attempt went, now. The common case (a success while nothing is wrong)
+    /// records nothing, and so reads no clock.
+    pub fn finish_now(&self, attempt: &mut Attempt, outcome: Outcome) {
+        if !attempt.done
+            && outcome == Outcome::Success
+            && !attempt.trial
+            && self.all_clear.load(Ordering::Relaxed)
+        {
+            attempt.done = true;
+            return;
+        }
+        self.finish(attempt, outcome, Instant::now());
+    }
+
     /// Records how an attempt went. The attempt still counts as in flight (for
     /// least-connections) until it is dropped, when the response body has been sent.
     pub fn finish(&self, attempt: &mut Attempt, outcome: Outcome, now: Instant) {
