@@ -426,7 +426,9 @@ impl Manifest {
                             .get_ref()
                             .chars()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                    let reserved = ["postgres", "template0", "template1"]
+                    // The service's role is named after its database: `public` and `none`
+                    // are role names PostgreSQL refuses.
+                    let reserved = ["postgres", "template0", "template1", "public", "none"]
                         .contains(&db.get_ref().as_str())
                         || db.get_ref().starts_with("pg_");
                     if reserved {
@@ -785,7 +787,7 @@ depends_on = ["auth"]
         )
         .unwrap_err();
         assert!(err.message.contains("depends on itself"), "{err}");
-        for reserved in ["postgres", "template1", "pg_catalog"] {
+        for reserved in ["postgres", "template1", "pg_catalog", "public", "none"] {
             let err = Manifest::parse(
                 "g.toml",
                 &GOOD.replace("database = \"auth\"", &format!("database = \"{reserved}\"")),

@@ -35,6 +35,11 @@ const FIRST_PORT: u16 = 8001;
 /// runs or will run, the workspace's own folders and crates, and names Cargo refuses.
 const RESERVED: &[(&str, &str)] = &[
     ("postgres", "the platform's PostgreSQL"),
+    ("template0", "a PostgreSQL template database"),
+    ("template1", "a PostgreSQL template database"),
+    ("public", "a role name PostgreSQL refuses"),
+    ("none", "a role name PostgreSQL refuses"),
+    ("gateway", "the platform's API gateway"),
     ("redis", "the platform's Redis"),
     ("rabbitmq", "the platform's message broker"),
     ("prometheus", "the platform's metrics store"),
@@ -179,6 +184,13 @@ pub fn parse_name(raw: &str) -> Result<ServiceName, NewError> {
             why,
         });
     }
+    // A service's database and role are named after it, and PostgreSQL keeps `pg_` names.
+    if name.as_str().starts_with("pg-") {
+        return Err(NewError::Reserved {
+            name: name.to_string(),
+            why: "PostgreSQL (its database and role would start with pg_)",
+        });
+    }
     if KEYWORDS.contains(&name.as_str()) {
         return Err(NewError::Reserved {
             name: name.to_string(),
@@ -313,6 +325,15 @@ pub fn plan(
             message,
         }
     })?;
+    // The edited file must load as gravity.toml does on `up`: whatever the checks above do
+    // not know about is refused here, before anything is written.
+    let gravity_after = gravity.to_string();
+    crate::manifest::Manifest::parse(&gravity_toml.display().to_string(), &gravity_after).map_err(
+        |error| NewError::Edit {
+            file: gravity_toml.display().to_string(),
+            message: format!("the edited file would not load:\n{error}"),
+        },
+    )?;
     edits.push(Edit {
         summary: match &route {
             Some(prefix) => format!(
@@ -323,7 +344,7 @@ pub fn plan(
         },
         path: gravity_toml.to_path_buf(),
         before: gravity_before,
-        after: gravity.to_string(),
+        after: gravity_after,
     });
     Ok(Plan {
         name,
@@ -690,6 +711,12 @@ mod tests {
             "test",
             "build",
             "gravity",
+            "gateway",
+            "cli",
+            "template1",
+            "public",
+            "none",
+            "pg-stats",
         ] {
             assert!(
                 matches!(parse_name(reserved), Err(NewError::Reserved { .. })),
@@ -862,6 +889,30 @@ mod tests {
         // The name is now taken, in every way it can be.
         let again = plan_again(&dir, "user-profiles");
         assert!(matches!(again, Err(NewError::Taken { .. })), "{again:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_next_free_port_skips_the_manifests_and_any_held_on_this_machine() {
+        let (dir, project) = workspace(PLATFORM);
+        let toml = dir.join("gravity.toml");
+        let first = plan(&project, &toml, &request("billing"), now())
+            .unwrap()
+            .port;
+        assert!(first.get() >= FIRST_PORT);
+        assert!(![8000, 8080, 55432].contains(&first.get()));
+        // Something else on this machine starts listening there: the next plan moves on.
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, first.get())).unwrap();
+        let next = plan(&project, &toml, &request("billing"), now())
+            .unwrap()
+            .port;
+        assert!(
+            next.get() > first.get(),
+            "{} after {}",
+            next.get(),
+            first.get()
+        );
+        drop(held);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1074,6 +1074,17 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
 
     let up = p.gravity(&["up", "--json", "--timeout", "300"]);
     assert!(up.status.success(), "{}", text(&up));
+    let row = p
+        .ps()
+        .into_iter()
+        .find(|r| r["resource"] == "inventory")
+        .expect("gravity ps lists the new service");
+    assert_eq!(row["state"], "running", "{row}");
+    assert_eq!(row["port"], p.accounts, "{row}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/health/ready", p.accounts))
+        .await
+        .expect("the new service's readiness");
+    assert_eq!(ready.status(), 200, "healthy: its database answers");
     let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
     let client = reqwest::Client::new();
     let token = &p.token_through_gateway(&client, "stock@example.com").await;
