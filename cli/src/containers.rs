@@ -38,6 +38,11 @@ pub struct ContainerPlan {
     /// A named volume and where it is mounted.
     pub volume: Option<(String, String)>,
     pub healthcheck: Vec<String>,
+    /// A second container port, published on an ephemeral loopback port (the gateway's
+    /// admin listener). Left out of the hash when absent, so other containers' hashes are
+    /// what they were before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
     pub network: String,
     #[serde(skip)]
     pub labels: HashMap<String, String>,
@@ -105,7 +110,11 @@ impl ContainerPlan {
             env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             cmd: self.cmd.clone(),
             labels: Some(labels),
-            exposed_ports: Some(vec![port_key.clone()]),
+            exposed_ports: Some(
+                std::iter::once(port_key.clone())
+                    .chain(self.admin_port.map(|p| format!("{p}/tcp")))
+                    .collect(),
+            ),
             healthcheck: Some(HealthConfig {
                 test: Some(self.healthcheck.clone()),
                 interval: Some(secs(2)),
@@ -116,13 +125,19 @@ impl ContainerPlan {
             }),
             host_config: Some(HostConfig {
                 // Published on loopback only: a development platform is not for the network.
-                port_bindings: Some(HashMap::from([(
-                    port_key,
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".to_owned()),
-                        host_port: Some(self.host_port.to_string()),
-                    }]),
-                )])),
+                port_bindings: Some(
+                    std::iter::once((port_key, self.host_port.to_string()))
+                        // An empty host port: the engine picks a free one.
+                        .chain(self.admin_port.map(|p| (format!("{p}/tcp"), String::new())))
+                        .map(|(key, host_port)| {
+                            let binding = PortBinding {
+                                host_ip: Some("127.0.0.1".to_owned()),
+                                host_port: Some(host_port),
+                            };
+                            (key, Some(vec![binding]))
+                        })
+                        .collect(),
+                ),
                 binds: self
                     .volume
                     .as_ref()

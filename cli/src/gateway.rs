@@ -4,7 +4,8 @@
 //! through the platform's Redis when it depends on it.
 //!
 //! The configuration reaches the container as `GATEWAY_CONFIG_TOML`; a changed route changes
-//! the container's spec, so `gravity up` recreates the gateway alone.
+//! the container's spec, so `gravity up` recreates the gateway alone. Its admin listener is
+//! published on the host's loopback for `gravity status`, behind the platform's admin token.
 
 use crate::{
     manifest::{Manifest, ServiceName, ServiceSpec},
@@ -13,8 +14,11 @@ use crate::{
 
 pub const GATEWAY_CRATE: &str = "gateway";
 const AUTH_CRATE: &str = "auth";
-/// Inside the container only; the admin listener is not published.
-const ADMIN_LISTEN: &str = "127.0.0.1:9080";
+/// The admin listener's port in the container. It is published on an ephemeral port of the
+/// host's loopback only, and `/admin/*` there needs the platform's admin token (from its
+/// secrets file, as `GATEWAY_ADMIN_TOKEN`), so neither the network nor the platform's other
+/// containers can use it.
+pub const ADMIN_PORT: u16 = 9080;
 
 pub fn is_gateway(spec: &ServiceSpec) -> bool {
     spec.crate_name == GATEWAY_CRATE
@@ -33,7 +37,10 @@ pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
         "listen".into(),
         Value::String(format!("0.0.0.0:{}", spec.port.get())),
     );
-    server.insert("admin_listen".into(), Value::String(ADMIN_LISTEN.into()));
+    server.insert(
+        "admin_listen".into(),
+        Value::String(format!("0.0.0.0:{ADMIN_PORT}")),
+    );
     server.insert("health_path".into(), Value::String(spec.health.clone()));
     server.insert("metrics_path".into(), Value::String("/metrics".into()));
     doc.insert("server".into(), Value::Table(server));

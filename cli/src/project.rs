@@ -208,6 +208,13 @@ impl Project {
         self.secrets_path().exists()
     }
 
+    /// The platform's secrets as they are on disk, without creating any: for commands that
+    /// only look (`gravity status`).
+    pub fn existing_secrets(&self) -> Option<Secrets> {
+        let text = std::fs::read_to_string(self.secrets_path()).ok()?;
+        toml::from_str(&text).ok()
+    }
+
     /// The platform's local secrets, created on first use (file mode 0600).
     pub fn secrets(&self) -> Result<Secrets, ProjectError> {
         let path = self.secrets_path();
@@ -238,8 +245,19 @@ impl Project {
                 }
             }
         }
+        if secrets.gateway_admin_token.is_empty()
+            && self
+                .manifest
+                .services
+                .values()
+                .any(crate::gateway::is_gateway)
+        {
+            secrets.gateway_admin_token = random_password();
+            changed = true;
+        }
         let all_safe = std::iter::once(&secrets.postgres_password)
             .chain(secrets.roles.values())
+            .chain(Some(&secrets.gateway_admin_token).filter(|t| !t.is_empty()))
             .all(|p| p.len() >= 16 && p.chars().all(|c| c.is_ascii_alphanumeric()));
         if !all_safe {
             return Err(ProjectError::Secrets {
@@ -263,6 +281,9 @@ pub struct Secrets {
     /// Each service's database role password, by database (= role) name.
     #[serde(default)]
     pub roles: BTreeMap<String, String>,
+    /// The bearer token of the gateway's admin endpoints (`gravity status` reads them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway_admin_token: String,
 }
 
 impl Secrets {

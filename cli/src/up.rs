@@ -321,6 +321,12 @@ pub fn service_env(
             "GATEWAY_CONFIG_TOML".to_owned(),
             crate::gateway::config(&project.manifest, name),
         );
+        if !secrets.gateway_admin_token.is_empty() {
+            env.insert(
+                "GATEWAY_ADMIN_TOKEN".to_owned(),
+                secrets.gateway_admin_token.clone(),
+            );
+        }
     }
     for (k, v) in &spec.env {
         env.insert(k.clone(), v.clone());
@@ -490,6 +496,7 @@ async fn run_infra(
             host_port: port,
             volume: Some((volume, volume_path.to_owned())),
             healthcheck,
+            admin_port: None,
             network: ctx.project.network_name(),
             labels: ctx.project.labels(Some(resource)),
         };
@@ -616,6 +623,8 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             host_port: spec.port.get(),
             volume: None,
             healthcheck: infra::http_healthcheck(spec.port.get(), &spec.health),
+            // The gateway's admin listener, on an ephemeral loopback port for the dashboard.
+            admin_port: crate::gateway::is_gateway(&spec).then_some(crate::gateway::ADMIN_PORT),
             network: ctx.project.network_name(),
             labels: ctx.project.labels(Some(&name)),
         };

@@ -160,6 +160,26 @@ REDIS_KEY_PREFIX = "accounts:"
         outcomes
     }
 
+    /// The loopback port the engine published `resource`'s gateway admin listener on.
+    async fn admin_port(&self, resource: &str) -> u16 {
+        let engine = Engine::connect().await.expect("the Docker Engine");
+        let inspect = engine
+            .api()
+            .inspect_container(&format!("{}-{resource}", self.name), None)
+            .await
+            .expect("the container");
+        let ports = inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default();
+        ports
+            .get("9080/tcp")
+            .cloned()
+            .flatten()
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok()))
+            .unwrap_or_else(|| panic!("9080/tcp published: {ports:?}"))
+    }
+
     fn ps(&self) -> Vec<Value> {
         let out = self.gravity(&["ps", "--json"]);
         assert!(out.status.success(), "{}", text(&out));
@@ -561,6 +581,38 @@ depends_on = ["auth", "redis"]
                 && l.contains("status=\"401\"")),
         "refused requests never reached the auth service:\n{metrics}"
     );
+
+    // The dashboard reads the gateway's admin endpoint: routes, upstream health, breakers.
+    let status = p.gravity(&["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let snapshot: Value = serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    let gateway = &snapshot["gateways"][0];
+    assert_eq!(gateway["service"], "gateway", "{snapshot}");
+    assert!(gateway["error"].is_null(), "{gateway}");
+    assert_eq!(gateway["keys_loaded"], true, "{gateway}");
+    assert_eq!(gateway["rate_limit_backend"], "redis", "{gateway}");
+    let auth_route = gateway["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["name"] == "auth"))
+        .unwrap_or_else(|| panic!("the auth route: {gateway}"));
+    assert_eq!(auth_route["prefix"], "/auth");
+    let upstream = &auth_route["upstreams"][0];
+    assert!(
+        upstream["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://auth:")),
+        "{upstream}"
+    );
+    assert_eq!(upstream["healthy"], true, "{upstream}");
+    assert_eq!(upstream["breaker"], "closed", "{upstream}");
+    // Published on loopback, but not open: without the platform's admin token it refuses.
+    let port = p.admin_port("gateway").await;
+    let refused = client
+        .get(format!("http://127.0.0.1:{port}/admin/routes"))
+        .send()
+        .await
+        .expect("the admin endpoint answers");
+    assert_eq!(refused.status(), 401);
 
     // A second up leaves the gateway and the infrastructure alone. The auth binaries are
     // not compared here: tests running beside this one build the auth crate without the
@@ -1055,18 +1107,30 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         edited
     );
 
+    // A kebab-case name, on the next free port: its crate, library and database names all
+    // differ, and the template must compile under each.
+    let second = p.gravity(&["new", "service", "product-catalog"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let edited = std::fs::read_to_string(workspace.join("gravity.toml")).unwrap();
+    assert!(
+        edited.contains("[services.product-catalog]") && edited.contains("\"product_catalog\""),
+        "{edited}"
+    );
+
     for args in [
         &["fmt", "--all", "--check"][..],
         &[
             "clippy",
             "-p",
             "inventory",
+            "-p",
+            "product-catalog",
             "--all-targets",
             "--",
             "-D",
             "warnings",
         ][..],
-        &["test", "-p", "inventory"][..],
+        &["test", "-p", "inventory", "-p", "product-catalog"][..],
     ] {
         let out = cargo_in(&workspace, args);
         assert!(out.status.success(), "cargo {args:?}:\n{}", text(&out));
@@ -1140,6 +1204,22 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         .await
         .expect("a page");
     assert_eq!(listed["total"], 1);
+    let mut catalog = None;
+    for _ in 0..40 {
+        let r = client
+            .get(gw("/product-catalog/api/v1/items"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the second new service through the gateway");
+        if r.status() == 200 {
+            catalog = Some(r.json::<Value>().await.expect("a page"));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let catalog = catalog.expect("product-catalog answers through the gateway");
+    assert_eq!(catalog["total"], 0, "its own database: {catalog}");
 
     // Its own database: the auth service's role cannot even connect to it.
     let role = |name: &str| {

@@ -10,9 +10,10 @@ use std::{
 use bollard::query_parameters::StatsOptions;
 use futures_util::StreamExt as _;
 
-use super::model::{Row, Snapshot};
+use super::model::{Gateway, Row, Snapshot};
 use crate::{
     engine::{resource_of, Engine},
+    gateway::{is_gateway, ADMIN_PORT},
     project::Project,
 };
 
@@ -140,6 +141,54 @@ impl Collector {
             }))
             .await;
 
+        // Each running gateway's admin endpoint, on the loopback port the engine published.
+        let gateways: Vec<(String, Option<u16>)> = wanted
+            .iter()
+            .zip(&details)
+            .filter(|((resource, kind, _), _)| {
+                *kind == "service"
+                    && self
+                        .project
+                        .manifest
+                        .services
+                        .iter()
+                        .any(|(n, s)| n.as_str() == resource && is_gateway(s))
+            })
+            .filter_map(|((resource, _, _), (_, inspect, _))| {
+                let inspect = inspect.as_ref()?;
+                inspect.state.as_ref()?.running.filter(|r| *r)?;
+                Some((resource.clone(), admin_port(inspect)))
+            })
+            .collect();
+        if !gateways.is_empty() {
+            let token = self
+                .project
+                .existing_secrets()
+                .map(|s| s.gateway_admin_token)
+                .unwrap_or_default();
+            snapshot.gateways =
+                futures_util::future::join_all(gateways.into_iter().map(|(service, port)| {
+                    let http = self.http.clone();
+                    let token = token.clone();
+                    async move {
+                        let mut view = match port {
+                            Some(port) => admin_routes(&http, port, &token).await,
+                            None => Gateway {
+                                error: Some(
+                                    "its admin endpoint is not published (a container from an \
+                                     older gravity): run `gravity up` to recreate it"
+                                        .to_owned(),
+                                ),
+                                ..Gateway::default()
+                            },
+                        };
+                        view.service = service;
+                        view
+                    }
+                }))
+                .await;
+        }
+
         for (((resource, kind, port), (id, inspect, stats)), histogram) in
             wanted.into_iter().zip(details).zip(metrics)
         {
@@ -206,6 +255,50 @@ impl Collector {
             snapshot.rows.push(row);
         }
         snapshot
+    }
+}
+
+/// The host port the engine published the gateway's admin listener on.
+fn admin_port(inspect: &bollard::models::ContainerInspectResponse) -> Option<u16> {
+    inspect
+        .network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&format!("{ADMIN_PORT}/tcp"))?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
+/// A gateway's routes, upstream health and breakers, from its admin endpoint.
+async fn admin_routes(http: &reqwest::Client, port: u16, token: &str) -> Gateway {
+    let failed = |e: String| Gateway {
+        error: Some(e),
+        ..Gateway::default()
+    };
+    let response = match http
+        .get(format!("http://127.0.0.1:{port}/admin/routes"))
+        .bearer_auth(token)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return failed(format!("its admin endpoint did not answer: {e}")),
+    };
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return failed(
+            "its admin endpoint refused the platform's admin token (secrets file changed?): \
+             run `gravity up` to recreate it"
+                .to_owned(),
+        );
+    }
+    if !response.status().is_success() {
+        return failed(format!("its admin endpoint answered {}", response.status()));
+    }
+    match response.json::<Gateway>().await {
+        Ok(view) => view,
+        Err(e) => failed(format!("its admin endpoint's answer is not readable: {e}")),
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the dashboard shows: one `Row` per resource, gathered into a `Snapshot`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One resource of the platform as it is now.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -55,6 +55,70 @@ pub struct Snapshot {
     /// Why the engine could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Each running gateway's routes, upstream health and breakers, from its admin endpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<Gateway>,
+}
+
+/// One gateway as its admin endpoint (`/admin/routes`) describes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Gateway {
+    /// The gateway's service name (not in the endpoint's answer: set by the collector).
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub rate_limit_backend: String,
+    pub keys_loaded: Option<bool>,
+    pub reload_error: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<GatewayRoute>,
+    /// Why the endpoint could not be read (set by the collector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GatewayRoute {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub access: String,
+    #[serde(default)]
+    pub upstreams: Vec<GatewayUpstream>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GatewayUpstream {
+    pub url: String,
+    pub healthy: bool,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    pub ejected_for_ms: Option<u64>,
+    #[serde(default)]
+    pub in_flight: usize,
+}
+
+impl GatewayUpstream {
+    /// Whether requests reach it now.
+    pub fn is_serving(&self) -> bool {
+        self.healthy && self.breaker != "open" && self.ejected_for_ms.is_none()
+    }
+
+    /// Its state in words: `serving`, `UNHEALTHY`, `EJECTED 3s`, `BREAKER OPEN`,
+    /// `half-open` (so it reads without colour too).
+    pub fn state_words(&self) -> String {
+        if !self.healthy {
+            "UNHEALTHY".to_owned()
+        } else if let Some(ms) = self.ejected_for_ms {
+            format!("EJECTED {}s", ms.div_ceil(1000))
+        } else {
+            match self.breaker.as_str() {
+                "open" => "BREAKER OPEN".to_owned(),
+                "half_open" => "half-open".to_owned(),
+                _ => "serving".to_owned(),
+            }
+        }
+    }
 }
 
 /// `1h02m`, `45s`.
@@ -115,6 +179,45 @@ pub fn table(snapshot: &Snapshot) -> String {
                 .unwrap_or_else(dash),
             r.p99_ms.map(|v| format!("{v:.1}ms")).unwrap_or_else(dash),
         ));
+    }
+    for g in &snapshot.gateways {
+        out.push_str(&format!(
+            "\n{}: {} route(s), limits {}{}\n",
+            g.service,
+            g.routes.len(),
+            if g.rate_limit_backend.is_empty() {
+                "-"
+            } else {
+                &g.rate_limit_backend
+            },
+            match g.keys_loaded {
+                Some(true) => ", token keys loaded",
+                Some(false) => ", token keys NOT LOADED",
+                None => "",
+            }
+        ));
+        if let Some(e) = g.error.as_ref().or(g.reload_error.as_ref()) {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        if !g.routes.is_empty() {
+            out.push_str(&format!(
+                "  {:<14} {:<18} {:<9} {:<28} {:<13} {:>9}\n",
+                "ROUTE", "PREFIX", "ACCESS", "UPSTREAM", "STATE", "IN FLIGHT"
+            ));
+        }
+        for r in &g.routes {
+            for u in &r.upstreams {
+                out.push_str(&format!(
+                    "  {:<14} {:<18} {:<9} {:<28} {:<13} {:>9}\n",
+                    r.name,
+                    r.prefix,
+                    r.access,
+                    u.url,
+                    u.state_words(),
+                    u.in_flight
+                ));
+            }
+        }
     }
     if let Some(e) = &snapshot.error {
         out.push_str(&format!("error: {e}\n"));

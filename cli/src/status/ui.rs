@@ -28,9 +28,30 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         View::Logs => draw_logs(frame, body, app),
         View::Table | View::Help => {
             let rows = app.snapshot.rows.len() as u16;
-            let [table, logs] =
-                Layout::vertical([Constraint::Length(rows + 3), Constraint::Min(3)]).areas(body);
+            let gateway = gateway_lines(app);
+            // The gateway pane gives way to the log when the terminal is short.
+            let gateway_height = if gateway.is_empty() {
+                0
+            } else {
+                (gateway.len() as u16 + 2).min(12)
+            };
+            let [table, routes, logs] = Layout::vertical([
+                Constraint::Length(rows + 3),
+                Constraint::Length(gateway_height),
+                Constraint::Min(3),
+            ])
+            .areas(body);
             draw_table(frame, table, app);
+            if gateway_height > 0 {
+                frame.render_widget(
+                    Paragraph::new(gateway).block(
+                        Block::default()
+                            .borders(Borders::ALL)
+                            .title(" gateway routes "),
+                    ),
+                    routes,
+                );
+            }
             draw_logs(frame, logs, app);
         }
     }
@@ -151,6 +172,56 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// One line per gateway (its limits and keys), then one per route upstream, its state in
+/// colour and words.
+fn gateway_lines(app: &App) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for g in &app.snapshot.gateways {
+        let mut head = vec![Span::styled(
+            format!("{} ", g.service),
+            Style::default().add_modifier(Modifier::BOLD),
+        )];
+        if let Some(e) = g.error.as_ref().or(g.reload_error.as_ref()) {
+            head.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
+        } else {
+            head.push(Span::raw(format!(
+                "{} route(s) · limits {}",
+                g.routes.len(),
+                g.rate_limit_backend
+            )));
+            match g.keys_loaded {
+                Some(true) => head.push(Span::raw(" · token keys loaded")),
+                Some(false) => head.push(Span::styled(
+                    " · token keys NOT LOADED",
+                    Style::default().fg(Color::Red),
+                )),
+                None => {}
+            }
+        }
+        lines.push(Line::from(head));
+        for r in &g.routes {
+            for u in &r.upstreams {
+                let style = if !u.is_serving() {
+                    Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+                } else if u.breaker == "half_open" {
+                    Style::default().fg(Color::Yellow)
+                } else {
+                    Style::default().fg(Color::Green)
+                };
+                lines.push(Line::from(vec![
+                    Span::raw(format!(
+                        "  {:<14} {:<18} {:<9} {:<28} ",
+                        r.name, r.prefix, r.access, u.url
+                    )),
+                    Span::styled(format!("{:<13}", u.state_words()), style),
+                    Span::raw(format!(" {} in flight", u.in_flight)),
+                ]));
+            }
+        }
+    }
+    lines
+}
+
 fn draw_logs(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let title = match &app.log_resource {
         Some(r) => format!(" log: {r} "),
@@ -253,6 +324,7 @@ mod tests {
                 row("orders", "not created", ""),
             ],
             error: None,
+            gateways: Vec::new(),
         });
         app.log_resource = Some("postgres".to_owned());
         app.push_log("postgres", "database system is ready".to_owned());
@@ -351,6 +423,76 @@ mod tests {
 
         app.on_key(key('q'));
         assert!(app.quit);
+    }
+
+    #[test]
+    fn the_gateway_pane_shows_each_upstream_and_a_failing_one_in_words_and_red() {
+        use crate::status::model::{Gateway, GatewayRoute, GatewayUpstream};
+        let upstream = |url: &str, breaker: &str| GatewayUpstream {
+            url: url.to_owned(),
+            healthy: true,
+            breaker: breaker.to_owned(),
+            ejected_for_ms: None,
+            in_flight: 3,
+        };
+        let mut app = app();
+        app.snapshot.gateways = vec![Gateway {
+            service: "gateway".to_owned(),
+            rate_limit_backend: "redis".to_owned(),
+            keys_loaded: Some(true),
+            reload_error: None,
+            routes: vec![
+                GatewayRoute {
+                    name: "auth".to_owned(),
+                    prefix: "/auth".to_owned(),
+                    access: "optional".to_owned(),
+                    upstreams: vec![upstream("http://auth:8000", "closed")],
+                },
+                GatewayRoute {
+                    name: "orders".to_owned(),
+                    prefix: "/orders".to_owned(),
+                    access: "token".to_owned(),
+                    upstreams: vec![upstream("http://orders:8001", "open")],
+                },
+            ],
+            error: None,
+        }];
+        let text = render(&app, 120, 30);
+        for expected in [
+            "gateway routes",
+            "2 route(s) · limits redis · token keys loaded",
+            "/auth",
+            "http://auth:8000",
+            "serving",
+            "http://orders:8001",
+            "BREAKER OPEN",
+            "3 in flight",
+            "log: postgres",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+        let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        terminal.draw(|f| draw(f, &app)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let (x, y) = (0..30u16)
+            .flat_map(|y| (0..110u16).map(move |x| (x, y)))
+            .find(|&(x, y)| {
+                (0..7).all(|i| buffer[(x + i, y)].symbol() == &"BREAKER"[i as usize..][..1])
+            })
+            .unwrap();
+        assert_eq!(buffer[(x, y)].fg, Color::Red);
+
+        let plain = crate::status::model::table(&app.snapshot);
+        assert!(
+            plain.contains("gateway: 2 route(s), limits redis"),
+            "{plain}"
+        );
+        assert!(
+            plain
+                .lines()
+                .any(|l| l.contains("orders") && l.contains("BREAKER OPEN")),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    extract::State,
-    http::StatusCode,
+    extract::{Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -120,10 +121,49 @@ pub(crate) fn metrics_page() -> Response {
     }
 }
 
+/// With an admin token configured, `/admin/*` answers only requests that bear it (the
+/// listener may then be published, as `gravity up` does for the dashboard). Health probes and
+/// metrics stay open.
+async fn require_token(
+    State(control): State<Arc<Control>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = control.admin_token() else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+                .map(|_| &v[7..])
+        });
+    match presented {
+        Some(p) if token.matches(p) => next.run(request).await,
+        _ => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+        )
+        .with_detail("The admin endpoints need the gateway's admin token as a bearer token.")
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        .into_response(),
+    }
+}
+
 pub fn router(control: Arc<Control>) -> Router {
-    Router::new()
+    let admin = Router::new()
         .route("/admin/routes", get(routes))
         .route("/admin/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&control),
+            require_token,
+        ));
+    Router::new()
+        .merge(admin)
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(control)

@@ -29,6 +29,44 @@ pub struct Config {
     pub auth: Option<Auth>,
     pub rate_limit: RateLimit,
     pub routes: Vec<Route>,
+    /// What the admin listener's `/admin/*` endpoints require, when set. Never read from the
+    /// file (a secret stays out of configuration files): the binary takes it from
+    /// `GATEWAY_ADMIN_TOKEN`.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A bearer token for the admin endpoints: at least 16 visible ASCII characters. Its `Debug`
+/// never shows it, and it is compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(secrecy::SecretString);
+
+impl AdminToken {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() < 16 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the admin token must be at least 16 visible ASCII characters".into());
+        }
+        Ok(Self(secrecy::SecretString::from(raw.to_owned())))
+    }
+
+    /// Whether `presented` is this token; the time taken does not depend on where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use secrecy::ExposeSecret as _;
+        use subtle::ConstantTimeEq as _;
+        self.0.expose_secret().as_bytes().ct_eq(presented).into()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
+}
+
+impl PartialEq for AdminToken {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret as _;
+        self.matches(other.0.expose_secret().as_bytes())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -617,6 +655,7 @@ impl Config {
             auth: raw.auth,
             rate_limit: raw.rate_limit,
             routes,
+            admin_token: None,
         })
     }
 }

@@ -113,6 +113,7 @@ pub struct Control {
     gateway: Arc<Gateway>,
     path: Option<PathBuf>,
     started_with: Config,
+    admin_token: Option<config::AdminToken>,
     health_tasks: Mutex<Vec<JoinHandle<()>>>,
     last_error: Mutex<Option<String>>,
     /// Serialises reloads.
@@ -122,6 +123,11 @@ pub struct Control {
 impl Control {
     pub fn config_path(&self) -> Option<&std::path::Path> {
         self.path.as_deref()
+    }
+
+    /// The token `/admin/*` requires, if any.
+    pub fn admin_token(&self) -> Option<&config::AdminToken> {
+        self.admin_token.as_ref()
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -281,6 +287,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
         gateway: Arc::clone(&gateway),
         path,
         started_with: config.clone(),
+        admin_token: config.admin_token.clone(),
         health_tasks: Mutex::new(Vec::new()),
         last_error: Mutex::new(None),
         reloading: tokio::sync::Mutex::new(None),

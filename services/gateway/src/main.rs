@@ -57,6 +57,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(text) => (Config::parse(&text, "GATEWAY_CONFIG_TOML")?, None),
         Err(_) => (Config::load(&cli.config)?, Some(cli.config.clone())),
     };
+    let mut config = config;
+    if let Some(raw) = std::env::var_os("GATEWAY_ADMIN_TOKEN") {
+        let raw = raw
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("GATEWAY_ADMIN_TOKEN is not valid UTF-8"))?;
+        config.admin_token = Some(
+            gateway::config::AdminToken::parse(&raw)
+                .map_err(|e| anyhow::anyhow!("GATEWAY_ADMIN_TOKEN: {e}"))?,
+        );
+    }
     if cli.check {
         println!("{} route(s), configuration is valid", config.routes.len());
         return Ok(());

@@ -954,3 +954,49 @@ async fn an_upstream_gone_quiet_in_the_middle_of_a_body_cuts_the_response_not_ha
     let response = gw.get("/raw/ok").await;
     assert_eq!(response.text().await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn with_an_admin_token_the_admin_endpoints_answer_only_its_bearer() {
+    let up = Upstream::start("a").await;
+    let token = "s3cret-admin-token-0123456789";
+    let gw = Gateway::start_with_admin_token(&route("a", "/", &[&up], ""), token).await;
+    let admin = |path: &str| gw.http.get(gw.admin_url(path));
+
+    for refused in [
+        admin("/admin/routes"),
+        admin("/admin/routes").bearer_auth("s3cret-admin-token-012345678"),
+        admin("/admin/routes").header("authorization", format!("Basic {token}")),
+        gw.http.post(gw.admin_url("/admin/reload")),
+    ] {
+        let response = refused.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let problem = problem(response).await;
+        assert_eq!(problem["type"], "urn:gravity:problem:unauthenticated");
+        assert!(!problem.to_string().contains(token), "{problem}");
+    }
+
+    let routes: Value = admin("/admin/routes")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(routes["routes"][0]["name"], "a");
+    assert_eq!(routes["routes"][0]["upstreams"][0]["breaker"], "closed");
+    let reload = gw
+        .http
+        .post(gw.admin_url("/admin/reload"))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    // Probes and metrics stay open: orchestrators and scrapers carry no token.
+    assert_eq!(admin("/health/ready").send().await.unwrap().status(), 200);
+    assert_eq!(admin("/metrics").send().await.unwrap().status(), 200);
+    // Proxying is untouched.
+    assert_eq!(gw.get("/x").await.status(), 200);
+}

@@ -288,13 +288,23 @@ impl Gateway {
 
     /// With `server` lines added to the `[server]` section.
     pub async fn start_with(server: &str, config: &str) -> Self {
+        Self::launch(server, config, None).await
+    }
+
+    /// With `/admin/*` requiring `token` (as `GATEWAY_ADMIN_TOKEN` sets it).
+    pub async fn start_with_admin_token(config: &str, token: &str) -> Self {
+        Self::launch("", config, Some(token)).await
+    }
+
+    async fn launch(server: &str, config: &str, admin_token: Option<&str>) -> Self {
         service_kit::telemetry::init_for_tests();
         let dir = std::env::temp_dir().join(format!("gravity-gateway-test-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gateway.toml");
         let text = format!("{SERVER}{server}\n{config}");
         std::fs::write(&path, &text).unwrap();
-        let parsed = Config::parse(&text, "gateway.toml").unwrap();
+        let mut parsed = Config::parse(&text, "gateway.toml").unwrap();
+        parsed.admin_token = admin_token.map(|t| gateway::config::AdminToken::parse(t).unwrap());
         let running = gateway::start(parsed, Some(path.clone())).await.unwrap();
         Self {
             addr: running.addr,
