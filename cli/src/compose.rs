@@ -216,7 +216,7 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
         .map_err(|e| ComposeError::Yaml(e.to_string()))?;
     let yaml = yaml.trim_start_matches("---").trim_start();
     Ok(format!(
-        "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's database passwords: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
+        "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's database passwords and gateway admin token: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
         project.name(),
         project.name()
     ))

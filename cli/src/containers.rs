@@ -351,3 +351,51 @@ pub async fn exited(engine: &Engine, name: &str, restarts_before: i64) -> Option
     }
     Some(state.exit_code.unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(admin_port: Option<u16>) -> ContainerPlan {
+        ContainerPlan {
+            resource: "auth".into(),
+            name: "shop-auth".into(),
+            image: "gravity-build/auth:abc".into(),
+            image_id: "sha256:0123".into(),
+            env: BTreeMap::from([("PORT".into(), "8000".into()), ("A".into(), "1".into())]),
+            cmd: None,
+            container_port: 8000,
+            host_port: 8000,
+            volume: None,
+            healthcheck: vec!["CMD".into(), "probe".into()],
+            admin_port,
+            network: "shop-network".into(),
+            labels: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_plan_without_an_admin_port_hashes_as_before_there_was_one() {
+        // SHA-256 of the version and the plan's JSON as it was serialised before `admin_port`
+        // existed: running containers are not recreated by an upgrade of gravity alone.
+        assert_eq!(plan(None).spec_hash(), "8e7b4ea63126e6d327c7e9762d0cf8c5");
+        assert_ne!(plan(Some(9080)).spec_hash(), plan(None).spec_hash());
+    }
+
+    #[test]
+    fn an_admin_port_is_published_on_an_ephemeral_loopback_port() {
+        let body = plan(Some(9080)).create_body();
+        let mut exposed = body.exposed_ports.clone().unwrap();
+        exposed.sort();
+        assert_eq!(exposed, ["8000/tcp", "9080/tcp"]);
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        let bound = |key: &str| bindings[key].clone().unwrap()[0].clone();
+        assert_eq!(bound("8000/tcp").host_port.as_deref(), Some("8000"));
+        assert_eq!(bound("9080/tcp").host_port.as_deref(), Some(""));
+        assert_eq!(bound("9080/tcp").host_ip.as_deref(), Some("127.0.0.1"));
+
+        let without = plan(None).create_body();
+        assert_eq!(without.exposed_ports.unwrap(), ["8000/tcp"]);
+        assert_eq!(without.host_config.unwrap().port_bindings.unwrap().len(), 1);
+    }
+}

@@ -79,10 +79,12 @@ async fn row(
             .unwrap_or_default(),
         None => String::new(),
     };
+    // The resource's own port: a gateway also publishes its admin listener.
     let published = c
         .ports
         .iter()
         .flatten()
+        .filter(|p| port.is_none_or(|own| p.private_port == own))
         .find_map(|p| p.public_port)
         .or(port);
     Row {

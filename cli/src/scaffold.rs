@@ -713,6 +713,7 @@ mod tests {
             "gravity",
             "gateway",
             "cli",
+            "template0",
             "template1",
             "public",
             "none",
@@ -902,7 +903,14 @@ mod tests {
         assert!(first.get() >= FIRST_PORT);
         assert!(![8000, 8080, 55432].contains(&first.get()));
         // Something else on this machine starts listening there: the next plan moves on.
-        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, first.get())).unwrap();
+        // (Another test's plan may probe the same port for an instant: try a few times.)
+        let held = (0..100)
+            .find_map(|_| {
+                TcpListener::bind((Ipv4Addr::LOCALHOST, first.get()))
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(10)))
+                    .ok()
+            })
+            .expect("hold the port the plan picked");
         let next = plan(&project, &toml, &request("billing"), now())
             .unwrap()
             .port;

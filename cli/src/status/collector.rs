@@ -172,6 +172,14 @@ impl Collector {
                     let token = token.clone();
                     async move {
                         let mut view = match port {
+                            Some(_) if token.is_empty() => Gateway {
+                                error: Some(
+                                    "no gateway admin token in this platform's secrets file \
+                                     (.gravity/); `gravity up` writes one"
+                                        .to_owned(),
+                                ),
+                                ..Gateway::default()
+                            },
                             Some(port) => admin_routes(&http, port, &token).await,
                             None => Gateway {
                                 error: Some(

@@ -33,7 +33,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             let gateway_height = if gateway.is_empty() {
                 0
             } else {
-                (gateway.len() as u16 + 2).min(12)
+                u16::try_from(gateway.len())
+                    .unwrap_or(u16::MAX)
+                    .saturating_add(2)
+                    .min(12)
             };
             let [table, routes, logs] = Layout::vertical([
                 Constraint::Length(rows + 3),
