@@ -1,6 +1,6 @@
 //! Containers as Gravity wants them (`ContainerPlan`), and bringing one real container in line
 //! with its plan: left alone when it matches and runs, started when stopped, recreated when
-//! its plan changed.
+//! its plan changed, or its live file rewritten in place when only that changed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,7 +10,8 @@ use bollard::{
         NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
-        CreateContainerOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+        CreateContainerOptions, DownloadFromContainerOptions, LogsOptions, RemoveContainerOptions,
+        StopContainerOptions, UploadToContainerOptions,
     },
 };
 use futures_util::StreamExt as _;
@@ -43,15 +44,35 @@ pub struct ContainerPlan {
     /// what they were before it existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_port: Option<u16>,
+    /// A file kept in the container (the gateway's configuration); only what its process
+    /// reads at start is part of the hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_file: Option<LiveFile>,
     pub network: String,
     #[serde(skip)]
     pub labels: HashMap<String, String>,
+}
+
+/// A file Gravity keeps inside a container: written before the container first starts, and
+/// rewritten in place by a later `up` when only the parts its process rereads changed (the
+/// gateway's routes), so the process carries on without a restart. `read_at_start` is the
+/// rest, what the process reads when it starts only: it is hashed with the plan, so a change
+/// there recreates the container.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveFile {
+    /// An absolute path whose folder exists in the image (e.g. `/etc/...`).
+    pub path: String,
+    #[serde(skip)]
+    pub content: String,
+    pub read_at_start: String,
 }
 
 /// What was done to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Unchanged,
+    /// Left running; its live file was rewritten (the process rereads it).
+    Updated,
     Started,
     Created,
     Recreated,
@@ -61,6 +82,7 @@ impl Change {
     pub fn describe(self) -> &'static str {
         match self {
             Self::Unchanged => "running, unchanged",
+            Self::Updated => "running, reloaded in place",
             Self::Started => "started",
             Self::Created => "created",
             Self::Recreated => "recreated (changed)",
@@ -74,6 +96,8 @@ pub enum ContainerError {
     Engine(#[from] EngineError),
     #[error("a container named {name} exists and Gravity did not create it; remove or rename it, or change [platform] name in gravity.toml")]
     NameTaken { name: String },
+    #[error("cannot write {path} into the container: {detail}")]
+    LiveFile { path: String, detail: String },
     #[error("port {port} on 127.0.0.1 is already taken by {owner}; stop it, or give {resource} another port in gravity.toml")]
     PortTaken {
         port: u16,
@@ -182,13 +206,23 @@ pub async fn ensure(
             .is_some_and(|h| *h == plan.spec_hash());
         let running = c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running");
         if same && running {
+            if let Some(file) = &plan.live_file {
+                if read_file(engine, &id, &file.path).await.as_deref() != Some(&file.content) {
+                    write_file(engine, &id, file).await?;
+                    return Ok(Change::Updated);
+                }
+            }
             return Ok(Change::Unchanged);
         }
         if same {
             check_port(engine, plan).await?;
             // A container that cannot start again (its network was pruned, it is `dead`) is
             // made anew from the same plan; anything else would fail the same way every time.
-            if start(engine, &id).await.is_ok() {
+            let written = match &plan.live_file {
+                Some(file) => write_file(engine, &id, file).await.is_ok(),
+                None => true,
+            };
+            if written && start(engine, &id).await.is_ok() {
                 return Ok(Change::Started);
             }
         }
@@ -214,8 +248,71 @@ pub async fn ensure(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(file) = &plan.live_file {
+        write_file(engine, &id, file).await?;
+    }
     start(engine, &id).await?;
     Ok(change)
+}
+
+/// The largest live file read back from a container; a larger one counts as different.
+const LIVE_FILE_LIMIT: usize = 1 << 20;
+
+/// The text of the file at `path` in the container, if it is there and readable.
+async fn read_file(engine: &Engine, id: &str, path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut stream = engine
+        .api()
+        .download_from_container(id, Some(DownloadFromContainerOptions { path: path.into() }));
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        tar.extend_from_slice(&chunk.ok()?);
+        if tar.len() > LIVE_FILE_LIMIT + 64 * 1024 {
+            return None;
+        }
+    }
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    entry.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Writes `file` into the container (mode 0644, owned by root), replacing what is there.
+async fn write_file(engine: &Engine, id: &str, file: &LiveFile) -> Result<(), ContainerError> {
+    let failed = |detail: String| ContainerError::LiveFile {
+        path: file.path.clone(),
+        detail,
+    };
+    let path = std::path::Path::new(&file.path);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(failed("not a file path".to_owned()));
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_size(file.content.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_data(&mut header, name, file.content.as_bytes())
+        .map_err(|e| failed(e.to_string()))?;
+    let tar = builder.into_inner().map_err(|e| failed(e.to_string()))?;
+    engine
+        .api()
+        .upload_to_container(
+            id,
+            Some(UploadToContainerOptions {
+                path: dir.to_string_lossy().into_owned(),
+                ..Default::default()
+            }),
+            bollard::body_full(bytes::Bytes::from(tar)),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))
 }
 
 async fn start(engine: &Engine, id: &str) -> Result<(), ContainerError> {
@@ -369,6 +466,7 @@ mod tests {
             volume: None,
             healthcheck: vec!["CMD".into(), "probe".into()],
             admin_port,
+            live_file: None,
             network: "shop-network".into(),
             labels: HashMap::new(),
         }

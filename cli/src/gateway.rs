@@ -3,9 +3,12 @@
 //! with the JWKS of the service named `auth` (or else the first built from the `auth` crate), and shares its rate limits
 //! through the platform's Redis when it depends on it.
 //!
-//! The configuration reaches the container as `GATEWAY_CONFIG_TOML`; a changed route changes
-//! the container's spec, so `gravity up` recreates the gateway alone. Its admin listener is
-//! published on the host's loopback for `gravity status`, behind the platform's admin token.
+//! Under `gravity up` the configuration is a file Gravity keeps in the gateway's container
+//! ([`CONFIG_PATH`]): when only routes changed, `up` rewrites it and has the gateway reload it
+//! in place; a change of anything else ([`config_read_at_start`]) recreates the gateway. The
+//! compose export passes the whole configuration as `GATEWAY_CONFIG_TOML` instead. Its admin
+//! listener is published on the host's loopback for `gravity status` and `up`'s reload,
+//! behind the platform's admin token.
 
 use crate::{
     manifest::{Manifest, ServiceName, ServiceSpec},
@@ -24,12 +27,31 @@ pub fn is_gateway(spec: &ServiceSpec) -> bool {
     spec.crate_name == GATEWAY_CRATE
 }
 
+/// Where the gateway reads its configuration in its container under `gravity up`: a file
+/// Gravity rewrites in place, so a changed route reloads without a restart.
+pub const CONFIG_PATH: &str = "/etc/gravity-gateway.toml";
+
 /// The gateway configuration for the gateway service `name`.
 pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
+    document(manifest, name)
+        .map(|doc| toml::to_string(&doc).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The part of [`config`] the gateway reads only when it starts: everything but its routes.
+/// A change here recreates the gateway; a change of routes alone is reloaded in place.
+pub fn config_read_at_start(manifest: &Manifest, name: &ServiceName) -> String {
+    document(manifest, name)
+        .map(|mut doc| {
+            doc.remove("route");
+            toml::to_string(&doc).unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+fn document(manifest: &Manifest, name: &ServiceName) -> Option<toml::Table> {
     use toml::{Table, Value};
-    let Some(spec) = manifest.services.get(name) else {
-        return String::new();
-    };
+    let spec = manifest.services.get(name)?;
     let mut doc = Table::new();
 
     let mut server = Table::new();
@@ -117,7 +139,7 @@ pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
         routes.push(Value::Table(t));
     }
     doc.insert("route".into(), Value::Array(routes));
-    toml::to_string(&doc).unwrap_or_default()
+    Some(doc)
 }
 
 /// Checks the generated configuration as the gateway will, so `gravity check` and `up`
@@ -169,5 +191,12 @@ mod tests {
         assert_eq!(parsed.rate_limit.per_client, written.per_client);
         assert_eq!(parsed.rate_limit.per_user, written.per_user);
         check(&manifest).unwrap();
+
+        // What the gateway reads only at start leaves the routes out, and nothing else.
+        let at_start = config_read_at_start(&manifest, name);
+        assert!(!at_start.contains("[[route]]"), "{at_start}");
+        let mut full: toml::Table = toml::from_str(&text).unwrap();
+        full.remove("route");
+        assert_eq!(toml::from_str::<toml::Table>(&at_start).unwrap(), full);
     }
 }

@@ -27,7 +27,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::{
     build::{self, Binary, BuildError},
-    containers::{self, Change, ContainerError, ContainerPlan},
+    containers::{self, Change, ContainerError, ContainerPlan, LiveFile},
     database::{self, DatabaseError},
     engine::{is_conflict, is_not_found, resource_of, Engine, EngineError},
     images::{self, ImageError, Obtained, Offline, Resolved},
@@ -53,6 +53,8 @@ pub enum UpError {
     Database(#[from] DatabaseError),
     #[error("a Docker {kind} named {name} exists and Gravity did not create it; remove it, or change [platform] name in gravity.toml")]
     Foreign { kind: &'static str, name: String },
+    #[error("the gateway ({container}) did not reload its routes: {detail}\n  see its output with `gravity logs`, or recreate it: `gravity down`, then `gravity up`")]
+    GatewayReload { container: String, detail: String },
     #[error("{resource} did not become healthy within {secs} s{}\n  see all its output with `gravity logs {resource}`", show_logs(resource, logs))]
     NeverHealthy {
         resource: String,
@@ -497,6 +499,7 @@ async fn run_infra(
             volume: Some((volume, volume_path.to_owned())),
             healthcheck,
             admin_port: None,
+            live_file: None,
             network: ctx.project.network_name(),
             labels: ctx.project.labels(Some(resource)),
         };
@@ -612,6 +615,24 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
         };
         task.message("building its image");
         let (image, image_id) = build::service_image(&ctx.engine, binary, &runtime.image).await?;
+        // The gateway reads its configuration from a file Gravity keeps in its container
+        // rather than from its environment: a change of routes alone is then written there
+        // and reloaded, without a restart.
+        let gateway = crate::gateway::is_gateway(&spec);
+        let mut env = env;
+        let live_file = gateway.then(|| {
+            let manifest = &ctx.project.manifest;
+            env.remove("GATEWAY_CONFIG_TOML");
+            env.insert(
+                "GATEWAY_CONFIG".to_owned(),
+                crate::gateway::CONFIG_PATH.to_owned(),
+            );
+            LiveFile {
+                path: crate::gateway::CONFIG_PATH.to_owned(),
+                content: crate::gateway::config(manifest, &needs.name),
+                read_at_start: crate::gateway::config_read_at_start(manifest, &needs.name),
+            }
+        });
         let plan = ContainerPlan {
             resource: name.clone(),
             name: ctx.project.container_name(&name),
@@ -624,12 +645,17 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             volume: None,
             healthcheck: infra::http_healthcheck(spec.port.get(), &spec.health),
             // The gateway's admin listener, on an ephemeral loopback port for the dashboard.
-            admin_port: crate::gateway::is_gateway(&spec).then_some(crate::gateway::ADMIN_PORT),
+            admin_port: gateway.then_some(crate::gateway::ADMIN_PORT),
+            live_file,
             network: ctx.project.network_name(),
             labels: ctx.project.labels(Some(&name)),
         };
         task.message("starting");
         let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(&name)).await?;
+        if change == Change::Updated {
+            task.message("reloading its routes");
+            reload_gateway(&ctx, &plan.name).await?;
+        }
         ctx.record(&name, change);
         task.message(format!("waiting for {}", spec.health));
         let probe = Probe::Http {
@@ -655,6 +681,60 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             Err(e)
         }
         Err(e) => failed(task, e),
+    }
+}
+
+/// Asks a running gateway to reread the configuration file just rewritten in its container
+/// (through its admin listener, published on loopback, with the platform's admin token), so
+/// `up` returns with the new routes in force. The gateway would also notice the file itself
+/// within its reload interval.
+async fn reload_gateway(ctx: &Ctx, container: &str) -> Result<(), UpError> {
+    let failed = |detail: String| UpError::GatewayReload {
+        container: container.to_owned(),
+        detail,
+    };
+    let inspect = ctx
+        .engine
+        .api()
+        .inspect_container(container, None)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let port = inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|ports| {
+            ports
+                .get(&format!("{}/tcp", crate::gateway::ADMIN_PORT))
+                .cloned()
+        })
+        .flatten()
+        .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+        .ok_or_else(|| failed("its admin listener is not published".to_owned()))?;
+    let response = ctx
+        .http
+        .post(format!("http://127.0.0.1:{port}/admin/reload"))
+        .bearer_auth(&ctx.secrets.gateway_admin_token)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(failed(format!(
+            "{status}: {}",
+            body["detail"].as_str().unwrap_or("no detail")
+        )));
+    }
+    match body["needs_restart"].as_array() {
+        Some(sections) if !sections.is_empty() => Err(failed(format!(
+            "it reports a change that takes a restart ({})",
+            sections
+                .iter()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -160,6 +160,18 @@ REDIS_KEY_PREFIX = "accounts:"
         outcomes
     }
 
+    /// The id of `resource`'s container.
+    async fn container_id(&self, resource: &str) -> String {
+        let engine = Engine::connect().await.expect("the Docker Engine");
+        engine
+            .api()
+            .inspect_container(&format!("{}-{resource}", self.name), None)
+            .await
+            .expect("the container")
+            .id
+            .expect("an id")
+    }
+
     /// The loopback port the engine published `resource`'s gateway admin listener on.
     async fn admin_port(&self, resource: &str) -> u16 {
         let engine = Engine::connect().await.expect("the Docker Engine");
@@ -506,8 +518,14 @@ async fn a_changed_service_alone_is_recreated_and_data_goes_only_when_confirmed(
     assert!(p.volumes().await.is_empty());
 }
 
+/// Held by the two tests that build the gateway: the new-service test builds it in a copy of
+/// the workspace with the same target directory, and Cargo then leaves that copy's binary at
+/// `target/debug/gateway`, which the other test's next `up` would take for a changed gateway.
+static BUILDS_THE_GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_gateway_routes_to_services_and_checks_tokens_at_the_edge() {
+    let _alone = BUILDS_THE_GATEWAY.lock().await;
     let p = Platform::new("gateway");
     p.write_manifest_with(
         "",
@@ -625,6 +643,54 @@ depends_on = ["auth", "redis"]
             "{again:?}"
         );
     }
+
+    // A new route is reloaded into the running gateway: same container, no restart.
+    let before = p.container_id("gateway").await;
+    p.write_manifest_with(
+        "",
+        &format!(
+            r#"
+[services.accounts.route]
+prefix = "/accounts"
+access = "public"
+
+[services.auth.route]
+prefix = "/auth"
+public_paths = ["/api/v1/register", "/api/v1/login"]
+
+[services.gateway]
+crate = "gateway"
+port = {}
+depends_on = ["auth", "redis"]
+"#,
+            p.gateway
+        ),
+    );
+    let reloaded = p.up();
+    assert!(
+        reloaded["gateway"].starts_with("running, reloaded in place"),
+        "{reloaded:?}"
+    );
+    assert_eq!(p.container_id("gateway").await, before, "not recreated");
+    let accounts = client
+        .get(gw("/accounts/health/ready"))
+        .send()
+        .await
+        .expect("the new route");
+    assert_eq!(accounts.status(), 200, "the new route answers at once");
+    // The old route and its token checks carry on.
+    let me = client
+        .get(gw("/auth/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me after the reload");
+    assert_eq!(me.status(), 200);
+    let settled = p.up();
+    assert!(
+        settled["gateway"].starts_with("running, unchanged"),
+        "{settled:?}"
+    );
 }
 
 #[tokio::test]
@@ -1052,6 +1118,7 @@ fn cargo_in(workspace: &std::path::Path, args: &[&str]) -> Output {
 /// `gravity up` runs it healthy behind the gateway, with a database only its role reaches.
 #[tokio::test]
 async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
+    let _alone = BUILDS_THE_GATEWAY.lock().await;
     let mut p = Platform::new("new");
     let workspace = p.dir.join("workspace");
     p.root = workspace.clone();

@@ -51,8 +51,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // Under `gravity up` the configuration comes inline, written from gravity.toml; routes
-    // then change by recreating the container. From a file, they reload in place.
+    // Inline (`GATEWAY_CONFIG_TOML`, as a compose export passes it), routes change only with a
+    // restart; from a file (as `gravity up` and a standalone gateway use), they reload in place.
     let (config, path) = match std::env::var("GATEWAY_CONFIG_TOML") {
         Ok(text) => (Config::parse(&text, "GATEWAY_CONFIG_TOML")?, None),
         Err(_) => (Config::load(&cli.config)?, Some(cli.config.clone())),
