@@ -23,6 +23,19 @@ const AUTH_CRATE: &str = "auth";
 /// containers can use it.
 pub const ADMIN_PORT: u16 = 9080;
 
+/// The host port the engine published a gateway container's admin listener on.
+pub fn published_admin_port(inspect: &bollard::models::ContainerInspectResponse) -> Option<u16> {
+    inspect
+        .network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&format!("{ADMIN_PORT}/tcp"))?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+}
+
 pub fn is_gateway(spec: &ServiceSpec) -> bool {
     spec.crate_name == GATEWAY_CRATE
 }

@@ -699,16 +699,7 @@ async fn reload_gateway(ctx: &Ctx, container: &str) -> Result<(), UpError> {
         .inspect_container(container, None)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let port = inspect
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|ports| {
-            ports
-                .get(&format!("{}/tcp", crate::gateway::ADMIN_PORT))
-                .cloned()
-        })
-        .flatten()
-        .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+    let port = crate::gateway::published_admin_port(&inspect)
         .ok_or_else(|| failed("its admin listener is not published".to_owned()))?;
     let response = ctx
         .http

@@ -160,36 +160,25 @@ REDIS_KEY_PREFIX = "accounts:"
         outcomes
     }
 
-    /// The id of `resource`'s container.
-    async fn container_id(&self, resource: &str) -> String {
+    async fn inspect(&self, resource: &str) -> bollard::models::ContainerInspectResponse {
         let engine = Engine::connect().await.expect("the Docker Engine");
         engine
             .api()
             .inspect_container(&format!("{}-{resource}", self.name), None)
             .await
             .expect("the container")
-            .id
-            .expect("an id")
+    }
+
+    /// The id of `resource`'s container.
+    async fn container_id(&self, resource: &str) -> String {
+        self.inspect(resource).await.id.expect("an id")
     }
 
     /// The loopback port the engine published `resource`'s gateway admin listener on.
     async fn admin_port(&self, resource: &str) -> u16 {
-        let engine = Engine::connect().await.expect("the Docker Engine");
-        let inspect = engine
-            .api()
-            .inspect_container(&format!("{}-{resource}", self.name), None)
-            .await
-            .expect("the container");
-        let ports = inspect
-            .network_settings
-            .and_then(|n| n.ports)
-            .unwrap_or_default();
-        ports
-            .get("9080/tcp")
-            .cloned()
-            .flatten()
-            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok()))
-            .unwrap_or_else(|| panic!("9080/tcp published: {ports:?}"))
+        let inspect = self.inspect(resource).await;
+        gravity::gateway::published_admin_port(&inspect)
+            .unwrap_or_else(|| panic!("9080/tcp published: {:?}", inspect.network_settings))
     }
 
     fn ps(&self) -> Vec<Value> {
@@ -527,10 +516,11 @@ static BUILDS_THE_GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_ne
 async fn the_gateway_routes_to_services_and_checks_tokens_at_the_edge() {
     let _alone = BUILDS_THE_GATEWAY.lock().await;
     let p = Platform::new("gateway");
-    p.write_manifest_with(
-        "",
-        &format!(
+    // The auth service behind the gateway, with `routes` besides.
+    let with_gateway = |routes: &str| {
+        format!(
             r#"
+{routes}
 [services.auth.route]
 prefix = "/auth"
 public_paths = ["/api/v1/register", "/api/v1/login"]
@@ -541,8 +531,9 @@ port = {}
 depends_on = ["auth", "redis"]
 "#,
             p.gateway
-        ),
-    );
+        )
+    };
+    p.write_manifest_with("", &with_gateway(""));
     let outcomes = p.up();
     assert!(outcomes.contains_key("gateway"), "{outcomes:?}");
     let gw = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
@@ -648,23 +639,7 @@ depends_on = ["auth", "redis"]
     let before = p.container_id("gateway").await;
     p.write_manifest_with(
         "",
-        &format!(
-            r#"
-[services.accounts.route]
-prefix = "/accounts"
-access = "public"
-
-[services.auth.route]
-prefix = "/auth"
-public_paths = ["/api/v1/register", "/api/v1/login"]
-
-[services.gateway]
-crate = "gateway"
-port = {}
-depends_on = ["auth", "redis"]
-"#,
-            p.gateway
-        ),
+        &with_gateway("[services.accounts.route]\nprefix = \"/accounts\"\naccess = \"public\"\n"),
     );
     let reloaded = p.up();
     assert!(

@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use super::model::{Gateway, Row, Snapshot};
 use crate::{
     engine::{resource_of, Engine},
-    gateway::{is_gateway, ADMIN_PORT},
+    gateway::{is_gateway, published_admin_port},
     project::Project,
 };
 
@@ -157,7 +157,7 @@ impl Collector {
             .filter_map(|((resource, _, _), (_, inspect, _))| {
                 let inspect = inspect.as_ref()?;
                 inspect.state.as_ref()?.running.filter(|r| *r)?;
-                Some((resource.clone(), admin_port(inspect)))
+                Some((resource.clone(), published_admin_port(inspect)))
             })
             .collect();
         if !gateways.is_empty() {
@@ -264,19 +264,6 @@ impl Collector {
         }
         snapshot
     }
-}
-
-/// The host port the engine published the gateway's admin listener on.
-fn admin_port(inspect: &bollard::models::ContainerInspectResponse) -> Option<u16> {
-    inspect
-        .network_settings
-        .as_ref()?
-        .ports
-        .as_ref()?
-        .get(&format!("{ADMIN_PORT}/tcp"))?
-        .as_ref()?
-        .iter()
-        .find_map(|b| b.host_port.as_deref()?.parse().ok())
 }
 
 /// A gateway's routes, upstream health and breakers, from its admin endpoint.
