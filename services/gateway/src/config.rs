@@ -737,6 +737,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admin_tokens_are_long_visible_ascii_never_shown_and_compared_whole() {
+        for bad in [
+            "short",
+            "sixteen chars ok",
+            "tab\tinside-0123456789",
+            "ünïcödé-0123456789",
+        ] {
+            assert!(AdminToken::parse(bad).is_err(), "{bad}");
+        }
+        let token = AdminToken::parse("0123456789abcdef").unwrap();
+        assert_eq!(format!("{token:?}"), "AdminToken([redacted])");
+        assert!(token.matches(b"0123456789abcdef"));
+        for wrong in [
+            &b"0123456789abcdeF"[..],
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+            b"",
+        ] {
+            assert!(!token.matches(wrong));
+        }
+        // Never read from the file: only the binary's environment sets it.
+        let parsed = Config::parse("", "gateway.toml").unwrap();
+        assert!(parsed.admin_token.is_none());
+        assert!(Config::parse("[server]\nadmin_token = \"0123456789abcdef\"\n", "g").is_err());
+    }
+
+    #[test]
     fn prefixes_match_whole_segments() {
         let p: Prefix = "/api/".parse().unwrap();
         assert_eq!(p.as_str(), "/api");
