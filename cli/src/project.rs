@@ -197,7 +197,7 @@ impl Project {
         Ok(wanted)
     }
 
-    fn secrets_path(&self) -> PathBuf {
+    pub fn secrets_path(&self) -> PathBuf {
         self.root
             .join(".gravity")
             .join(format!("{}.secrets.toml", self.name()))

@@ -621,16 +621,18 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
         let gateway = crate::gateway::is_gateway(&spec);
         let mut env = env;
         let live_file = gateway.then(|| {
-            let manifest = &ctx.project.manifest;
-            env.remove("GATEWAY_CONFIG_TOML");
+            let content = env.remove("GATEWAY_CONFIG_TOML").unwrap_or_default();
             env.insert(
                 "GATEWAY_CONFIG".to_owned(),
                 crate::gateway::CONFIG_PATH.to_owned(),
             );
             LiveFile {
                 path: crate::gateway::CONFIG_PATH.to_owned(),
-                content: crate::gateway::config(manifest, &needs.name),
-                read_at_start: crate::gateway::config_read_at_start(manifest, &needs.name),
+                content,
+                read_at_start: crate::gateway::config_read_at_start(
+                    &ctx.project.manifest,
+                    &needs.name,
+                ),
             }
         });
         let plan = ContainerPlan {

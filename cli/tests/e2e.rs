@@ -1088,6 +1088,22 @@ fn cargo_in(workspace: &std::path::Path, args: &[&str]) -> Output {
         .expect("run cargo")
 }
 
+/// Sends `request()` every 250 ms, up to 40 times, until it is answered `status`; that
+/// answer's JSON body.
+async fn json_once_answered(
+    status: u16,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Option<Value> {
+    for _ in 0..40 {
+        let r = request().send().await.expect("the gateway answers");
+        if r.status() == status {
+            return Some(r.json().await.expect("a JSON body"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    None
+}
+
 /// The acceptance, in a scratch copy of this workspace: `gravity new service
 /// inventory`, then with no edit the new crate passes fmt, clippy and its tests, and
 /// `gravity up` runs it healthy behind the gateway, with a database only its role reaches.
@@ -1196,21 +1212,13 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     let token = &p.token_through_gateway(&client, "stock@example.com").await;
 
     // The gateway health-checks its upstreams; give it a moment to see the new one.
-    let mut created = None;
-    for _ in 0..40 {
-        let r = client
+    let created = json_once_answered(201, || {
+        client
             .post(gw("/inventory/api/v1/items"))
             .bearer_auth(token)
             .json(&serde_json::json!({ "name": "bolt" }))
-            .send()
-            .await
-            .expect("create an item through the gateway");
-        if r.status() == 201 {
-            created = Some(r.json::<Value>().await.expect("the item"));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    })
+    .await;
     let item = created.unwrap_or_else(|| {
         panic!(
             "no item created:\n{}",
@@ -1246,21 +1254,13 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         .await
         .expect("a page");
     assert_eq!(listed["total"], 1);
-    let mut catalog = None;
-    for _ in 0..40 {
-        let r = client
+    let catalog = json_once_answered(200, || {
+        client
             .get(gw("/product-catalog/api/v1/items"))
             .bearer_auth(token)
-            .send()
-            .await
-            .expect("the second new service through the gateway");
-        if r.status() == 200 {
-            catalog = Some(r.json::<Value>().await.expect("a page"));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    let catalog = catalog.expect("product-catalog answers through the gateway");
+    })
+    .await
+    .expect("product-catalog answers through the gateway");
     assert_eq!(catalog["total"], 0, "its own database: {catalog}");
 
     // Its own database: the auth service's role cannot even connect to it.

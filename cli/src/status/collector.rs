@@ -53,6 +53,9 @@ pub struct Collector {
     http: reqwest::Client,
     cpu: HashMap<String, (u64, u64)>,
     histograms: HashMap<String, Histogram>,
+    /// The gateway admin token, and when the secrets file it came from was last modified: the
+    /// file is read again only when that changes, not on every refresh.
+    admin_token: Option<(std::time::SystemTime, String)>,
 }
 
 impl Collector {
@@ -67,11 +70,35 @@ impl Collector {
                 .unwrap_or_default(),
             cpu: HashMap::new(),
             histograms: HashMap::new(),
+            admin_token: None,
         }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The platform's gateway admin token (empty when its secrets file has none).
+    fn admin_token(&mut self) -> String {
+        let modified = std::fs::metadata(self.project.secrets_path())
+            .and_then(|m| m.modified())
+            .ok();
+        match (&self.admin_token, modified) {
+            (Some((at, token)), Some(now)) if *at == now => token.clone(),
+            (_, Some(now)) => {
+                let token = self
+                    .project
+                    .existing_secrets()
+                    .map(|s| s.gateway_admin_token)
+                    .unwrap_or_default();
+                self.admin_token = Some((now, token.clone()));
+                token
+            }
+            (_, None) => {
+                self.admin_token = None;
+                String::new()
+            }
+        }
     }
 
     pub async fn snapshot(&mut self) -> Snapshot {
@@ -161,11 +188,7 @@ impl Collector {
             })
             .collect();
         if !gateways.is_empty() {
-            let token = self
-                .project
-                .existing_secrets()
-                .map(|s| s.gateway_admin_token)
-                .unwrap_or_default();
+            let token = self.admin_token();
             snapshot.gateways =
                 futures_util::future::join_all(gateways.into_iter().map(|(service, port)| {
                     let http = self.http.clone();

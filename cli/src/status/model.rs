@@ -98,6 +98,15 @@ pub struct GatewayUpstream {
     pub in_flight: usize,
 }
 
+/// The route and upstream columns of one upstream's line, aligned as the table and the
+/// dashboard show them.
+pub fn upstream_columns(route: &GatewayRoute, upstream: &GatewayUpstream) -> String {
+    format!(
+        "  {:<14} {:<18} {:<9} {:<28} ",
+        route.name, route.prefix, route.access, upstream.url
+    )
+}
+
 impl GatewayUpstream {
     /// Whether requests reach it now.
     pub fn is_serving(&self) -> bool {
@@ -208,11 +217,8 @@ pub fn table(snapshot: &Snapshot) -> String {
         for r in &g.routes {
             for u in &r.upstreams {
                 out.push_str(&format!(
-                    "  {:<14} {:<18} {:<9} {:<28} {:<13} {:>9}\n",
-                    r.name,
-                    r.prefix,
-                    r.access,
-                    u.url,
+                    "{}{:<13} {:>9}\n",
+                    upstream_columns(r, u),
                     u.state_words(),
                     u.in_flight
                 ));

@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::{
     app::{App, View},
-    model::{human_bytes, human_duration, Row},
+    model::{human_bytes, human_duration, upstream_columns, Row},
 };
 
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
@@ -212,10 +212,7 @@ fn gateway_lines(app: &App) -> Vec<Line<'static>> {
                     Style::default().fg(Color::Green)
                 };
                 lines.push(Line::from(vec![
-                    Span::raw(format!(
-                        "  {:<14} {:<18} {:<9} {:<28} ",
-                        r.name, r.prefix, r.access, u.url
-                    )),
+                    Span::raw(upstream_columns(r, u)),
                     Span::styled(format!("{:<13}", u.state_words()), style),
                     Span::raw(format!(" {} in flight", u.in_flight)),
                 ]));

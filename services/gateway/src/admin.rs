@@ -132,17 +132,8 @@ async fn require_token(
     let Some(token) = control.admin_token() else {
         return next.run(request).await;
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes)
-        .and_then(|v| {
-            v.get(..7)
-                .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-                .map(|_| &v[7..])
-        });
-    match presented {
-        Some(p) if token.matches(p) => next.run(request).await,
+    match crate::proxy::bearer(request.headers()) {
+        Some(Ok(presented)) if token.matches(presented) => next.run(request).await,
         _ => Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",

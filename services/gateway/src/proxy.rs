@@ -586,7 +586,9 @@ fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_fo
 /// Not checked as text here: a token is hundreds of bytes, and the verifier's cache answers
 /// for the exact bytes it verified, so only a token it has not seen is checked, once, when it
 /// is verified (`KeySet::verify`).
-fn bearer(headers: &http::HeaderMap) -> Option<Result<&[u8], &'static str>> {
+/// The bearer token of `Authorization`, any case of the scheme, trimmed; `None` without the
+/// header, an error for any other value.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<Result<&[u8], &'static str>> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     const SCHEME: &[u8] = b"bearer ";
     let token = match value.split_at_checked(SCHEME.len()) {
