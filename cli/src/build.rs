@@ -97,15 +97,17 @@ pub async fn cargo_build(
             "cargo's output was not captured".to_owned(),
         ));
     };
-    // Cargo's status lines ("Compiling x") become the progress message; the last lines are
-    // kept for the error report.
+    // Cargo's status lines ("Compiling x") become the progress message, with how many
+    // crates are done; the last lines are kept for the error report.
+    let compiled = std::sync::atomic::AtomicUsize::new(0);
     let stderr_task = async {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let mut tail: Vec<String> = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
             let trimmed = line.trim();
             if trimmed.starts_with("Compiling") || trimmed.starts_with("Building") {
-                task.message(trimmed.to_owned());
+                let done = compiled.load(std::sync::atomic::Ordering::Relaxed);
+                task.message(format!("{done} crates built · {trimmed}"));
             }
             tail.push(line);
             if tail.len() > 60 {
@@ -120,6 +122,7 @@ pub async fn cargo_build(
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(msg) = serde_json::from_str::<Message>(&line) {
                 if msg.reason == "compiler-artifact" {
+                    compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let (Some(exe), Some(target)) = (msg.executable, msg.target) {
                         if target.kind.iter().any(|k| k == "bin") {
                             built.push((target.name, exe));

@@ -2,8 +2,10 @@
 //! for the benchmark against `docker-compose up`). It uses the images `gravity up` made, so
 //! run that first.
 //!
-//! Compose cannot create each service's database and role, so the file adds a one-shot
-//! `db-init` service that does, and lets services apply their own migrations on start.
+//! It writes out the same plan `gravity up` runs (`plan::Plan`). Compose cannot provision
+//! what each kind gives its dependents (a database and role, broker users), so each kind
+//! that needs it adds a one-shot `<name>-init` service, and services apply their own
+//! migrations on start.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +13,8 @@ use serde::Serialize;
 
 use crate::{
     engine::{resource_of, Engine, EngineError},
-    infra,
-    project::{Project, ProjectError, POSTGRES, REDIS},
-    up::{postgres_env, service_env},
+    plan::Plan,
+    project::{Project, ProjectError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ struct Volume {}
 #[derive(Serialize, Default)]
 struct Service {
     image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entrypoint: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,92 +107,75 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
             .cloned()
             .ok_or_else(|| ComposeError::NotUp(resource.to_owned()))
     };
-    let m = &project.manifest;
+    let plan = Plan::build(project, &secrets);
     let mut file = File {
         services: BTreeMap::new(),
         volumes: BTreeMap::new(),
     };
-    if let Some(pg) = &m.postgres {
-        let volume = format!("{POSTGRES}-data");
+    // One-shot provisioning jobs each dependent waits for, by dependent.
+    let mut inits: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for infra in &plan.infrastructure {
+        let name = infra.name.to_string();
+        let volume = format!("{name}-data");
+        let image = image_of(&name)?;
         file.services.insert(
-            POSTGRES.to_owned(),
+            name.clone(),
             Service {
-                image: image_of(POSTGRES)?,
-                command: Some(infra::postgres_command(pg)),
-                environment: postgres_env(&secrets),
-                ports: vec![format!("127.0.0.1:{}:5432", pg.port.get())],
-                volumes: vec![format!("{volume}:{}", infra::PG_VOLUME_PATH)],
-                healthcheck: healthcheck(infra::postgres_healthcheck()),
+                image: image.clone(),
+                hostname: infra.hostname.clone(),
+                command: infra.runtime.cmd.clone(),
+                environment: infra.runtime.env.clone(),
+                ports: std::iter::once(format!(
+                    "127.0.0.1:{}:{}",
+                    infra.host_port, infra.container_port
+                ))
+                .chain(infra.ui_port.map(|p| format!("127.0.0.1::{p}")))
+                .collect(),
+                volumes: vec![format!("{volume}:{}", infra.volume_path)],
+                healthcheck: healthcheck(infra.healthcheck.clone()),
                 restart: Some("unless-stopped".to_owned()),
                 init: true,
                 ..Service::default()
             },
         );
         file.volumes.insert(volume, Volume::default());
-        let mut sql = String::new();
-        for spec in m.services.values() {
-            if let Some(db) = &spec.database {
-                let pw = secrets.role_password(db);
-                sql.push_str(&format!(
-                    "SELECT 'CREATE ROLE \"{db}\" LOGIN PASSWORD ''{pw}''' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{db}')\\gexec\n\
-                     SELECT 'CREATE DATABASE \"{db}\" OWNER \"{db}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec\n\
-                     REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC;\n"
-                ));
-            }
-        }
-        if !sql.is_empty() {
+        if let Some(job) = &infra.init {
+            let init = format!("{name}-init");
             file.services.insert(
-                "db-init".to_owned(),
+                init.clone(),
                 Service {
-                    image: image_of(POSTGRES)?,
-                    entrypoint: Some(vec![
-                        "sh".to_owned(),
-                        "-ec".to_owned(),
-                        format!(
-                            "psql -q -v ON_ERROR_STOP=1 -h {POSTGRES} -U postgres -d postgres <<'SQL'\n{sql}SQL\n"
-                        ),
-                    ]),
-                    environment: BTreeMap::from([(
-                        "PGPASSWORD".to_owned(),
-                        secrets.postgres_password.clone(),
-                    )]),
-                    depends_on: BTreeMap::from([(POSTGRES.to_owned(), healthy())]),
+                    image,
+                    entrypoint: Some(job.entrypoint.clone()),
+                    environment: job.env.clone(),
+                    depends_on: BTreeMap::from([(name.clone(), healthy())]),
                     init: true,
                     ..Service::default()
                 },
             );
+            for dependent in &infra.dependents {
+                inits
+                    .entry(dependent.to_string())
+                    .or_default()
+                    .push(init.clone());
+            }
         }
     }
-    if let Some(redis) = &m.redis {
-        let volume = format!("{REDIS}-data");
-        file.services.insert(
-            REDIS.to_owned(),
-            Service {
-                image: image_of(REDIS)?,
-                command: Some(infra::redis_command(redis)),
-                ports: vec![format!("127.0.0.1:{}:6379", redis.port.get())],
-                volumes: vec![format!("{volume}:{}", infra::REDIS_VOLUME_PATH)],
-                healthcheck: healthcheck(infra::redis_healthcheck()),
-                restart: Some("unless-stopped".to_owned()),
-                init: true,
-                ..Service::default()
-            },
-        );
-        file.volumes.insert(volume, Volume::default());
-    }
-    for (name, spec) in &m.services {
-        let mut environment = service_env(project, &secrets, name);
-        if spec.database.is_some() {
+    for (name, service) in &plan.services {
+        let mut environment = service.env.clone();
+        if service.has_database {
             // Compose has no migration step of its own: the service applies them on start.
             environment.insert("MIGRATE_ON_START".to_owned(), "true".to_owned());
         }
+        if let Some(gateway) = &service.gateway {
+            environment.insert("GATEWAY_CONFIG_TOML".to_owned(), gateway.content.clone());
+        }
         let mut depends_on = BTreeMap::new();
-        for dep in &spec.depends_on {
+        for dep in service.depends_on.iter().chain(&service.uses) {
             depends_on.insert(dep.to_string(), healthy());
         }
-        if spec.database.is_some() {
+        for init in inits.remove(name.as_str()).unwrap_or_default() {
             depends_on.insert(
-                "db-init".to_owned(),
+                init,
                 Condition {
                     condition: "service_completed_successfully",
                 },
@@ -200,8 +186,8 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
             Service {
                 image: image_of(name.as_str())?,
                 environment,
-                ports: vec![format!("127.0.0.1:{0}:{0}", spec.port.get())],
-                healthcheck: healthcheck(infra::http_healthcheck(spec.port.get(), &spec.health)),
+                ports: vec![format!("127.0.0.1:{0}:{0}", service.port)],
+                healthcheck: healthcheck(service.healthcheck.clone()),
                 depends_on,
                 restart: Some("unless-stopped".to_owned()),
                 init: true,
@@ -216,7 +202,7 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
         .map_err(|e| ComposeError::Yaml(e.to_string()))?;
     let yaml = yaml.trim_start_matches("---").trim_start();
     Ok(format!(
-        "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's database passwords and gateway admin token: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
+        "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's passwords and gateway admin token: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
         project.name(),
         project.name()
     ))

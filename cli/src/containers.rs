@@ -49,6 +49,10 @@ pub struct ContainerPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_file: Option<LiveFile>,
     pub network: String,
+    /// A host name that survives recreation (RabbitMQ keeps its data under a node name made
+    /// from it). Left out of the hash when absent, like `admin_port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     #[serde(skip)]
     pub labels: HashMap<String, String>,
 }
@@ -130,6 +134,7 @@ impl ContainerPlan {
         labels.insert(LABEL_SPEC.to_owned(), self.spec_hash());
         let secs = |s: i64| s * 1_000_000_000;
         ContainerCreateBody {
+            hostname: self.hostname.clone(),
             image: Some(self.image.clone()),
             env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             cmd: self.cmd.clone(),
@@ -253,6 +258,23 @@ pub async fn ensure(
     }
     start(engine, &id).await?;
     Ok(change)
+}
+
+/// The host port the engine published a container's `container_port` on (for a port
+/// published on an ephemeral loopback port: a gateway's admin listener, a management UI).
+pub fn published_port(
+    inspect: &bollard::models::ContainerInspectResponse,
+    container_port: u16,
+) -> Option<u16> {
+    inspect
+        .network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&format!("{container_port}/tcp"))?
+        .as_ref()?
+        .iter()
+        .find_map(|b| b.host_port.as_deref()?.parse().ok())
 }
 
 /// The largest live file read back from a container; a larger one counts as different.
@@ -468,6 +490,7 @@ mod tests {
             admin_port,
             live_file: None,
             network: "shop-network".into(),
+            hostname: None,
             labels: HashMap::new(),
         }
     }
@@ -478,6 +501,12 @@ mod tests {
         // existed: running containers are not recreated by an upgrade of gravity alone.
         assert_eq!(plan(None).spec_hash(), "8e7b4ea63126e6d327c7e9762d0cf8c5");
         assert_ne!(plan(Some(9080)).spec_hash(), plan(None).spec_hash());
+        let named = ContainerPlan {
+            hostname: Some("rabbitmq".into()),
+            ..plan(None)
+        };
+        assert_ne!(named.spec_hash(), plan(None).spec_hash());
+        assert_eq!(named.create_body().hostname.as_deref(), Some("rabbitmq"));
     }
 
     #[test]

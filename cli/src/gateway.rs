@@ -5,15 +5,14 @@
 //!
 //! Under `gravity up` the configuration is a file Gravity keeps in the gateway's container
 //! ([`CONFIG_PATH`]): when only routes changed, `up` rewrites it and has the gateway reload it
-//! in place; a change of anything else ([`config_read_at_start`]) recreates the gateway. The
+//! in place; a change of anything else (what it reads at start) recreates the gateway. The
 //! compose export passes the whole configuration as `GATEWAY_CONFIG_TOML` instead. Its admin
 //! listener is published on the host's loopback for `gravity status` and `up`'s reload,
 //! behind the platform's admin token.
 
-use crate::{
-    manifest::{Manifest, ServiceName, ServiceSpec},
-    project::REDIS,
-};
+use std::collections::BTreeMap;
+
+use crate::manifest::{Manifest, ServiceName, ServiceSpec};
 
 pub const GATEWAY_CRATE: &str = "gateway";
 const AUTH_CRATE: &str = "auth";
@@ -25,15 +24,7 @@ pub const ADMIN_PORT: u16 = 9080;
 
 /// The host port the engine published a gateway container's admin listener on.
 pub fn published_admin_port(inspect: &bollard::models::ContainerInspectResponse) -> Option<u16> {
-    inspect
-        .network_settings
-        .as_ref()?
-        .ports
-        .as_ref()?
-        .get(&format!("{ADMIN_PORT}/tcp"))?
-        .as_ref()?
-        .iter()
-        .find_map(|b| b.host_port.as_deref()?.parse().ok())
+    crate::containers::published_port(inspect, ADMIN_PORT)
 }
 
 pub fn is_gateway(spec: &ServiceSpec) -> bool {
@@ -44,25 +35,28 @@ pub fn is_gateway(spec: &ServiceSpec) -> bool {
 /// Gravity rewrites in place, so a changed route reloads without a restart.
 pub const CONFIG_PATH: &str = "/etc/gravity-gateway.toml";
 
-/// The gateway configuration for the gateway service `name`.
-pub fn config(manifest: &Manifest, name: &ServiceName) -> String {
-    document(manifest, name)
-        .map(|doc| toml::to_string(&doc).unwrap_or_default())
-        .unwrap_or_default()
+/// The gateway configuration for the gateway service `name`, whose environment (what its
+/// infrastructure gives it: `REDIS_URL`, `REDIS_KEY_PREFIX`) is `env`: the whole file, and
+/// the part the gateway reads only when it starts (everything but its routes). A change of
+/// the second recreates the gateway; a change of routes alone is reloaded in place.
+pub fn config(
+    manifest: &Manifest,
+    name: &ServiceName,
+    env: &BTreeMap<String, String>,
+) -> (String, String) {
+    let Some(mut doc) = document(manifest, name, env) else {
+        return Default::default();
+    };
+    let whole = toml::to_string(&doc).unwrap_or_default();
+    doc.remove("route");
+    (whole, toml::to_string(&doc).unwrap_or_default())
 }
 
-/// The part of [`config`] the gateway reads only when it starts: everything but its routes.
-/// A change here recreates the gateway; a change of routes alone is reloaded in place.
-pub fn config_read_at_start(manifest: &Manifest, name: &ServiceName) -> String {
-    document(manifest, name)
-        .map(|mut doc| {
-            doc.remove("route");
-            toml::to_string(&doc).unwrap_or_default()
-        })
-        .unwrap_or_default()
-}
-
-fn document(manifest: &Manifest, name: &ServiceName) -> Option<toml::Table> {
+fn document(
+    manifest: &Manifest,
+    name: &ServiceName,
+    env: &BTreeMap<String, String>,
+) -> Option<toml::Table> {
     use toml::{Table, Value};
     let spec = manifest.services.get(name)?;
     let mut doc = Table::new();
@@ -118,15 +112,12 @@ fn document(manifest: &Manifest, name: &ServiceName) -> Option<toml::Table> {
         Some(Ok(Value::Table(t))) => t,
         _ => Table::new(),
     };
-    if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
-        limits.insert(
-            "redis_url".into(),
-            Value::String(format!("redis://{REDIS}:6379/")),
-        );
-        limits.insert(
-            "key_prefix".into(),
-            Value::String(format!("gravity:{}:gateway:rl", manifest.name)),
-        );
+    // Limits are shared through the Redis the gateway uses, under its own key prefix (the
+    // only keys its Redis user may touch).
+    if let Some(url) = env.get("REDIS_URL") {
+        limits.insert("redis_url".into(), Value::String(url.clone()));
+        let prefix = env.get("REDIS_KEY_PREFIX").map_or("", String::as_str);
+        limits.insert("key_prefix".into(), Value::String(format!("{prefix}rl")));
     }
     if !limits.is_empty() {
         doc.insert("rate_limit".into(), Value::Table(limits));
@@ -157,10 +148,10 @@ fn document(manifest: &Manifest, name: &ServiceName) -> Option<toml::Table> {
 
 /// Checks the generated configuration as the gateway will, so `gravity check` and `up`
 /// report a bad route before a container crashes on it.
-pub fn check(manifest: &Manifest) -> Result<(), String> {
-    for (name, spec) in &manifest.services {
-        if is_gateway(spec) {
-            gateway::config::Config::parse(&config(manifest, name), "the generated gateway.toml")
+pub fn check(plan: &crate::plan::Plan) -> Result<(), String> {
+    for (name, service) in &plan.services {
+        if let Some(file) = &service.gateway {
+            gateway::config::Config::parse(&file.content, "the generated gateway.toml")
                 .map_err(|e| format!("service {name}: {e}"))?;
         }
     }
@@ -174,14 +165,19 @@ mod tests {
     #[test]
     fn the_shipped_platform_gives_a_valid_gateway_configuration() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gravity.toml");
-        let manifest = Manifest::load(&path).unwrap();
-        let (name, _) = manifest
+        let project = crate::project::Project::load(&path).unwrap();
+        let manifest = &project.manifest;
+        let mut secrets = crate::project::Secrets::default();
+        project.complete_secrets(&mut secrets);
+        let plan = crate::plan::Plan::build(&project, &secrets);
+        let (name, service) = plan
             .services
             .iter()
-            .find(|(_, s)| is_gateway(s))
+            .find(|(_, s)| s.gateway.is_some())
             .expect("the shipped platform has a gateway");
-        let text = config(&manifest, name);
-        let parsed = gateway::config::Config::parse(&text, "generated").unwrap();
+        let file = service.gateway.as_ref().unwrap();
+        let text = &file.content;
+        let parsed = gateway::config::Config::parse(text, "generated").unwrap();
         let auth = parsed
             .routes
             .iter()
@@ -193,23 +189,28 @@ mod tests {
             .unwrap()
             .jwks_url
             .starts_with("http://auth:8000/"));
+        // Limits are counted in the platform's Redis as the gateway's own ACL user, under
+        // the only key prefix that user may touch.
+        let password = secrets.infra("redis").unwrap().user("gateway");
+        assert_eq!(password.len(), 32);
         assert_eq!(
             parsed.rate_limit.redis_url.as_deref(),
-            Some("redis://redis:6379/")
+            Some(format!("redis://gateway:{password}@redis:6379/").as_str())
         );
+        assert_eq!(parsed.rate_limit.key_prefix, "gateway:rl");
         // The limits written in gravity.toml are the ones the gateway applies.
         let gateway = &manifest.services[name];
         let written = gateway.rate_limit.as_ref().expect("the shipped limits");
         assert!(written.per_client.is_some() && written.per_user.is_some());
         assert_eq!(parsed.rate_limit.per_client, written.per_client);
         assert_eq!(parsed.rate_limit.per_user, written.per_user);
-        check(&manifest).unwrap();
+        check(&plan).unwrap();
 
         // What the gateway reads only at start leaves the routes out, and nothing else.
-        let at_start = config_read_at_start(&manifest, name);
+        let at_start = &file.read_at_start;
         assert!(!at_start.contains("[[route]]"), "{at_start}");
-        let mut full: toml::Table = toml::from_str(&text).unwrap();
+        let mut full: toml::Table = toml::from_str(text).unwrap();
         full.remove("route");
-        assert_eq!(toml::from_str::<toml::Table>(&at_start).unwrap(), full);
+        assert_eq!(toml::from_str::<toml::Table>(at_start).unwrap(), full);
     }
 }

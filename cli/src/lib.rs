@@ -15,6 +15,7 @@ pub mod infra;
 pub mod logs;
 pub mod manifest;
 pub mod migrate;
+pub mod plan;
 pub mod progress;
 pub mod project;
 pub mod ps;

@@ -12,7 +12,7 @@ use futures_util::{stream, StreamExt as _};
 
 use crate::{
     engine::{resource_of, Engine, EngineError},
-    project::{Project, ProjectError, POSTGRES, REDIS},
+    project::{Project, ProjectError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,12 @@ pub struct LogsOptionsArgs {
 
 pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsError> {
     for r in &args.resources {
-        if r != POSTGRES && r != REDIS {
+        if !project
+            .manifest
+            .infrastructure
+            .keys()
+            .any(|i| i.as_str() == r)
+        {
             project.service(r)?;
         }
     }

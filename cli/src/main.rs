@@ -14,7 +14,6 @@ use gravity::{
     compose,
     down::{self, Confirm},
     logs::{self, LogsOptionsArgs},
-    manifest::Manifest,
     migrate,
     progress::{self, Mode, Reporter},
     project::Project,
@@ -460,17 +459,22 @@ fn new_service(
 }
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
-    let manifest = Manifest::load(file)?;
-    gravity::gateway::check(&manifest).map_err(anyhow::Error::msg)?;
+    let project = gravity::project::Project::load(file)?;
+    let manifest = &project.manifest;
+    // Checked with passwords made up here: the platform's own are not needed to check it.
+    let mut secrets = gravity::project::Secrets::default();
+    project.complete_secrets(&mut secrets);
+    let plan = gravity::plan::Plan::build(&project, &secrets);
+    gravity::gateway::check(&plan).map_err(anyhow::Error::msg)?;
     println!("platform {}", manifest.name);
-    for (label, infra) in [("postgres", &manifest.postgres), ("redis", &manifest.redis)] {
-        if let Some(infra) = infra {
-            println!(
-                "  {label:<12} {:<24} port {}",
-                infra.image.to_string(),
-                infra.port.get()
-            );
-        }
+    for (name, infra) in &manifest.infrastructure {
+        println!(
+            "  {:<12} {:<24} port {}  ({})",
+            name.as_str(),
+            infra.image.to_string(),
+            infra.port.get(),
+            infra.kind.title()
+        );
     }
     for (name, spec) in &manifest.services {
         let name = name.to_string();

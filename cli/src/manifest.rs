@@ -136,14 +136,15 @@ pub struct Manifest {
     pub workspace: PathBuf,
     /// The Cargo profile services are built with (`dev` unless `[build] profile` says).
     pub profile: String,
-    pub postgres: Option<Infra>,
-    pub redis: Option<Infra>,
+    /// `[infrastructure.NAME]`: each an instance of a kind (`crate::infra::KINDS`).
+    pub infrastructure: BTreeMap<ServiceName, Infra>,
     pub services: BTreeMap<ServiceName, ServiceSpec>,
 }
 
-/// One piece of infrastructure (PostgreSQL, Redis).
+/// One piece of infrastructure: an instance of a kind (PostgreSQL, Redis, RabbitMQ, ...).
 #[derive(Debug, Clone)]
 pub struct Infra {
+    pub kind: &'static dyn crate::infra::Kind,
     pub image: ImageRef,
     pub port: Port,
     pub settings: BTreeMap<String, String>,
@@ -202,7 +203,7 @@ pub struct ServiceRoute {
 struct RawManifest {
     platform: RawPlatform,
     #[serde(default)]
-    infrastructure: RawInfrastructure,
+    infrastructure: BTreeMap<Spanned<String>, RawInfra>,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
     #[serde(default)]
@@ -222,18 +223,13 @@ struct RawPlatform {
     workspace: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawInfrastructure {
-    postgres: Option<RawInfra>,
-    redis: Option<RawInfra>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInfra {
-    image: Spanned<String>,
-    version: Spanned<String>,
+    /// The kind; the table's name when left out (`[infrastructure.redis]`).
+    kind: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    version: Option<Spanned<String>>,
     port: Spanned<i64>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
@@ -304,6 +300,16 @@ impl Manifest {
 
     /// Parses gravity.toml's text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, ManifestError> {
+        Self::parse_with_kinds(file, text, crate::infra::KINDS)
+    }
+
+    /// Parses gravity.toml's text knowing the infrastructure kinds `kinds` (a test adds its
+    /// own).
+    pub fn parse_with_kinds(
+        file: &str,
+        text: &str,
+        kinds: &[&'static dyn crate::infra::Kind],
+    ) -> Result<Self, ManifestError> {
         let src = Source { file, text };
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -317,12 +323,52 @@ impl Manifest {
         let name = ServiceName::parse(raw.platform.name.get_ref())
             .map_err(|m| src.error(raw.platform.name.span(), m, None))?;
 
-        let infra = |spec: Option<RawInfra>| -> Result<Option<Infra>, ManifestError> {
-            let Some(spec) = spec else { return Ok(None) };
-            let image = ImageRef::parse(spec.image.get_ref(), spec.version.get_ref())
-                .map_err(|m| src.error(spec.image.span(), m, None))?;
+        let mut infrastructure = BTreeMap::new();
+        let mut ports: BTreeMap<Port, String> = BTreeMap::new();
+        for (key, spec) in raw.infrastructure {
+            let name =
+                ServiceName::parse(key.get_ref()).map_err(|m| src.error(key.span(), m, None))?;
+            let kind_name = spec
+                .kind
+                .as_ref()
+                .map_or(name.as_str(), |k| k.get_ref().as_str());
+            let kind_span = spec.kind.as_ref().map_or(key.span(), |k| k.span());
+            let Some(kind) = crate::infra::kind_named(kinds, kind_name) else {
+                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                let help = match nearest(kind_name, names.iter().copied()) {
+                    Some(n) => format!("did you mean \"{n}\"? known kinds: {}", names.join(", ")),
+                    None => format!(
+                        "known kinds: {}; name one with `kind = \"...\"`",
+                        names.join(", ")
+                    ),
+                };
+                return Err(src.error(
+                    kind_span,
+                    format!("unknown infrastructure kind \"{kind_name}\""),
+                    Some(help),
+                ));
+            };
+            let (default_name, default_tag) = kind.default_image();
+            let (image_text, image_span) = match &spec.image {
+                Some(i) => (i.get_ref().as_str(), i.span()),
+                None => (default_name, key.span()),
+            };
+            let tag = spec
+                .version
+                .as_ref()
+                .map_or(default_tag, |v| v.get_ref().as_str());
+            let image =
+                ImageRef::parse(image_text, tag).map_err(|m| src.error(image_span, m, None))?;
             let port = Port::parse(*spec.port.get_ref())
                 .map_err(|m| src.error(spec.port.span(), m, None))?;
+            if let Some(other) = ports.get(&port) {
+                return Err(src.error(
+                    spec.port.span(),
+                    format!("port {} is already used by {other}", port.get()),
+                    Some("give each service and infrastructure piece its own port".to_owned()),
+                ));
+            }
+            ports.insert(port, name.to_string());
             if let Some(key) = spec.settings.keys().find(|k| {
                 k.is_empty()
                     || !k
@@ -335,37 +381,43 @@ impl Manifest {
                     Some("setting names are letters, digits, '_', '.' and '-' (e.g. max_connections = \"200\")".to_owned()),
                 ));
             }
-            Ok(Some(Infra {
-                image,
-                port,
-                settings: spec.settings,
-            }))
-        };
-        let postgres = infra(raw.infrastructure.postgres)?;
-        let redis = infra(raw.infrastructure.redis)?;
+            if kind.name() == crate::infra::POSTGRES_KIND
+                && infrastructure
+                    .values()
+                    .any(|i: &Infra| i.kind.name() == kind.name())
+            {
+                return Err(src.error(
+                    key.span(),
+                    "a platform has one PostgreSQL: every service's `database` lives in it",
+                    Some(
+                        "remove this table; each service already gets its own database and role"
+                            .to_owned(),
+                    ),
+                ));
+            }
+            infrastructure.insert(
+                name,
+                Infra {
+                    kind,
+                    image,
+                    port,
+                    settings: spec.settings,
+                },
+            );
+        }
 
-        let mut known: Vec<String> = Vec::new();
-        if postgres.is_some() {
-            known.push("postgres".to_owned());
-        }
-        if redis.is_some() {
-            known.push("redis".to_owned());
-        }
+        let mut known: Vec<String> = infrastructure.keys().map(|k| k.to_string()).collect();
         for key in raw.services.keys() {
             known.push(key.get_ref().clone());
         }
 
         let mut services = BTreeMap::new();
-        let mut ports: BTreeMap<Port, String> = BTreeMap::new();
-        for (label, p) in [("postgres", &postgres), ("redis", &redis)] {
-            if let Some(infra) = p {
-                ports.insert(infra.port, label.to_owned());
-            }
-        }
         for (key, spec) in raw.services {
             let name =
                 ServiceName::parse(key.get_ref()).map_err(|m| src.error(key.span(), m, None))?;
-            if name.as_str() == "postgres" || name.as_str() == "redis" {
+            if infrastructure.contains_key(&name)
+                || crate::infra::kind_named(kinds, name.as_str()).is_some()
+            {
                 return Err(src.error(
                     key.span(),
                     format!("service name {name:?} is reserved for infrastructure"),
@@ -501,7 +553,7 @@ impl Manifest {
                 None => None,
             };
             if let Some(db) = &database {
-                if postgres.is_none() {
+                if database_server(&infrastructure).is_none() {
                     return Err(src.error(
                         key.span(),
                         format!("service {name} has a database but the platform has no PostgreSQL"),
@@ -613,12 +665,16 @@ impl Manifest {
             name,
             workspace: PathBuf::from(raw.platform.workspace.unwrap_or_else(|| ".".to_owned())),
             profile,
-            postgres,
-            redis,
+            infrastructure,
             services,
         };
         manifest.check_cycles(&src)?;
         Ok(manifest)
+    }
+
+    /// The platform's PostgreSQL, where every service's `database` lives.
+    pub fn database_server(&self) -> Option<(&ServiceName, &Infra)> {
+        database_server(&self.infrastructure)
     }
 
     /// Refuses `depends_on` cycles, naming one.
@@ -663,6 +719,14 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn database_server(
+    infrastructure: &BTreeMap<ServiceName, Infra>,
+) -> Option<(&ServiceName, &Infra)> {
+    infrastructure
+        .iter()
+        .find(|(_, i)| i.kind.name() == crate::infra::POSTGRES_KIND)
 }
 
 fn syntax_help(message: &str) -> Option<String> {
@@ -717,10 +781,10 @@ depends_on = ["auth"]
     fn parses_a_platform() {
         let m = Manifest::parse("gravity.toml", GOOD).unwrap();
         assert_eq!(m.name.as_str(), "shop");
-        assert_eq!(
-            m.postgres.as_ref().unwrap().image.to_string(),
-            "postgres:15"
-        );
+        let (pg_name, pg) = m.database_server().unwrap();
+        assert_eq!(pg_name.as_str(), "postgres");
+        assert_eq!(pg.image.to_string(), "postgres:15");
+        assert_eq!(pg.kind.name(), "postgres");
         let auth = &m.services[&ServiceName::parse("auth").unwrap()];
         assert_eq!(auth.crate_name, "auth");
         assert_eq!(auth.port.get(), 8000);

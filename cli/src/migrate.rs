@@ -67,9 +67,8 @@ pub async fn migrate(
 ) -> Result<Vec<ServiceMigrations>, MigrateError> {
     let port = project
         .manifest
-        .postgres
-        .as_ref()
-        .map(|p| p.port.get())
+        .database_server()
+        .map(|(_, p)| p.port.get())
         .ok_or(MigrateError::NoPostgres)?;
     let secrets = project.secrets()?;
     let mut out = Vec::new();

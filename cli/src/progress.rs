@@ -91,6 +91,7 @@ impl Reporter {
             bar,
             started: Instant::now(),
             finished: false,
+            last_shown: std::sync::Mutex::new(Instant::now()),
         };
         task.emit("start", message, None);
         task
@@ -123,6 +124,10 @@ impl Reporter {
     }
 }
 
+/// How often plain and JSON output repeat what a long step is doing, so a log never goes
+/// quiet for minutes (a first build, an image made from Debian packages).
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
 /// Work on one resource. Dropped without `done` or `fail`, it reports "interrupted".
 pub struct Task {
     reporter: Reporter,
@@ -130,13 +135,39 @@ pub struct Task {
     bar: Option<ProgressBar>,
     started: Instant,
     finished: bool,
+    /// When plain or JSON output last showed a message of this task.
+    last_shown: std::sync::Mutex<Instant>,
 }
 
 impl Task {
-    /// Updates what is happening now (live mode only; plain and JSON report outcomes).
+    /// Updates what is happening now: live on a terminal; in plain and JSON output at most
+    /// every few seconds (with the time so far), so long work shows it is moving.
     pub fn message(&self, message: impl Into<String>) {
         if let Some(bar) = &self.bar {
             bar.set_message(message.into());
+            return;
+        }
+        let Ok(mut last) = self.last_shown.lock() else {
+            return;
+        };
+        if last.elapsed() < PLAIN_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let message = message.into();
+        match self.reporter.inner.mode {
+            Mode::Live => {}
+            Mode::Plain => eprintln!(
+                "{:<14} … {message} ({} so far)",
+                self.resource,
+                human(self.started.elapsed())
+            ),
+            Mode::Json => self.reporter.json(&Event {
+                resource: &self.resource,
+                event: "progress",
+                message: &message,
+                elapsed_ms: Some(self.started.elapsed().as_millis()),
+            }),
         }
     }
 

@@ -15,10 +15,6 @@ use crate::{
     manifest::{LoadError, Manifest, ServiceName, ServiceSpec},
 };
 
-/// The names of the two infrastructure pieces, as they appear in container and DNS names.
-pub const POSTGRES: &str = "postgres";
-pub const REDIS: &str = "redis";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     #[error(transparent)]
@@ -45,6 +41,9 @@ pub struct Resource {
     /// `infrastructure` or `service`.
     pub kind: &'static str,
     pub port: u16,
+    /// A port for people (a management UI) published on an ephemeral loopback port, and what
+    /// it is.
+    pub ui: Option<(u16, &'static str)>,
 }
 
 /// A loaded platform.
@@ -109,20 +108,19 @@ impl Project {
     /// Every resource gravity.toml describes, infrastructure first, with its host port.
     pub fn resources(&self) -> Vec<Resource> {
         let m = &self.manifest;
-        let infra = [(POSTGRES, &m.postgres), (REDIS, &m.redis)];
-        infra
-            .into_iter()
-            .filter_map(|(name, spec)| {
-                spec.as_ref().map(|s| Resource {
-                    name: name.to_owned(),
-                    kind: "infrastructure",
-                    port: s.port.get(),
-                })
+        m.infrastructure
+            .iter()
+            .map(|(name, infra)| Resource {
+                name: name.to_string(),
+                kind: "infrastructure",
+                port: infra.port.get(),
+                ui: infra.kind.ui().map(|ui| (ui.port, ui.what)),
             })
             .chain(m.services.iter().map(|(name, spec)| Resource {
                 name: name.to_string(),
                 kind: "service",
                 port: spec.port.get(),
+                ui: None,
             }))
             .collect()
     }
@@ -147,6 +145,23 @@ impl Project {
             Some(dir) => self.workspace.join(dir),
             None => self.workspace.join("migrations").join(service.as_str()),
         }
+    }
+
+    /// The services that use an infrastructure instance, in name order.
+    pub fn dependents<'a>(
+        &'a self,
+        instance: &crate::infra::Instance<'_>,
+    ) -> Vec<crate::infra::Dependent<'a>> {
+        self.manifest
+            .services
+            .iter()
+            .filter(|(_, spec)| instance.infra.kind.serves(instance, spec))
+            .map(|(name, spec)| crate::infra::Dependent {
+                name,
+                spec,
+                migrations: self.migrations_dir(name),
+            })
+            .collect()
     }
 
     /// Looks a service up by the name a user typed.
@@ -215,6 +230,28 @@ impl Project {
         toml::from_str(&text).ok()
     }
 
+    /// Generates the secrets `secrets` lacks for this platform (never replacing one);
+    /// returns whether it did.
+    pub fn complete_secrets(&self, secrets: &mut Secrets) -> bool {
+        let mut changed = false;
+        for (name, infra) in &self.manifest.infrastructure {
+            let instance = crate::infra::Instance { name, infra };
+            let dependents = self.dependents(&instance);
+            changed |= infra.kind.ensure_secrets(&instance, &dependents, secrets);
+        }
+        if secrets.gateway_admin_token.is_empty()
+            && self
+                .manifest
+                .services
+                .values()
+                .any(crate::gateway::is_gateway)
+        {
+            secrets.gateway_admin_token = random_password();
+            changed = true;
+        }
+        changed
+    }
+
     /// The platform's local secrets, created on first use (file mode 0600).
     pub fn secrets(&self) -> Result<Secrets, ProjectError> {
         let path = self.secrets_path();
@@ -232,32 +269,16 @@ impl Project {
                 })
             }
         };
-        let mut changed = false;
-        if secrets.postgres_password.is_empty() {
-            secrets.postgres_password = random_password();
-            changed = true;
-        }
-        for spec in self.manifest.services.values() {
-            if let Some(db) = &spec.database {
-                if !secrets.roles.contains_key(db) {
-                    secrets.roles.insert(db.clone(), random_password());
-                    changed = true;
-                }
-            }
-        }
-        if secrets.gateway_admin_token.is_empty()
-            && self
-                .manifest
-                .services
-                .values()
-                .any(crate::gateway::is_gateway)
-        {
-            secrets.gateway_admin_token = random_password();
-            changed = true;
-        }
+        let changed = self.complete_secrets(&mut secrets);
         let all_safe = std::iter::once(&secrets.postgres_password)
+            .filter(|p| !p.is_empty())
             .chain(secrets.roles.values())
             .chain(Some(&secrets.gateway_admin_token).filter(|t| !t.is_empty()))
+            .chain(secrets.infrastructure.values().flat_map(|i| {
+                std::iter::once(&i.admin)
+                    .chain(i.users.values())
+                    .chain(i.extra.values())
+            }))
             .all(|p| p.len() >= 16 && p.chars().all(|c| c.is_ascii_alphanumeric()));
         if !all_safe {
             return Err(ProjectError::Secrets {
@@ -284,15 +305,78 @@ pub struct Secrets {
     /// The bearer token of the gateway's admin endpoints (`gravity status` reads them).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway_admin_token: String,
+    /// Every other infrastructure instance's secrets, by its name (PostgreSQL keeps the two
+    /// fields above, which predate this table).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub infrastructure: BTreeMap<String, InfraSecrets>,
+}
+
+/// An infrastructure instance's secrets: its administrator's password, each dependent
+/// service's own password, and whatever else its kind generates (an Erlang cookie).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InfraSecrets {
+    #[serde(default)]
+    pub admin: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl InfraSecrets {
+    /// A dependent service's password ("" before it is generated).
+    pub fn user(&self, service: &str) -> &str {
+        self.users.get(service).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn extra(&self, name: &str) -> &str {
+        self.extra.get(name).map(String::as_str).unwrap_or("")
+    }
 }
 
 impl Secrets {
+    /// The secrets of the infrastructure instance `resource`, once generated.
+    pub fn infra(&self, resource: &str) -> Option<&InfraSecrets> {
+        self.infrastructure.get(resource)
+    }
+
+    /// Generates what is missing for `resource`: an administrator password, one password per
+    /// dependent and each of `extra`. Existing ones are never replaced. Returns whether
+    /// anything was generated.
+    pub fn ensure_infra(
+        &mut self,
+        resource: &str,
+        dependents: &[crate::infra::Dependent<'_>],
+        extra: &[&str],
+    ) -> bool {
+        let own = self.infrastructure.entry(resource.to_owned()).or_default();
+        let mut changed = false;
+        if own.admin.is_empty() {
+            own.admin = random_password();
+            changed = true;
+        }
+        for d in dependents {
+            if !own.users.contains_key(d.name.as_str()) {
+                own.users.insert(d.name.to_string(), random_password());
+                changed = true;
+            }
+        }
+        for name in extra {
+            if !own.extra.contains_key(*name) {
+                own.extra.insert((*name).to_owned(), random_password());
+                changed = true;
+            }
+        }
+        changed
+    }
+
     pub fn role_password(&self, database: &str) -> &str {
         self.roles.get(database).map(String::as_str).unwrap_or("")
     }
 }
 
-fn random_password() -> String {
+/// 32 random letters and digits.
+pub fn random_password() -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(32)

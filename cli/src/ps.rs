@@ -7,6 +7,13 @@ use crate::{
     project::Project,
 };
 
+/// A published port meant for people.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Ui {
+    pub what: &'static str,
+    pub url: String,
+}
+
 /// One row of `gravity ps`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Row {
@@ -18,6 +25,9 @@ pub struct Row {
     /// Docker's health check verdict: `healthy`, `unhealthy`, `starting`, or empty.
     pub health: String,
     pub port: Option<u16>,
+    /// Where a port meant for people answers (a broker's management UI), and what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
     /// Docker's human status, e.g. "Up 5 minutes (healthy)".
     pub status: String,
 }
@@ -30,7 +40,20 @@ pub async fn ps(project: &Project) -> Result<Vec<Row>, EngineError> {
         let container = found
             .iter()
             .find(|c| resource_of(c) == Some(r.name.as_str()));
-        rows.push(row(&engine, r.name, r.kind, Some(r.port), container).await);
+        let mut found_row = row(&engine, r.name, r.kind, Some(r.port), container).await;
+        if let (Some((ui_port, what)), Some(c)) = (r.ui, container) {
+            found_row.ui = c
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.private_port == ui_port)
+                .and_then(|p| p.public_port)
+                .map(|port| Ui {
+                    what,
+                    url: format!("http://127.0.0.1:{port}"),
+                });
+        }
+        rows.push(found_row);
     }
     // Containers of this platform that gravity.toml no longer describes.
     for c in &found {
@@ -57,6 +80,7 @@ async fn row(
             state: "not created".to_owned(),
             health: String::new(),
             port,
+            ui: None,
             status: String::new(),
         };
     };
@@ -98,6 +122,7 @@ async fn row(
             health
         },
         port: published,
+        ui: None,
         status: c.status.clone().unwrap_or_default(),
     }
 }
@@ -120,6 +145,9 @@ pub fn table(rows: &[Row]) -> String {
                 .unwrap_or_else(|| "-".to_owned()),
             r.status
         ));
+        if let Some(ui) = &r.ui {
+            out.push_str(&format!("{:<14} {} {}\n", "", ui.what, ui.url));
+        }
     }
     out
 }

@@ -219,9 +219,9 @@ pub fn plan(
     if manifest.services.contains_key(&name) {
         return Err(taken(format!("gravity.toml already has [services.{name}]")));
     }
-    if manifest.postgres.is_none() {
+    let Some((database_server, _)) = manifest.database_server() else {
         return Err(NewError::NoPostgres);
-    }
+    };
     for (other, spec) in &manifest.services {
         if spec.crate_name == name.as_str() || spec.crate_name.replace('-', "_") == database {
             return Err(taken(format!(
@@ -319,11 +319,18 @@ pub fn plan(
     }
     let gravity_before = fs::read_to_string(gravity_toml).map_err(io("read", gravity_toml))?;
     let mut gravity = parse_toml(gravity_toml, &gravity_before)?;
-    add_service(&mut gravity, &name, port, &database, route.as_deref()).map_err(|message| {
-        NewError::Edit {
-            file: gravity_toml.display().to_string(),
-            message,
-        }
+    let server = database_server.as_str();
+    add_service(
+        &mut gravity,
+        &name,
+        port,
+        &database,
+        server,
+        route.as_deref(),
+    )
+    .map_err(|message| NewError::Edit {
+        file: gravity_toml.display().to_string(),
+        message,
     })?;
     // The edited file must load as gravity.toml does on `up`: whatever the checks above do
     // not know about is refused here, before anything is written.
@@ -528,6 +535,7 @@ fn add_service(
     name: &ServiceName,
     port: Port,
     database: &str,
+    database_server: &str,
     route: Option<&str>,
 ) -> Result<(), String> {
     let services = doc
@@ -548,7 +556,7 @@ fn add_service(
     service.insert("port", value(i64::from(port.get())));
     service.insert("database", value(database));
     let mut depends_on = Array::new();
-    depends_on.push("postgres");
+    depends_on.push(database_server);
     service.insert("depends_on", value(depends_on));
     service.insert("health", value("/health/ready"));
     if let Some(prefix) = route {
@@ -772,7 +780,7 @@ mod tests {
         let mut doc: DocumentMut = before.parse().unwrap();
         let name = ServiceName::parse("shop").unwrap();
         let port = Port::parse(8001).unwrap();
-        add_service(&mut doc, &name, port, "shop", Some("/shop")).unwrap();
+        add_service(&mut doc, &name, port, "shop", "postgres", Some("/shop")).unwrap();
         let after = doc.to_string();
         assert!(
             after.starts_with(before.trim_end_matches("\n# trailing note\n")),

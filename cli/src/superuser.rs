@@ -66,9 +66,8 @@ pub async fn create_superuser(
         });
     };
     let port = m
-        .postgres
-        .as_ref()
-        .map(|p| p.port.get())
+        .database_server()
+        .map(|(_, p)| p.port.get())
         .ok_or(SuperuserError::NoAuthService)?;
     let secrets = project.secrets()?;
     let options = database::service_options(port, db, secrets.role_password(db));

@@ -23,18 +23,18 @@ use futures_util::{
     future::{BoxFuture, Shared},
     FutureExt as _,
 };
-use sqlx::postgres::PgConnectOptions;
 
 use crate::{
     build::{self, Binary, BuildError},
     containers::{self, Change, ContainerError, ContainerPlan, LiveFile},
-    database::{self, DatabaseError},
+    database::DatabaseError,
     engine::{is_conflict, is_not_found, resource_of, Engine, EngineError},
     images::{self, ImageError, Obtained, Offline, Resolved},
-    infra,
+    infra::{self, InfraError, Reach},
     manifest::{ImageRef, ServiceName},
+    plan::{InfraPlan, Plan},
     progress::{Reporter, Task},
-    project::{Project, ProjectError, Secrets, POSTGRES, REDIS},
+    project::{Project, ProjectError, Secrets},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ pub enum UpError {
     Container(#[from] ContainerError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Infra(#[from] InfraError),
     #[error("a Docker {kind} named {name} exists and Gravity did not create it; remove it, or change [platform] name in gravity.toml")]
     Foreign { kind: &'static str, name: String },
     #[error("the gateway ({container}) did not reload its routes: {detail}\n  see its output with `gravity logs`, or recreate it: `gravity down`, then `gravity up`")]
@@ -131,6 +133,7 @@ struct Ctx {
     engine: Engine,
     project: Project,
     secrets: Secrets,
+    plan: Plan,
     existing: HashMap<String, ContainerSummary>,
     reporter: Reporter,
     http: reqwest::Client,
@@ -139,11 +142,6 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// The superuser's connection to PostgreSQL published on `port`.
-    fn postgres_admin(&self, port: u16) -> PgConnectOptions {
-        infra::postgres_admin(port, &self.secrets.postgres_password, "postgres")
-    }
-
     fn record(&self, resource: &str, change: Change) {
         if let Ok(mut changes) = self.changes.lock() {
             changes.insert(resource.to_owned(), change);
@@ -156,19 +154,22 @@ pub async fn up(
     options: &UpOptions,
     reporter: &Reporter,
 ) -> Result<Summary, UpError> {
-    crate::gateway::check(&project.manifest).map_err(UpError::GatewayConfig)?;
     let engine = Engine::connect().await?;
     let selection = project.selection(&options.services)?;
-    if !project.has_secrets() && project.manifest.postgres.is_some() {
+    if !project.has_secrets() {
         // New passwords would not open the data already there; say so before changing anything.
-        let volume = project.volume_name(POSTGRES);
-        if let Ok(v) = engine.api().inspect_volume(&volume).await {
-            if project.owns(&v.labels) {
-                return Err(UpError::SecretsLost { volume });
+        for name in project.manifest.infrastructure.keys() {
+            let volume = project.volume_name(name.as_str());
+            if let Ok(v) = engine.api().inspect_volume(&volume).await {
+                if project.owns(&v.labels) {
+                    return Err(UpError::SecretsLost { volume });
+                }
             }
         }
     }
     let secrets = project.secrets()?;
+    let plan = Plan::build(project, &secrets);
+    crate::gateway::check(&plan).map_err(UpError::GatewayConfig)?;
     let mut existing = HashMap::new();
     let mut orphans = Vec::new();
     let described = project.resources();
@@ -181,22 +182,26 @@ pub async fn up(
         }
         existing.insert(resource, c);
     }
-    let m = &project.manifest;
-    let wants = |infra: &str| {
-        options.services.is_empty()
-            || selection.iter().any(|s| {
-                let spec = &m.services[s];
-                spec.depends_on.iter().any(|d| d.as_str() == infra)
-                    || (infra == POSTGRES && spec.database.is_some())
-            })
-    };
-    let want_pg = m.postgres.is_some() && wants(POSTGRES);
-    let want_redis = m.redis.is_some() && wants(REDIS);
+    // Infrastructure that the selected services use (all of it when none was named).
+    let wanted: Vec<usize> = plan
+        .infrastructure
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            options.services.is_empty()
+                || selection.iter().any(|s| {
+                    let service = &plan.services[s];
+                    service.uses.contains(&i.name) || service.depends_on.contains(&i.name)
+                })
+        })
+        .map(|(index, _)| index)
+        .collect();
 
     let ctx = Arc::new(Ctx {
         engine,
         project: project.clone(),
         secrets,
+        plan,
         existing,
         reporter: reporter.clone(),
         http: reqwest::Client::builder()
@@ -208,17 +213,19 @@ pub async fn up(
     });
 
     let network = node(ensure_network(ctx.clone()));
-    let postgres: Option<Node<()>> =
-        want_pg.then(|| node(run_infra(ctx.clone(), network.clone(), POSTGRES)));
-    let redis: Option<Node<()>> =
-        want_redis.then(|| node(run_infra(ctx.clone(), network.clone(), REDIS)));
+    let mut infrastructure: BTreeMap<ServiceName, Node<Reached>> = BTreeMap::new();
+    for index in wanted {
+        let name = ctx.plan.infrastructure[index].name.clone();
+        infrastructure.insert(name, node(run_infra(ctx.clone(), network.clone(), index)));
+    }
     let (runtime, binaries) = if selection.is_empty() {
         (None, None)
     } else {
         // Every crate of the platform, whichever services were asked for: Cargo unifies
         // features across one invocation, so building a subset would give a shared crate's
         // binary different code, and `up auth` then `up` would recreate auth for nothing.
-        let crates: Vec<String> = m
+        let crates: Vec<String> = ctx
+            .plan
             .services
             .values()
             .map(|s| s.crate_name.clone())
@@ -234,23 +241,25 @@ pub async fn up(
     let mut services: BTreeMap<ServiceName, Node<()>> = BTreeMap::new();
     // `selection` is in dependency order, so every dependency's node exists already.
     for name in &selection {
-        let spec = &m.services[name];
+        let service = &ctx.plan.services[name];
         let mut deps: Vec<(String, Node<()>)> = Vec::new();
-        for dep in &spec.depends_on {
+        for dep in &service.depends_on {
             if let Some(n) = services.get(dep) {
                 deps.push((dep.to_string(), n.clone()));
-            } else if let Some(infra) = match dep.as_str() {
-                POSTGRES => &postgres,
-                REDIS => &redis,
-                _ => &None,
-            } {
-                deps.push((dep.to_string(), infra.clone()));
+            }
+        }
+        let mut uses = Vec::new();
+        for used in service.uses.iter().chain(&service.depends_on) {
+            if let Some(n) = infrastructure.get(used) {
+                if !uses.iter().any(|(u, _): &(ServiceName, _)| u == used) {
+                    uses.push((used.clone(), n.clone()));
+                }
             }
         }
         let needs = ServiceNeeds {
             name: name.clone(),
             deps,
-            postgres: postgres.clone(),
+            uses,
             runtime: runtime.clone(),
             binaries: binaries.clone(),
             network: network.clone(),
@@ -258,14 +267,27 @@ pub async fn up(
         services.insert(name.clone(), node(run_service(ctx.clone(), needs)));
     }
 
-    // Drive every node to the end, then report the root cause first.
-    let mut results: Vec<Result<(), Arc<UpError>>> = Vec::new();
+    // Drive every node to the end, then report the root cause first. The build and the base
+    // image are driven from the start too (shared futures only run when polled), so cargo
+    // compiles while images are made and infrastructure starts.
     let mut all: Vec<BoxFuture<'static, Result<(), Arc<UpError>>>> = vec![network.clone().boxed()];
-    all.extend(postgres.iter().chain(&redis).map(|n| n.clone().boxed()));
+    all.extend(
+        runtime
+            .iter()
+            .map(|n| n.clone().map(|r| r.map(|_| ())).boxed()),
+    );
+    all.extend(
+        binaries
+            .iter()
+            .map(|n| n.clone().map(|r| r.map(|_| ())).boxed()),
+    );
+    all.extend(
+        infrastructure
+            .values()
+            .map(|n| n.clone().map(|r| r.map(|_| ())).boxed()),
+    );
     all.extend(services.values().map(|s| s.clone().boxed()));
-    for r in futures_util::future::join_all(all).await {
-        results.push(r);
-    }
+    let results = futures_util::future::join_all(all).await;
     let mut errors: Vec<Arc<UpError>> = results.into_iter().filter_map(Result::err).collect();
     errors.sort_by_key(|e| matches!(**e, UpError::Skipped { .. }));
     if let Some(first) = errors.into_iter().next() {
@@ -284,56 +306,24 @@ pub async fn up(
     Ok(Summary { changes, orphans })
 }
 
-/// PostgreSQL's environment: the official image's variables.
-pub fn postgres_env(secrets: &Secrets) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "POSTGRES_PASSWORD".to_owned(),
-            secrets.postgres_password.clone(),
-        ),
-        ("POSTGRES_USER".to_owned(), "postgres".to_owned()),
-        ("PGDATA".to_owned(), infra::PGDATA.to_owned()),
-    ])
+/// An infrastructure instance up and answering: where the host reaches it.
+#[derive(Debug, Clone, Copy)]
+struct Reached {
+    index: usize,
+    port: u16,
+    ui_port: Option<u16>,
 }
 
-/// A service's environment: its port, its database and Redis (reached by name on the
-/// platform's network), then gravity.toml's `env`, which wins.
-pub fn service_env(
-    project: &Project,
-    secrets: &Secrets,
-    name: &ServiceName,
-) -> BTreeMap<String, String> {
-    let spec = &project.manifest.services[name];
-    let mut env = BTreeMap::new();
-    env.insert("PORT".to_owned(), spec.port.get().to_string());
-    // Gravity applies migrations itself, before the service starts.
-    env.insert("MIGRATE_ON_START".to_owned(), "false".to_owned());
-    if let Some(db) = &spec.database {
-        let password = secrets.role_password(db);
-        env.insert(
-            "DATABASE_URL".to_owned(),
-            format!("postgres://{db}:{password}@{POSTGRES}:5432/{db}"),
-        );
-    }
-    if spec.depends_on.iter().any(|d| d.as_str() == REDIS) {
-        env.insert("REDIS_URL".to_owned(), format!("redis://{REDIS}:6379/"));
-    }
-    if crate::gateway::is_gateway(spec) {
-        env.insert(
-            "GATEWAY_CONFIG_TOML".to_owned(),
-            crate::gateway::config(&project.manifest, name),
-        );
-        if !secrets.gateway_admin_token.is_empty() {
-            env.insert(
-                "GATEWAY_ADMIN_TOKEN".to_owned(),
-                secrets.gateway_admin_token.clone(),
-            );
+impl Ctx {
+    fn reach(&self, reached: Reached) -> Reach<'_> {
+        let plan = &self.plan.infrastructure[reached.index];
+        Reach {
+            instance: plan.instance(),
+            secrets: &self.secrets,
+            port: reached.port,
+            ui_port: reached.ui_port,
         }
     }
-    for (k, v) in &spec.env {
-        env.insert(k.clone(), v.clone());
-    }
-    env
 }
 
 fn failed<T>(task: Task, e: UpError) -> Result<T, UpError> {
@@ -439,82 +429,85 @@ async fn resolve_image(
     Ok(resolved)
 }
 
-/// PostgreSQL or Redis: image, volume and network, then the container, then its probe.
-async fn run_infra(
-    ctx: Arc<Ctx>,
-    network: Node<()>,
-    resource: &'static str,
-) -> Result<(), UpError> {
-    let task = ctx.reporter.task(resource, "preparing");
+/// An infrastructure instance: image, volume and network, then the container, then its
+/// probe, then what its kind provisions for all its dependents at once.
+async fn run_infra(ctx: Arc<Ctx>, network: Node<()>, index: usize) -> Result<Reached, UpError> {
+    let plan: &InfraPlan = &ctx.plan.infrastructure[index];
+    let resource = plan.name.to_string();
+    let task = ctx.reporter.task(&resource, "preparing");
     let result = async {
-        let m = &ctx.project.manifest;
-        let Some(spec) = (if resource == POSTGRES {
-            &m.postgres
-        } else {
-            &m.redis
-        }) else {
-            unreachable!("run_infra is only called for configured infrastructure")
-        };
-        let port = spec.port.get();
-        // What differs between the two; everything after is shared.
-        let (images, env, cmd, container_port, volume_path, healthcheck, probe) =
-            if resource == POSTGRES {
-                (
-                    infra::postgres_images(spec),
-                    postgres_env(&ctx.secrets),
-                    infra::postgres_command(spec),
-                    5432,
-                    infra::PG_VOLUME_PATH,
-                    infra::postgres_healthcheck(),
-                    Probe::Postgres(Box::new(ctx.postgres_admin(port))),
-                )
-            } else {
-                (
-                    infra::redis_images(spec),
-                    BTreeMap::new(),
-                    infra::redis_command(spec),
-                    6379,
-                    infra::REDIS_VOLUME_PATH,
-                    infra::redis_healthcheck(),
-                    Probe::Redis(port),
-                )
-            };
-        let (wanted, offline) = images;
         let (image, volume, net) = tokio::join!(
-            resolve_image(&ctx, resource, &task, &wanted, offline.as_ref()),
-            ensure_volume(&ctx, resource),
+            resolve_image(&ctx, &resource, &task, &plan.wanted, plan.offline.as_ref()),
+            ensure_volume(&ctx, &resource),
             network,
         );
         let (image, volume) = (image?, volume?);
         net.map_err(UpError::Shared)?;
-        let plan = ContainerPlan {
-            resource: resource.to_owned(),
-            name: ctx.project.container_name(resource),
+        let container = ContainerPlan {
+            resource: resource.clone(),
+            name: ctx.project.container_name(&resource),
             image: image.image.to_string(),
             image_id: image.id,
-            env,
-            cmd: Some(cmd),
-            container_port,
-            host_port: port,
-            volume: Some((volume, volume_path.to_owned())),
-            healthcheck,
-            admin_port: None,
+            env: plan.runtime.env.clone(),
+            cmd: plan.runtime.cmd.clone(),
+            container_port: plan.container_port,
+            host_port: plan.host_port,
+            volume: Some((volume, plan.volume_path.to_owned())),
+            healthcheck: plan.healthcheck.clone(),
+            admin_port: plan.ui_port,
             live_file: None,
             network: ctx.project.network_name(),
-            labels: ctx.project.labels(Some(resource)),
+            hostname: plan.hostname.clone(),
+            labels: ctx.project.labels(Some(&resource)),
         };
         task.message("starting");
-        let change = containers::ensure(&ctx.engine, &plan, ctx.existing.get(resource)).await?;
-        ctx.record(resource, change);
+        let change =
+            containers::ensure(&ctx.engine, &container, ctx.existing.get(&resource)).await?;
+        ctx.record(&resource, change);
+        let ui_port = match plan.ui_port {
+            Some(port) => {
+                let inspect = ctx
+                    .engine
+                    .api()
+                    .inspect_container(&container.name, None)
+                    .await?;
+                containers::published_port(&inspect, port)
+            }
+            None => None,
+        };
+        let reached = Reached {
+            index,
+            port: plan.host_port,
+            ui_port,
+        };
         task.message("waiting until it answers");
-        wait_healthy(&ctx, resource, &plan.name, probe).await?;
-        Ok(change)
+        let probe = || -> BoxFuture<'_, Result<bool, UpError>> {
+            Box::pin(async { Ok(plan.kind.probe(ctx.reach(reached)).await?) })
+        };
+        wait_healthy(&ctx, &resource, &container.name, probe).await?;
+        let dependents = Plan::dependents(&ctx.project, plan);
+        if !dependents.is_empty() {
+            task.message("provisioning its users");
+            for note in plan
+                .kind
+                .provision_all(ctx.reach(reached), &dependents)
+                .await?
+            {
+                ctx.reporter.note(&resource, &note);
+            }
+        }
+        Ok((change, reached))
     }
     .await;
     match result {
-        Ok(change) => {
-            task.done(change.describe());
-            Ok(())
+        Ok((change, reached)) => {
+            let ui = reached
+                .ui_port
+                .zip(plan.kind.ui())
+                .map(|(port, ui)| format!(", {} on http://127.0.0.1:{port}", ui.what))
+                .unwrap_or_default();
+            task.done(&format!("{}{ui}", change.describe()));
+            Ok(reached)
         }
         Err(e) => failed(task, e),
     }
@@ -551,8 +544,10 @@ async fn cargo_build(
 
 struct ServiceNeeds {
     name: ServiceName,
+    /// The services it depends on.
     deps: Vec<(String, Node<()>)>,
-    postgres: Option<Node<()>>,
+    /// The infrastructure it uses.
+    uses: Vec<(ServiceName, Node<Reached>)>,
     runtime: Option<Node<Resolved>>,
     binaries: Option<Node<Arc<BTreeMap<String, Binary>>>>,
     network: Node<()>,
@@ -561,7 +556,7 @@ struct ServiceNeeds {
 async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> {
     let name = needs.name.to_string();
     let task = ctx.reporter.task(&name, "waiting for its dependencies");
-    let spec = ctx.project.manifest.services[&needs.name].clone();
+    let service = ctx.plan.services[&needs.name].clone();
     let skipped = |dependency: &str| UpError::Skipped {
         resource: name.clone(),
         dependency: dependency.to_owned(),
@@ -575,30 +570,23 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             .clone()
             .await
             .map_err(|_| skipped("the network"))?;
-        let env = service_env(&ctx.project, &ctx.secrets, &needs.name);
-        if let Some(db) = &spec.database {
-            let Some(pg) = &needs.postgres else {
-                return Err(skipped(POSTGRES));
+        // What each piece of infrastructure it uses provisions for it (its database and
+        // migrations, its users).
+        for (used, n) in &needs.uses {
+            let reached = n.clone().await.map_err(|_| skipped(used.as_str()))?;
+            let plan = &ctx.plan.infrastructure[reached.index];
+            let Some(dependent) = Plan::dependents(&ctx.project, plan)
+                .into_iter()
+                .find(|d| *d.name == needs.name)
+            else {
+                continue;
             };
-            pg.clone().await.map_err(|_| skipped(POSTGRES))?;
-            let port = ctx.project.manifest.postgres.as_ref().map(|p| p.port.get());
-            let admin = ctx.postgres_admin(port.unwrap_or_default());
-            task.message(format!("creating database {db}"));
-            let password = ctx.secrets.role_password(db).to_owned();
-            let pool = database::connect(&admin, "the postgres superuser").await?;
-            let provisioned = database::provision(&pool, db, &password).await;
-            pool.close().await;
-            provisioned?;
-            task.message("applying migrations");
-            let dir = ctx.project.migrations_dir(&needs.name);
-            if dir.is_dir() {
-                let migrator = database::migrator(&dir).await?;
-                let options = database::service_options(admin.get_port(), db, &password);
-                let applied = database::migrate(&options, db, &migrator).await?;
-                if applied > 0 {
-                    ctx.reporter
-                        .note(&name, &format!("applied {applied} migration(s) to {db}"));
-                }
+            let notes = plan
+                .kind
+                .provision(ctx.reach(reached), dependent, &task)
+                .await?;
+            for note in notes {
+                ctx.reporter.note(&name, &note);
             }
         }
         task.message("waiting for the build");
@@ -610,31 +598,27 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             .clone()
             .await
             .map_err(|_| skipped("the runtime image"))?;
-        let Some(binary) = binaries.get(&spec.crate_name) else {
-            return Err(BuildError::NoBinary(spec.crate_name.clone()).into());
+        let Some(binary) = binaries.get(&service.crate_name) else {
+            return Err(BuildError::NoBinary(service.crate_name.clone()).into());
         };
         task.message("building its image");
         let (image, image_id) = build::service_image(&ctx.engine, binary, &runtime.image).await?;
         // The gateway reads its configuration from a file Gravity keeps in its container
         // rather than from its environment: a change of routes alone is then written there
         // and reloaded, without a restart.
-        let gateway = crate::gateway::is_gateway(&spec);
-        let mut env = env;
-        let live_file = gateway.then(|| {
-            let content = env.remove("GATEWAY_CONFIG_TOML").unwrap_or_default();
+        let mut env = service.env.clone();
+        let live_file = service.gateway.as_ref().map(|file| {
             env.insert(
                 "GATEWAY_CONFIG".to_owned(),
                 crate::gateway::CONFIG_PATH.to_owned(),
             );
             LiveFile {
                 path: crate::gateway::CONFIG_PATH.to_owned(),
-                content,
-                read_at_start: crate::gateway::config_read_at_start(
-                    &ctx.project.manifest,
-                    &needs.name,
-                ),
+                content: file.content.clone(),
+                read_at_start: file.read_at_start.clone(),
             }
         });
+        let gateway = live_file.is_some();
         let plan = ContainerPlan {
             resource: name.clone(),
             name: ctx.project.container_name(&name),
@@ -642,14 +626,15 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             image_id,
             env,
             cmd: None,
-            container_port: spec.port.get(),
-            host_port: spec.port.get(),
+            container_port: service.port,
+            host_port: service.port,
             volume: None,
-            healthcheck: infra::http_healthcheck(spec.port.get(), &spec.health),
+            healthcheck: service.healthcheck.clone(),
             // The gateway's admin listener, on an ephemeral loopback port for the dashboard.
             admin_port: gateway.then_some(crate::gateway::ADMIN_PORT),
             live_file,
             network: ctx.project.network_name(),
+            hostname: None,
             labels: ctx.project.labels(Some(&name)),
         };
         task.message("starting");
@@ -659,11 +644,11 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             reload_gateway(&ctx, &plan.name).await?;
         }
         ctx.record(&name, change);
-        task.message(format!("waiting for {}", spec.health));
-        let probe = Probe::Http {
-            client: ctx.http.clone(),
-            port: spec.port.get(),
-            path: spec.health.clone(),
+        task.message(format!("waiting for {}", service.health));
+        let probe = || -> BoxFuture<'_, Result<bool, UpError>> {
+            Box::pin(async {
+                Ok(infra::http_answers(&ctx.http, service.port, &service.health).await)
+            })
         };
         wait_healthy(&ctx, &name, &plan.name, probe).await?;
         Ok(change)
@@ -674,7 +659,7 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             task.done(&format!(
                 "{} on http://127.0.0.1:{}",
                 change.describe(),
-                spec.port.get()
+                service.port
             ));
             Ok(())
         }
@@ -731,43 +716,18 @@ async fn reload_gateway(ctx: &Ctx, container: &str) -> Result<(), UpError> {
     }
 }
 
-/// How to tell a resource really answers.
-enum Probe {
-    Postgres(Box<PgConnectOptions>),
-    Redis(u16),
-    Http {
-        client: reqwest::Client,
-        port: u16,
-        path: String,
-    },
-}
-
-impl Probe {
-    async fn answers(&self) -> Result<bool, UpError> {
-        match self {
-            Self::Postgres(options) => infra::postgres_answers(options).await.map_err(|_| {
-                UpError::Database(DatabaseError::WrongPassword {
-                    who: "the postgres superuser".to_owned(),
-                })
-            }),
-            Self::Redis(port) => Ok(infra::redis_answers(*port).await),
-            Self::Http { client, port, path } => Ok(infra::http_answers(client, *port, path).await),
-        }
-    }
-}
-
 /// Polls `probe` until it answers, the container dies, or the timeout passes.
-async fn wait_healthy(
+async fn wait_healthy<'p>(
     ctx: &Ctx,
     resource: &str,
     container: &str,
-    probe: Probe,
+    probe: impl Fn() -> BoxFuture<'p, Result<bool, UpError>>,
 ) -> Result<(), UpError> {
     let started = Instant::now();
     let mut last_state_check = Instant::now();
     let restarts_before = containers::restart_count(&ctx.engine, container).await;
     loop {
-        if probe.answers().await? {
+        if probe().await? {
             return Ok(());
         }
         if last_state_check.elapsed() >= Duration::from_millis(500) {

@@ -29,6 +29,8 @@ struct Platform {
     auth: u16,
     accounts: u16,
     gateway: u16,
+    /// RabbitMQ's port, when the platform has a broker (both services then use it).
+    broker: Option<u16>,
 }
 
 /// Five distinct free ports: all held at once while chosen, so none is picked twice.
@@ -61,7 +63,27 @@ impl Platform {
             auth,
             accounts,
             gateway,
+            broker: None,
         };
+        platform.write_manifest("");
+        platform
+    }
+
+    /// A platform whose two services also use a RabbitMQ broker.
+    fn with_broker(test: &str) -> Self {
+        let mut platform = Self::new(test);
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = held.local_addr().expect("bound").port();
+        let taken = [
+            platform.pg,
+            platform.redis,
+            platform.auth,
+            platform.accounts,
+            platform.gateway,
+        ];
+        assert!(!taken.contains(&port), "a sixth distinct port");
+        platform.broker = Some(port);
+        drop(held);
         platform.write_manifest("");
         platform
     }
@@ -74,6 +96,13 @@ impl Platform {
     /// Writes gravity.toml with `extra` tables at the end.
     fn write_manifest_with(&self, auth_env: &str, extra: &str) {
         let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let (broker, uses_broker) = match self.broker {
+            Some(port) => (
+                format!("[infrastructure.rabbitmq]\nport = {port}\n"),
+                ", \"rabbitmq\"",
+            ),
+            None => (String::new(), ""),
+        };
         let text = format!(
             r#"[platform]
 name = "{name}"
@@ -89,11 +118,12 @@ image = "redis"
 version = "7"
 port = {redis}
 
+{broker}
 [services.auth]
 crate = "auth"
 port = {auth}
 database = "auth"
-depends_on = ["postgres", "redis"]
+depends_on = ["postgres", "redis"{uses_broker}]
 
 [services.auth.env]
 REDIS_KEY_PREFIX = "auth:"
@@ -104,7 +134,7 @@ crate = "auth"
 port = {accounts}
 database = "accounts"
 migrations = "migrations/auth"
-depends_on = ["postgres", "redis", "auth"]
+depends_on = ["postgres", "redis", "auth"{uses_broker}]
 
 [services.accounts.env]
 REDIS_KEY_PREFIX = "accounts:"
@@ -216,6 +246,7 @@ REDIS_KEY_PREFIX = "accounts:"
         token.to_owned()
     }
 
+    /// A value of the secrets file by its dotted path (`infrastructure.redis.admin`).
     fn secret(&self, key: &str) -> String {
         let path = self
             .root
@@ -223,10 +254,11 @@ REDIS_KEY_PREFIX = "accounts:"
             .join(format!("{}.secrets.toml", self.name));
         let text = std::fs::read_to_string(path).expect("the secrets file");
         let value: toml::Value = toml::from_str(&text).expect("secrets are TOML");
-        match key.split_once('.') {
-            Some((table, k)) => value[table][k].as_str().unwrap_or_default().to_owned(),
-            None => value[key].as_str().unwrap_or_default().to_owned(),
-        }
+        key.split('.')
+            .try_fold(&value, |v, k| v.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     async fn engine(&self) -> Engine {
@@ -406,7 +438,7 @@ async fn up_from_nothing_to_healthy_then_a_second_up_changes_nothing() {
         assert_eq!(services[resource]["image"].as_str(), Some(running.as_str()));
     }
     assert_eq!(services["redis"]["command"][2].as_str(), Some("yes"));
-    assert!(services["db-init"]["entrypoint"][2]
+    assert!(services["postgres-init"]["entrypoint"][2]
         .as_str()
         .is_some_and(|sql| sql.contains("CREATE DATABASE \"accounts\"")));
 
@@ -666,6 +698,313 @@ depends_on = ["auth", "redis"]
         settled["gateway"].starts_with("running, unchanged"),
         "{settled:?}"
     );
+}
+
+/// An AMQP connection to the platform's broker as `user`.
+async fn amqp(platform: &Platform, user: &str) -> lapin::Connection {
+    let password = platform.secret(&format!("infrastructure.rabbitmq.users.{user}"));
+    let password = if user == "admin" {
+        platform.secret("infrastructure.rabbitmq.admin")
+    } else {
+        password
+    };
+    assert_eq!(password.len(), 32, "{user}'s broker password");
+    let uri = format!(
+        "amqp://{user}:{password}@127.0.0.1:{}/%2f",
+        platform.broker.expect("a broker")
+    );
+    lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects to the broker: {e}"))
+}
+
+/// Publishes one persistent message to `exchange` with `routing_key` and waits for the
+/// broker's confirmation; an error names what the broker said.
+async fn publish(
+    conn: &lapin::Connection,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), String> {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            b"{\"hello\":1}",
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err(format!("not acknowledged: {confirm:?}"))
+    }
+}
+
+/// Declares a durable queue and binds it to `exchange` with routing key `#`.
+async fn declare_bound(
+    conn: &lapin::Connection,
+    queue: &str,
+    exchange: &str,
+) -> Result<(), String> {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Starts consuming `queue`.
+async fn consume(conn: &lapin::Connection, queue: &str) -> Result<(), String> {
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A Redis connection to the platform's Redis as `user` (with `password`).
+async fn redis_as(
+    platform: &Platform,
+    user: &str,
+    password: &str,
+) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!(
+        "redis://{user}:{password}@127.0.0.1:{}/",
+        platform.redis
+    ))
+    .expect("a Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects to Redis: {e}"))
+}
+
+#[tokio::test]
+async fn every_service_reaches_only_its_own_broker_exchange_queues_redis_keys_and_database() {
+    let platform = Platform::with_broker("isolation");
+    let outcomes = platform.up();
+    assert!(
+        outcomes["rabbitmq"].contains("management UI on http://127.0.0.1:"),
+        "{outcomes:?}"
+    );
+
+    // The broker: each service publishes to its own exchange only, declares and reads its
+    // own queues only, and subscribes by binding its queue to another service's exchange.
+    let auth = amqp(&platform, "auth").await;
+    let accounts = amqp(&platform, "accounts").await;
+    declare_bound(&accounts, "accounts.user-events", "auth")
+        .await
+        .expect("accounts subscribes to auth's events");
+    publish(&auth, "auth", "user.registered")
+        .await
+        .expect("auth publishes to its own exchange");
+    let refused = publish(&auth, "accounts", "x").await.unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("403"),
+        "{refused}"
+    );
+    let refused = publish(&auth, "", "accounts.user-events")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("403"),
+        "{refused}"
+    );
+    let refused = consume(&auth, "accounts.user-events").await.unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("403"),
+        "{refused}"
+    );
+    let refused = declare_bound(&auth, "accounts.stolen", "auth")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("403"),
+        "{refused}"
+    );
+    consume(&accounts, "accounts.user-events")
+        .await
+        .expect("accounts reads its own queue");
+    let refused = publish(&accounts, "auth", "x").await.unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("403"),
+        "{refused}"
+    );
+    let _ = auth.close(200, "done".into()).await;
+    let _ = accounts.close(200, "done".into()).await;
+
+    // Redis: each service's user reaches its own key prefix only; no password, no access.
+    let mut as_auth = redis_as(
+        &platform,
+        "auth",
+        &platform.secret("infrastructure.redis.users.auth"),
+    )
+    .await;
+    let ok: Result<(), redis::RedisError> = redis::cmd("SET")
+        .arg("auth:probe")
+        .arg("1")
+        .query_async(&mut as_auth)
+        .await;
+    ok.expect("auth writes its own keys");
+    for key in ["accounts:session", "other"] {
+        let read: Result<Option<String>, _> =
+            redis::cmd("GET").arg(key).query_async(&mut as_auth).await;
+        let err = read.unwrap_err().to_string();
+        assert!(err.contains("NOPERM"), "auth reads {key}: {err}");
+        let wrote: Result<(), _> = redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query_async(&mut as_auth)
+            .await;
+        assert!(
+            wrote.unwrap_err().to_string().contains("NOPERM"),
+            "auth writes {key}"
+        );
+    }
+    let mut as_accounts = redis_as(
+        &platform,
+        "accounts",
+        &platform.secret("infrastructure.redis.users.accounts"),
+    )
+    .await;
+    let read: Result<Option<String>, _> = redis::cmd("GET")
+        .arg("auth:probe")
+        .query_async(&mut as_accounts)
+        .await;
+    assert!(
+        read.unwrap_err().to_string().contains("NOPERM"),
+        "accounts reads auth's keys"
+    );
+    let anonymous = redis::Client::open(format!("redis://127.0.0.1:{}/", platform.redis)).unwrap();
+    let mut anonymous = anonymous
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let read: Result<Option<String>, _> = redis::cmd("GET")
+        .arg("auth:probe")
+        .query_async(&mut anonymous)
+        .await;
+    assert!(
+        read.unwrap_err().to_string().contains("NOAUTH"),
+        "no password, no keys"
+    );
+
+    // PostgreSQL, as before: a service's role cannot open another's database.
+    let denied = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(platform.pg)
+        .username("auth")
+        .password(&platform.secret("roles.auth"))
+        .database("accounts");
+    let err = sqlx::ConnectOptions::connect(&denied)
+        .await
+        .map(|_: sqlx::PgConnection| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // `ps` names the management UI; `status` shows the broker's queues.
+    let ps = platform.ps();
+    let broker = ps
+        .iter()
+        .find(|r| r["resource"] == "rabbitmq")
+        .expect("the broker in ps");
+    let ui = broker["ui"]["url"].as_str().expect("its management UI");
+    let client = reqwest::Client::new();
+    let overview = client
+        .get(format!("{ui}/api/overview"))
+        .basic_auth(
+            "admin",
+            Some(platform.secret("infrastructure.rabbitmq.admin")),
+        )
+        .send()
+        .await
+        .expect("the management API answers");
+    assert_eq!(overview.status(), 200);
+    let status = platform.gravity(&["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let snapshot: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    let queues = snapshot["brokers"][0]["queues"]
+        .as_array()
+        .expect("the broker's queues");
+    let queue = queues
+        .iter()
+        .find(|q| q["name"] == "accounts.user-events")
+        .expect("the queue");
+    assert_eq!(queue["messages"], 1, "{queue}");
+
+    // Killing the broker: the next `up` heals it with its data (users, exchange, queue and
+    // the persistent message in it).
+    let engine = platform.engine().await;
+    engine
+        .api()
+        .kill_container(
+            &format!("{}-rabbitmq", platform.name),
+            None::<KillContainerOptions>,
+        )
+        .await
+        .expect("kill the broker");
+    let outcomes = platform.up();
+    assert!(
+        outcomes["rabbitmq"].starts_with("started")
+            || outcomes["rabbitmq"].starts_with("recreated"),
+        "{outcomes:?}"
+    );
+    let accounts = amqp(&platform, "accounts").await;
+    let channel = accounts.create_channel().await.expect("a channel");
+    let queue = channel
+        .queue_declare(
+            "accounts.user-events".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("the queue survived");
+    assert_eq!(queue.message_count(), 1, "the message survived");
+
+    // The compose export carries the broker and its provisioning.
+    let out = platform.gravity(&["export", "compose", "-o", "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("rabbitmq-init"), "{yaml}");
+    assert!(yaml.contains("import_definitions"), "{yaml}");
 }
 
 #[tokio::test]

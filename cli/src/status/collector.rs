@@ -10,10 +10,11 @@ use std::{
 use bollard::query_parameters::StatsOptions;
 use futures_util::StreamExt as _;
 
-use super::model::{Gateway, Row, Snapshot};
+use super::model::{Broker, Gateway, Row, Snapshot};
 use crate::{
     engine::{resource_of, Engine},
     gateway::{is_gateway, published_admin_port},
+    manifest::ServiceName,
     project::Project,
 };
 
@@ -55,7 +56,8 @@ pub struct Collector {
     histograms: HashMap<String, Histogram>,
     /// The gateway admin token, and when the secrets file it came from was last modified: the
     /// file is read again only when that changes, not on every refresh.
-    admin_token: Option<(std::time::SystemTime, String)>,
+    /// The platform's secrets file as last read, and when it was modified then.
+    secrets: Option<(std::time::SystemTime, crate::project::Secrets)>,
 }
 
 impl Collector {
@@ -70,7 +72,7 @@ impl Collector {
                 .unwrap_or_default(),
             cpu: HashMap::new(),
             histograms: HashMap::new(),
-            admin_token: None,
+            secrets: None,
         }
     }
 
@@ -78,27 +80,29 @@ impl Collector {
         &self.engine
     }
 
-    /// The platform's gateway admin token (empty when its secrets file has none).
-    fn admin_token(&mut self) -> String {
+    /// The platform's secrets (empty when it has no secrets file), reread only when the file
+    /// changes.
+    fn secrets(&mut self) -> crate::project::Secrets {
         let modified = std::fs::metadata(self.project.secrets_path())
             .and_then(|m| m.modified())
             .ok();
-        match (&self.admin_token, modified) {
-            (Some((at, token)), Some(now)) if *at == now => token.clone(),
+        match (&self.secrets, modified) {
+            (Some((at, secrets)), Some(now)) if *at == now => secrets.clone(),
             (_, Some(now)) => {
-                let token = self
-                    .project
-                    .existing_secrets()
-                    .map(|s| s.gateway_admin_token)
-                    .unwrap_or_default();
-                self.admin_token = Some((now, token.clone()));
-                token
+                let secrets = self.project.existing_secrets().unwrap_or_default();
+                self.secrets = Some((now, secrets.clone()));
+                secrets
             }
             (_, None) => {
-                self.admin_token = None;
-                String::new()
+                self.secrets = None;
+                crate::project::Secrets::default()
             }
         }
+    }
+
+    /// The platform's gateway admin token (empty when its secrets file has none).
+    fn admin_token(&mut self) -> String {
+        self.secrets().gateway_admin_token
     }
 
     pub async fn snapshot(&mut self) -> Snapshot {
@@ -218,6 +222,57 @@ impl Collector {
                     }
                 }))
                 .await;
+        }
+
+        // Each running broker's queues, through its management API on the loopback port the
+        // engine published, as its administrator.
+        let brokers: Vec<(ServiceName, u16, Option<u16>)> = wanted
+            .iter()
+            .zip(&details)
+            .filter_map(|((resource, _, port), (_, inspect, _))| {
+                let (name, infra) = self
+                    .project
+                    .manifest
+                    .infrastructure
+                    .iter()
+                    .find(|(n, _)| n.as_str() == resource)?;
+                let ui = infra.kind.ui()?;
+                let inspect = inspect.as_ref()?;
+                inspect.state.as_ref()?.running.filter(|r| *r)?;
+                Some((
+                    name.clone(),
+                    *port,
+                    crate::containers::published_port(inspect, ui.port),
+                ))
+            })
+            .collect();
+        if !brokers.is_empty() {
+            let secrets = self.secrets();
+            let manifest = &self.project.manifest;
+            let http = &self.http;
+            let secrets = &secrets;
+            let views = brokers.iter().filter_map(|(name, port, ui_port)| {
+                let infra = manifest.infrastructure.get(name)?;
+                let reach = crate::infra::Reach {
+                    instance: crate::infra::Instance { name, infra },
+                    secrets,
+                    port: *port,
+                    ui_port: *ui_port,
+                };
+                let queues = infra.kind.queues(reach, http)?;
+                Some(async move {
+                    let (queues, error) = match queues.await {
+                        Ok(q) => (q, None),
+                        Err(e) => (Vec::new(), Some(e)),
+                    };
+                    Broker {
+                        resource: name.to_string(),
+                        queues,
+                        error,
+                    }
+                })
+            });
+            snapshot.brokers = futures_util::future::join_all(views).await;
         }
 
         for (((resource, kind, port), (id, inspect, stats)), histogram) in

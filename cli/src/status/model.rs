@@ -58,6 +58,45 @@ pub struct Snapshot {
     /// Each running gateway's routes, upstream health and breakers, from its admin endpoint.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<Gateway>,
+    /// Each running broker's queues, from its management API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<Broker>,
+}
+
+/// A message broker's queues: depth, consumers, rates, and its dead-letter queues.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Broker {
+    pub resource: String,
+    pub queues: Vec<crate::infra::BrokerQueue>,
+    /// Why its queues could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Broker {
+    /// Its dead-letter queues and the messages parked in them.
+    pub fn dead_letters(&self) -> (usize, u64) {
+        self.queues
+            .iter()
+            .filter(|q| q.dead_letter)
+            .fold((0, 0), |(n, m), q| (n + 1, m + q.messages))
+    }
+}
+
+/// A queue's columns, aligned as the table and the dashboard show them.
+pub fn queue_columns(q: &crate::infra::BrokerQueue) -> String {
+    format!(
+        "  {:<36} {:>8} {:>9} {:>10.1} {:>10.1}",
+        q.name, q.messages, q.consumers, q.publish_rate, q.deliver_rate
+    )
+}
+
+/// The header over [`queue_columns`].
+pub fn queue_header() -> String {
+    format!(
+        "  {:<36} {:>8} {:>9} {:>10} {:>10}",
+        "QUEUE", "DEPTH", "CONSUMERS", "PUBLISH/S", "DELIVER/S"
+    )
 }
 
 /// One gateway as its admin endpoint (`/admin/routes`) describes it.
@@ -223,6 +262,28 @@ pub fn table(snapshot: &Snapshot) -> String {
                     u.in_flight
                 ));
             }
+        }
+    }
+    for b in &snapshot.brokers {
+        let (dlqs, parked) = b.dead_letters();
+        out.push_str(&format!(
+            "\n{}: {} queue(s), {dlqs} dead-letter queue(s) holding {parked} message(s)\n",
+            b.resource,
+            b.queues.len()
+        ));
+        if let Some(e) = &b.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        if !b.queues.is_empty() {
+            out.push_str(&queue_header());
+            out.push('\n');
+        }
+        for q in &b.queues {
+            out.push_str(&queue_columns(q));
+            if q.dead_letter {
+                out.push_str("  dead-letter");
+            }
+            out.push('\n');
         }
     }
     if let Some(e) = &snapshot.error {

@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::{
     app::{App, View},
-    model::{human_bytes, human_duration, upstream_columns, Row},
+    model::{human_bytes, human_duration, queue_columns, queue_header, upstream_columns, Row},
 };
 
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
@@ -28,7 +28,14 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         View::Logs => draw_logs(frame, body, app),
         View::Table | View::Help => {
             let rows = app.snapshot.rows.len() as u16;
-            let gateway = gateway_lines(app);
+            let mut gateway = gateway_lines(app);
+            let broker = broker_lines(app);
+            let title = match (gateway.is_empty(), broker.is_empty()) {
+                (false, false) => " gateway routes · broker queues ",
+                (true, false) => " broker queues ",
+                _ => " gateway routes ",
+            };
+            gateway.extend(broker);
             // The gateway pane gives way to the log when the terminal is short.
             let gateway_height = if gateway.is_empty() {
                 0
@@ -47,11 +54,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             draw_table(frame, table, app);
             if gateway_height > 0 {
                 frame.render_widget(
-                    Paragraph::new(gateway).block(
-                        Block::default()
-                            .borders(Borders::ALL)
-                            .title(" gateway routes "),
-                    ),
+                    Paragraph::new(gateway)
+                        .block(Block::default().borders(Borders::ALL).title(title)),
                     routes,
                 );
             }
@@ -222,6 +226,53 @@ fn gateway_lines(app: &App) -> Vec<Line<'static>> {
     lines
 }
 
+/// One line per broker (its queues and what its dead-letter queues hold), then one per queue,
+/// dead-letter queues that hold messages in red and in words.
+fn broker_lines(app: &App) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for b in &app.snapshot.brokers {
+        let mut head = vec![Span::styled(
+            format!("{} ", b.resource),
+            Style::default().add_modifier(Modifier::BOLD),
+        )];
+        if let Some(e) = &b.error {
+            head.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
+        } else {
+            let (dlqs, parked) = b.dead_letters();
+            head.push(Span::raw(format!(
+                "{} queue(s) · {dlqs} dead-letter queue(s) ",
+                b.queues.len()
+            )));
+            let style = if parked > 0 {
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else {
+                Style::default().fg(Color::Green)
+            };
+            head.push(Span::styled(format!("holding {parked} message(s)"), style));
+        }
+        lines.push(Line::from(head));
+        if !b.queues.is_empty() {
+            lines.push(Line::from(Span::styled(
+                queue_header(),
+                Style::default().add_modifier(Modifier::DIM),
+            )));
+        }
+        for q in &b.queues {
+            let mut line = vec![Span::raw(queue_columns(q))];
+            if q.dead_letter {
+                let style = if q.messages > 0 {
+                    Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::default().fg(Color::Yellow)
+                };
+                line.push(Span::styled("  dead-letter", style));
+            }
+            lines.push(Line::from(line));
+        }
+    }
+    lines
+}
+
 fn draw_logs(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let title = match &app.log_resource {
         Some(r) => format!(" log: {r} "),
@@ -325,6 +376,7 @@ mod tests {
             ],
             error: None,
             gateways: Vec::new(),
+            brokers: Vec::new(),
         });
         app.log_resource = Some("postgres".to_owned());
         app.push_log("postgres", "database system is ready".to_owned());
@@ -491,6 +543,62 @@ mod tests {
             plain
                 .lines()
                 .any(|l| l.contains("orders") && l.contains("BREAKER OPEN")),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn the_broker_pane_shows_queues_and_dead_letters_holding_messages_in_red() {
+        use crate::{infra::BrokerQueue, status::model::Broker};
+        let queue = |name: &str, messages, dead_letter: bool| BrokerQueue {
+            name: name.to_owned(),
+            messages,
+            consumers: u64::from(!dead_letter),
+            publish_rate: 12.5,
+            deliver_rate: 12.0,
+            dead_letter,
+        };
+        let mut app = app();
+        app.snapshot.brokers = vec![Broker {
+            resource: "rabbitmq".to_owned(),
+            queues: vec![
+                queue("orders.payments", 7, false),
+                queue("orders.payments.parked", 3, true),
+            ],
+            error: None,
+        }];
+        let text = render(&app, 120, 30);
+        for expected in [
+            "broker queues",
+            "2 queue(s) · 1 dead-letter queue(s) holding 3 message(s)",
+            "orders.payments",
+            "CONSUMERS",
+            "12.5",
+            "dead-letter",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+        let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        terminal.draw(|f| draw(f, &app)).unwrap();
+        let buffer = terminal.backend().buffer();
+        // The queue's marker, after the header's "dead-letter queue(s)".
+        let (x, y) = (0..30u16)
+            .flat_map(|y| (0..108u16).map(move |x| (x, y)))
+            .rfind(|&(x, y)| {
+                (0..11).all(|i| buffer[(x + i, y)].symbol() == &"dead-letter"[i as usize..][..1])
+            })
+            .unwrap();
+        assert_eq!(buffer[(x, y)].fg, Color::Red);
+
+        let plain = crate::status::model::table(&app.snapshot);
+        assert!(
+            plain.contains("rabbitmq: 2 queue(s), 1 dead-letter queue(s) holding 3 message(s)"),
+            "{plain}"
+        );
+        assert!(
+            plain
+                .lines()
+                .any(|l| l.contains("orders.payments.parked") && l.contains("dead-letter")),
             "{plain}"
         );
     }

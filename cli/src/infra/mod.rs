@@ -1,0 +1,268 @@
+//! Infrastructure as data: every kind of infrastructure Gravity can run (PostgreSQL, Redis,
+//! RabbitMQ, ...) is one module implementing [`Kind`], registered once in [`KINDS`]. A kind
+//! says which image it runs and how to build that image from Debian packages, where its data
+//! lives, how to tell it really answers, what a service that depends on it receives in its
+//! environment, and what each such service gets provisioned for it (its own database, ACL
+//! user or broker user). `up`, `export compose`, `ps`, `status` and `logs` only ever talk to
+//! the trait, so adding a kind is one new module and one line here.
+//!
+//! **Invariant:** every kind isolates its dependents from each other: a service's credentials
+//! reach only what belongs to that service.
+
+mod postgres;
+mod rabbitmq;
+mod redis;
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use futures_util::future::BoxFuture;
+
+pub use postgres::{admin_options as postgres_admin, Postgres, PG_VOLUME_PATH};
+pub use rabbitmq::{queues as broker_queues, BrokerQueue, RabbitMq};
+pub use redis::Redis;
+
+use crate::{
+    database::DatabaseError,
+    images::{Offline, OfflineRecipe},
+    manifest::{ImageRef, Infra, ServiceName, ServiceSpec},
+    progress::Task,
+    project::Secrets,
+};
+
+/// The kind whose single instance holds every service's `database`.
+pub const POSTGRES_KIND: &str = postgres::NAME;
+
+/// Every kind Gravity knows, by the name gravity.toml uses (`kind = "..."`, or the table's
+/// name when `kind` is left out).
+pub const KINDS: &[&'static dyn Kind] = &[&Postgres, &Redis, &RabbitMq];
+
+/// One kind of infrastructure. Implementations are unit structs; each instance in
+/// gravity.toml (`[infrastructure.NAME]`) is an [`Instance`] of one.
+pub trait Kind: Sync + fmt::Debug {
+    /// The name gravity.toml uses for it (`postgres`).
+    fn name(&self) -> &'static str;
+    /// What users call it (`PostgreSQL`).
+    fn title(&self) -> &'static str;
+    /// The image and tag used when gravity.toml names none.
+    fn default_image(&self) -> (&'static str, &'static str);
+    /// Its stand-in built from Debian packages, when Debian packages the version asked for.
+    fn offline(&self, wanted: &ImageRef) -> Option<Offline>;
+    /// The port it serves on inside the container (published on the instance's `port`).
+    fn container_port(&self) -> u16;
+    /// A second port for people (a management UI), published on an ephemeral loopback port.
+    fn ui(&self) -> Option<Ui> {
+        None
+    }
+    /// Where its data volume is mounted.
+    fn volume_path(&self) -> &'static str;
+    /// Whether the container's host name must stay the same across recreations (RabbitMQ
+    /// keeps its data under its node name, which is derived from it).
+    fn stable_hostname(&self) -> bool {
+        false
+    }
+    /// Whether `spec` uses this instance. By default: it is named in `depends_on`.
+    fn serves(&self, instance: &Instance<'_>, spec: &ServiceSpec) -> bool {
+        spec.depends_on.iter().any(|d| d == instance.name)
+    }
+    /// Generates what is missing of this instance's secrets; returns whether it did.
+    fn ensure_secrets(
+        &self,
+        instance: &Instance<'_>,
+        dependents: &[Dependent<'_>],
+        secrets: &mut Secrets,
+    ) -> bool {
+        secrets.ensure_infra(instance.name.as_str(), dependents, &[])
+    }
+    /// The container's environment and command line.
+    fn container(
+        &self,
+        instance: &Instance<'_>,
+        dependents: &[Dependent<'_>],
+        secrets: &Secrets,
+    ) -> Runtime;
+    /// The Docker health check, the same in Gravity's containers and an exported compose file.
+    fn healthcheck(&self) -> Vec<String>;
+    /// What a dependent service receives in its environment (reached by the instance's name
+    /// on the platform's network).
+    fn env_for(
+        &self,
+        instance: &Instance<'_>,
+        dependent: &Dependent<'_>,
+        secrets: &Secrets,
+    ) -> Vec<(String, String)>;
+    /// Whether it really answers now, reached through its published ports. An error means
+    /// waiting will not help (a refused password).
+    fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>>;
+    /// Makes what `dependent` needs of it exist (its database, user, exchange); idempotent.
+    /// Returns notes worth showing (e.g. migrations applied).
+    fn provision<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _dependent: Dependent<'a>,
+        _task: &'a Task,
+    ) -> BoxFuture<'a, Result<Vec<String>, InfraError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Provisioning for every dependent at once, where a kind does it in one step (after the
+    /// per-dependent [`Kind::provision`] calls). Returns notes worth showing.
+    fn provision_all<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _dependents: &'a [Dependent<'a>],
+    ) -> BoxFuture<'a, Result<Vec<String>, InfraError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// The queues it holds, for `gravity status`: brokers answer, other kinds have none.
+    fn queues<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _http: &'a reqwest::Client,
+    ) -> Option<BoxFuture<'a, Result<Vec<BrokerQueue>, String>>> {
+        None
+    }
+    /// The same provisioning as a one-shot container for an exported compose file, which
+    /// has no `gravity up` to do it.
+    fn compose_init(
+        &self,
+        _instance: &Instance<'_>,
+        _dependents: &[Dependent<'_>],
+        _secrets: &Secrets,
+    ) -> Option<InitJob> {
+        None
+    }
+}
+
+/// A port meant for people, and what it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub port: u16,
+    /// e.g. "management UI".
+    pub what: &'static str,
+}
+
+/// One instance of a kind: `[infrastructure.NAME]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Instance<'a> {
+    pub name: &'a ServiceName,
+    pub infra: &'a Infra,
+}
+
+/// A service that uses an instance.
+#[derive(Debug, Clone)]
+pub struct Dependent<'a> {
+    pub name: &'a ServiceName,
+    pub spec: &'a ServiceSpec,
+    /// Its migrations folder (PostgreSQL applies them).
+    pub migrations: PathBuf,
+}
+
+/// How the container runs.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    pub env: BTreeMap<String, String>,
+    pub cmd: Option<Vec<String>>,
+}
+
+/// An instance as reachable from the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    pub instance: Instance<'a>,
+    pub secrets: &'a Secrets,
+    /// Its main port on the host's loopback.
+    pub port: u16,
+    /// Its UI port on the host's loopback, when it has one and it is published.
+    pub ui_port: Option<u16>,
+}
+
+/// A one-shot container that provisions dependents in an exported compose file.
+#[derive(Debug, Clone)]
+pub struct InitJob {
+    pub entrypoint: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("{title} refused the password Gravity holds for {who}; the data was made with other passwords: restore the platform's secrets file (.gravity/ next to gravity.toml) from a backup, or start over with `gravity down --volumes`")]
+    WrongPassword { title: &'static str, who: String },
+    #[error("{title} on 127.0.0.1:{port}: {detail}")]
+    Request {
+        title: &'static str,
+        port: u16,
+        detail: String,
+    },
+    #[error(
+        "{title}'s {what} is not published; recreate it with `gravity down` then `gravity up`"
+    )]
+    NotPublished {
+        title: &'static str,
+        what: &'static str,
+    },
+}
+
+/// Looks a kind up by its gravity.toml name.
+pub fn kind_named(kinds: &[&'static dyn Kind], name: &str) -> Option<&'static dyn Kind> {
+    kinds.iter().copied().find(|k| k.name() == name)
+}
+
+/// The base image services' binaries run on: Debian bookworm, the same glibc they link.
+pub fn runtime_images() -> (ImageRef, Offline) {
+    let wanted = ImageRef::parse("debian:bookworm-slim", "latest")
+        .unwrap_or_else(|_| offline_ref("runtime", "bookworm"));
+    let offline = Offline {
+        image: offline_ref("runtime", "bookworm"),
+        recipe: OfflineRecipe {
+            packages: vec!["ca-certificates".to_owned()],
+            ..OfflineRecipe::default()
+        },
+    };
+    (wanted, offline)
+}
+
+/// Gravity's own tag for an image it builds from Debian packages.
+pub fn offline_ref(name: &str, tag: &str) -> ImageRef {
+    // Both parts are constants made of valid characters.
+    ImageRef::parse(&format!("gravity-offline/{name}:{tag}"), "latest")
+        .unwrap_or_else(|e| unreachable!("constant image reference: {e}"))
+}
+
+/// The major version in an image tag (`15` of `15.4-bookworm`).
+pub fn major(image: &ImageRef) -> &str {
+    image.tag().split(['.', '-']).next().unwrap_or("")
+}
+
+/// An HTTP GET of `path` with nothing but bash (neither image ships curl).
+pub fn http_healthcheck(port: u16, path: &str) -> Vec<String> {
+    vec![
+        "CMD".to_owned(),
+        "bash".to_owned(),
+        "-c".to_owned(),
+        format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 2[0-9][0-9] '"
+        ),
+    ]
+}
+
+fn shell(cmd: &str) -> Vec<String> {
+    vec!["CMD-SHELL".to_owned(), cmd.to_owned()]
+}
+
+/// Whether a service's health endpoint answers 2xx now.
+pub async fn http_answers(client: &reqwest::Client, port: u16, path: &str) -> bool {
+    match client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
+        Ok(resp) => resp.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// An environment variable's name made from a resource name: `cache` → `CACHE`.
+pub fn env_name(resource: &str) -> String {
+    resource.replace('-', "_").to_ascii_uppercase()
+}
