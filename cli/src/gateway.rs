@@ -10,7 +10,9 @@
 //! listener is published on the host's loopback for `gravity status` and `up`'s reload,
 //! behind the platform's admin token.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use gateway_config::{Access, Auth, Config, ConfigFile, HealthCheck, RateLimit, RouteFile, Server};
 
 use crate::manifest::{Manifest, ServiceName, ServiceSpec};
 
@@ -36,43 +38,21 @@ pub fn is_gateway(spec: &ServiceSpec) -> bool {
 pub const CONFIG_PATH: &str = "/etc/gravity-gateway.toml";
 
 /// The gateway configuration for the gateway service `name`, whose environment (what its
-/// infrastructure gives it: `REDIS_URL`, `REDIS_KEY_PREFIX`) is `env`: the whole file, and
-/// the part the gateway reads only when it starts (everything but its routes). A change of
-/// the second recreates the gateway; a change of routes alone is reloaded in place.
-pub fn config(
+/// infrastructure gives it: `REDIS_URL`, `REDIS_KEY_PREFIX`) is `env`, as typed values of the
+/// gateway's own schema.
+pub fn document(
     manifest: &Manifest,
     name: &ServiceName,
     env: &BTreeMap<String, String>,
-) -> (String, String) {
-    let Some(mut doc) = document(manifest, name, env) else {
-        return Default::default();
-    };
-    let whole = toml::to_string(&doc).unwrap_or_default();
-    doc.remove("route");
-    (whole, toml::to_string(&doc).unwrap_or_default())
-}
-
-fn document(
-    manifest: &Manifest,
-    name: &ServiceName,
-    env: &BTreeMap<String, String>,
-) -> Option<toml::Table> {
-    use toml::{Table, Value};
+) -> Option<ConfigFile> {
     let spec = manifest.services.get(name)?;
-    let mut doc = Table::new();
-
-    let mut server = Table::new();
-    server.insert(
-        "listen".into(),
-        Value::String(format!("0.0.0.0:{}", spec.port.get())),
-    );
-    server.insert(
-        "admin_listen".into(),
-        Value::String(format!("0.0.0.0:{ADMIN_PORT}")),
-    );
-    server.insert("health_path".into(), Value::String(spec.health.clone()));
-    server.insert("metrics_path".into(), Value::String("/metrics".into()));
-    doc.insert("server".into(), Value::Table(server));
+    let server = Server {
+        listen: SocketAddr::from(([0, 0, 0, 0], spec.port.get())),
+        admin_listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
+        health_path: Some(spec.health.clone()),
+        metrics_path: Some("/metrics".to_owned()),
+        ..Server::default()
+    };
 
     let routed: Vec<(&ServiceName, &ServiceSpec)> = manifest
         .services
@@ -82,7 +62,7 @@ fn document(
     let needs_tokens = routed.iter().any(|(_, s)| {
         s.route
             .as_ref()
-            .is_some_and(|r| r.access.as_deref() != Some("public"))
+            .is_some_and(|r| r.access != Some(Access::Public))
     });
     // The service named `auth` when there is one (a platform may run the auth crate more
     // than once), otherwise the first built from the auth crate.
@@ -95,55 +75,76 @@ fn document(
                 .services
                 .iter()
                 .find(|(_, s)| s.crate_name == AUTH_CRATE)
-        });
-    if let (true, Some((auth_name, auth_spec))) = (needs_tokens, auth) {
-        let mut t = Table::new();
-        t.insert(
-            "jwks_url".into(),
-            Value::String(format!(
+        })
+        .filter(|_| needs_tokens)
+        .map(|(auth_name, auth_spec)| {
+            Auth::new(format!(
                 "http://{auth_name}:{}/.well-known/jwks.json",
                 auth_spec.port.get()
-            )),
-        );
-        doc.insert("auth".into(), Value::Table(t));
-    }
+            ))
+        });
 
-    let mut limits = match spec.rate_limit.as_ref().map(Value::try_from) {
-        Some(Ok(Value::Table(t))) => t,
-        _ => Table::new(),
-    };
+    let mut rate_limit = RateLimit::default();
+    if let Some(limits) = &spec.rate_limit {
+        rate_limit.per_client = limits.per_client;
+        rate_limit.per_user = limits.per_user;
+    }
     // Limits are shared through the Redis the gateway uses, under its own key prefix (the
     // only keys its Redis user may touch).
     if let Some(url) = env.get("REDIS_URL") {
-        limits.insert("redis_url".into(), Value::String(url.clone()));
+        rate_limit.redis_url = Some(url.clone());
         let prefix = env.get("REDIS_KEY_PREFIX").map_or("", String::as_str);
-        limits.insert("key_prefix".into(), Value::String(format!("{prefix}rl")));
-    }
-    if !limits.is_empty() {
-        doc.insert("rate_limit".into(), Value::Table(limits));
+        rate_limit.key_prefix = format!("{prefix}rl");
     }
 
-    let mut routes = Vec::new();
-    for (service, s) in routed {
-        let Some(route) = &s.route else { continue };
-        let Ok(Value::Table(mut t)) = Value::try_from(route) else {
-            continue;
-        };
-        t.insert("name".into(), Value::String(service.to_string()));
-        t.insert(
-            "upstreams".into(),
-            Value::Array(vec![Value::String(format!(
-                "http://{service}:{}",
-                s.port.get()
-            ))]),
-        );
-        let mut check = Table::new();
-        check.insert("path".into(), Value::String(s.health.clone()));
-        t.insert("health_check".into(), Value::Table(check));
-        routes.push(Value::Table(t));
-    }
-    doc.insert("route".into(), Value::Array(routes));
-    Some(doc)
+    let routes = routed
+        .into_iter()
+        .filter_map(|(service, s)| {
+            let route = s.route.as_ref()?;
+            let mut file = RouteFile::new(
+                service.to_string(),
+                route.prefix.clone(),
+                vec![format!("http://{service}:{}", s.port.get())],
+            );
+            if let Some(strip) = route.strip_prefix {
+                file.strip_prefix = strip;
+            }
+            if let Some(access) = route.access {
+                file.access = access;
+            }
+            file.public_paths = route.public_paths.clone();
+            if let Some(timeout) = route.timeout {
+                file.timeout = timeout;
+            }
+            if let Some(retries) = route.retries {
+                file.retries = retries;
+            }
+            file.health_check = Some(HealthCheck::new(s.health.clone()));
+            Some(file)
+        })
+        .collect();
+    Some(ConfigFile {
+        server: Some(server),
+        auth,
+        rate_limit,
+        routes,
+    })
+}
+
+/// The gateway's file for the gateway service `name` (see [`document`]): the whole text, and
+/// the part the gateway reads only when it starts (everything but its routes). A change of
+/// the second recreates the gateway; a change of routes alone is reloaded in place.
+pub fn config(
+    manifest: &Manifest,
+    name: &ServiceName,
+    env: &BTreeMap<String, String>,
+) -> (String, String) {
+    let Some(mut doc) = document(manifest, name, env) else {
+        return Default::default();
+    };
+    let whole = doc.to_toml().unwrap_or_default();
+    doc.routes.clear();
+    (whole, doc.to_toml().unwrap_or_default())
 }
 
 /// Checks the generated configuration as the gateway will, so `gravity check` and `up`
@@ -151,7 +152,7 @@ fn document(
 pub fn check(plan: &crate::plan::Plan) -> Result<(), String> {
     for (name, service) in &plan.services {
         if let Some(file) = &service.gateway {
-            gateway::config::Config::parse(&file.content, "the generated gateway.toml")
+            Config::parse(&file.content, "the generated gateway.toml")
                 .map_err(|e| format!("service {name}: {e}"))?;
         }
     }
@@ -177,7 +178,7 @@ mod tests {
             .expect("the shipped platform has a gateway");
         let file = service.gateway.as_ref().unwrap();
         let text = &file.content;
-        let parsed = gateway::config::Config::parse(text, "generated").unwrap();
+        let parsed = Config::parse(text, "generated").unwrap();
         let auth = parsed
             .routes
             .iter()

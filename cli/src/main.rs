@@ -20,7 +20,6 @@ use gravity::{
     ps, superuser,
     up::{self, UpOptions},
 };
-use service_kit::{password::read_new_password, Email};
 
 /// Gravity runs a microservice platform described by one gravity.toml: PostgreSQL, Redis and
 /// the platform's services, as containers on the local Docker Engine.
@@ -372,11 +371,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service,
         } => {
             let project = load()?;
-            let email = Email::parse(&email).context("--email")?;
-            let password = read_new_password(password_stdin)?;
-            let id = superuser::create_superuser(&project, service.as_deref(), &email, &password)
+            let password = read_password(password_stdin)?;
+            let said = superuser::create_superuser(&project, service.as_deref(), &email, &password)
                 .await?;
-            println!("created admin {email} ({id})");
+            println!("{said}");
             Ok(())
         }
         Command::New {
@@ -456,6 +454,32 @@ fn new_service(
     );
     println!("  gravity up               start the platform with it");
     Ok(())
+}
+
+/// The new admin's password: the first line of standard input, or asked twice without echo.
+/// The auth service applies its password policy.
+fn read_password(from_stdin: bool) -> anyhow::Result<secrecy::SecretString> {
+    use std::io::Read as _;
+    let raw = if from_stdin {
+        let mut buf = String::new();
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut buf)
+            .context("reading the password from standard input")?;
+        buf.lines().next().unwrap_or("").to_owned()
+    } else {
+        let first = rpassword::prompt_password("password: ").context("reading the password")?;
+        let second =
+            rpassword::prompt_password("password (again): ").context("reading the password")?;
+        if first != second {
+            anyhow::bail!("the two passwords differ; run the command again");
+        }
+        first
+    };
+    if raw.is_empty() {
+        anyhow::bail!("no password given; type one, or pipe it with --password-stdin");
+    }
+    Ok(secrecy::SecretString::from(raw))
 }
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {

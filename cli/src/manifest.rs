@@ -175,9 +175,9 @@ pub struct ServiceSpec {
 #[serde(deny_unknown_fields)]
 pub struct GatewayLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_client: Option<gateway::config::Quota>,
+    pub per_client: Option<gateway_config::Quota>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_user: Option<gateway::config::Quota>,
+    pub per_user: Option<gateway_config::Quota>,
 }
 
 /// `[services.NAME.route]`: the gateway route to a service (see the gateway's `[[route]]`).
@@ -189,11 +189,15 @@ pub struct ServiceRoute {
     pub strip_prefix: Option<bool>,
     /// `token` (the default), `optional` or `public`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<String>,
+    pub access: Option<gateway_config::Access>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_paths: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub timeout: Option<std::time::Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
 }
@@ -588,15 +592,6 @@ impl Manifest {
                         Some(format!(
                             "route prefix {:?} must start with '/'",
                             route.prefix
-                        ))
-                    } else if route
-                        .access
-                        .as_deref()
-                        .is_some_and(|a| !["token", "optional", "public"].contains(&a))
-                    {
-                        Some(format!(
-                            "route access {:?} is not one of token, optional, public",
-                            route.access.as_deref().unwrap_or_default()
                         ))
                     } else {
                         None

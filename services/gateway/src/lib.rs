@@ -13,7 +13,8 @@
 
 pub mod admin;
 pub mod coarse_timer;
-pub mod config;
+/// The configuration file's schema, shared with the platform manager.
+pub use gateway_config as config;
 pub mod connections;
 pub mod exchange;
 pub mod headers;

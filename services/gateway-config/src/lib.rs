@@ -1,5 +1,7 @@
-//! The gateway's configuration file (`gateway.toml`): parsed into checked types once, so the
-//! request path never meets a malformed prefix, URL or limit.
+//! The gateway's configuration file (`gateway.toml`): its schema as written ([`ConfigFile`]),
+//! and the checked types it is parsed into ([`Config`]), so the request path never meets a
+//! malformed prefix, URL or limit. The gateway reads it; the platform manager writes it from
+//! gravity.toml as typed values and checks it the same way before starting a gateway.
 //!
 //! `[[route]]` sections are reloaded while running; `[server]`, `[auth]` and `[rate_limit]`
 //! are read at start (a reload that changes them says a restart is needed).
@@ -7,7 +9,7 @@
 use std::{fmt, net::SocketAddr, num::NonZeroU32, path::Path, str::FromStr, time::Duration};
 
 use http::uri::{Authority, Scheme};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,7 +71,7 @@ impl PartialEq for AdminToken {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     #[serde(default = "defaults::listen")]
@@ -93,9 +95,11 @@ pub struct Server {
     pub access_log: bool,
     /// Answer this path on the main listener with the gateway's readiness (for orchestrators
     /// that probe the public port); off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
     /// Serve Prometheus metrics at this path on the main listener too; off by default (the
     /// admin listener always has `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_path: Option<String>,
     /// How often the file is checked for changes (routes are reloaded without a restart).
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
@@ -103,7 +107,27 @@ pub struct Server {
     /// Threads serving requests, each with its own listener on the port (`SO_REUSEPORT`),
     /// its own single-threaded runtime and its own upstream connections, so a request never
     /// crosses threads (nginx's worker model). Default: one per CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            admin_listen: defaults::admin_listen(),
+            body_limit_bytes: defaults::body_limit(),
+            connect_timeout: defaults::connect_timeout(),
+            header_read_timeout: defaults::header_read_timeout(),
+            shutdown_grace: defaults::shutdown_grace(),
+            trust_forwarded_for: false,
+            access_log: false,
+            health_path: None,
+            metrics_path: None,
+            reload_interval: defaults::reload_interval(),
+            workers: None,
+        }
+    }
 }
 
 impl Server {
@@ -115,7 +139,7 @@ impl Server {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// The auth service's key set, e.g. `http://auth:8000/.well-known/jwks.json`.
@@ -132,12 +156,28 @@ pub struct Auth {
     pub min_refetch_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+impl Auth {
+    /// Tokens verified with the key set at `jwks_url`, everything else by default.
+    pub fn new(jwks_url: String) -> Self {
+        Self {
+            jwks_url,
+            issuer: defaults::issuer(),
+            audience: defaults::audience(),
+            refresh: defaults::jwks_refresh(),
+            min_refetch_interval: defaults::jwks_min_refetch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Shared limits across gateway instances; without it every instance counts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_client: Option<Quota>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_user: Option<Quota>,
     /// Redis calls slower than this fall back to the local limiter.
     #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
@@ -160,7 +200,7 @@ impl Default for RateLimit {
 }
 
 /// `requests` per `period`, with bursts of up to `burst` (GCRA).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub requests: NonZeroU32,
@@ -181,7 +221,7 @@ impl Quota {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     RoundRobin,
@@ -189,7 +229,7 @@ pub enum Balance {
 }
 
 /// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// A valid token is required (except on `public_paths`).
@@ -361,7 +401,7 @@ pub struct Route {
     pub outlier: Outlier,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub path: String,
@@ -377,7 +417,20 @@ pub struct HealthCheck {
     pub healthy_after: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+impl HealthCheck {
+    /// Checks of `path` with the default interval, timeout and thresholds.
+    pub fn new(path: String) -> Self {
+        Self {
+            path,
+            interval: defaults::hc_interval(),
+            timeout: defaults::hc_timeout(),
+            unhealthy_after: defaults::two(),
+            healthy_after: defaults::two(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
     /// Consecutive failures (connection errors, timeouts, 5xx) that open the breaker.
@@ -407,7 +460,7 @@ impl Default for Breaker {
 
 /// Passive outlier detection: an upstream that keeps failing at the connection level
 /// (refused, reset, timed out) is ejected from balancing for a while, longer each time.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
     #[serde(default = "defaults::outlier_errors")]
@@ -509,43 +562,78 @@ mod defaults {
     }
 }
 
-/// The file as written, before checking.
-#[derive(Deserialize)]
+/// The file as written, before checking: what the platform manager builds and writes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub struct ConfigFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<Server>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
     #[serde(default)]
-    server: Option<Server>,
-    auth: Option<Auth>,
-    #[serde(default)]
-    rate_limit: RateLimit,
-    #[serde(default, rename = "route")]
-    routes: Vec<RawRoute>,
+    pub rate_limit: RateLimit,
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteFile>,
 }
 
-#[derive(Deserialize)]
+/// A `[[route]]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    name: String,
-    prefix: String,
-    host: Option<String>,
+pub struct RouteFile {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(default = "defaults::truth")]
-    strip_prefix: bool,
-    upstreams: Vec<String>,
+    pub strip_prefix: bool,
+    pub upstreams: Vec<String>,
     #[serde(default = "round_robin")]
-    balance: Balance,
+    pub balance: Balance,
     #[serde(default = "token")]
-    access: Access,
+    pub access: Access,
     #[serde(default)]
-    public_paths: Vec<String>,
+    pub public_paths: Vec<String>,
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
-    timeout: Duration,
+    pub timeout: Duration,
     #[serde(default = "defaults::retries")]
-    retries: u32,
-    health_check: Option<HealthCheck>,
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     #[serde(default)]
-    breaker: Breaker,
+    pub breaker: Breaker,
     #[serde(default)]
-    outlier: Outlier,
+    pub outlier: Outlier,
+}
+
+impl RouteFile {
+    /// A route named `name` from `prefix` to `upstreams`, everything else by default.
+    pub fn new(name: String, prefix: String, upstreams: Vec<String>) -> Self {
+        Self {
+            name,
+            prefix,
+            host: None,
+            strip_prefix: true,
+            upstreams,
+            balance: round_robin(),
+            access: token(),
+            public_paths: Vec::new(),
+            timeout: defaults::timeout(),
+            retries: defaults::retries(),
+            health_check: None,
+            breaker: Breaker::default(),
+            outlier: Outlier::default(),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// The file's text.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse {
+            path: "the written configuration".to_owned(),
+            message: e.to_string(),
+        })
+    }
 }
 
 fn round_robin() -> Balance {
@@ -567,18 +655,20 @@ impl Config {
 
     /// Parses and checks `text`; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        Self::check(raw, origin)
+    }
+
+    /// Checks a file given as typed values; `origin` names it in errors.
+    pub fn check(raw: ConfigFile, origin: &str) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: origin.to_owned(),
             message,
         };
-        let server = match raw.server {
-            Some(s) => s,
-            None => toml::from_str("").map_err(|e| invalid(e.to_string()))?,
-        };
+        let server = raw.server.unwrap_or_default();
         for (key, path) in [
             ("health_path", &server.health_path),
             ("metrics_path", &server.metrics_path),
@@ -643,12 +733,20 @@ impl Config {
             }
         }
         if let Some(url) = &raw.rate_limit.redis_url {
-            redis::Client::open(url.as_str())
+            let parsed = url::Url::parse(url)
                 .map_err(|e| invalid(format!("rate_limit.redis_url is not a Redis URL ({e})")))?;
+            if !["redis", "rediss", "unix", "redis+unix"].contains(&parsed.scheme()) {
+                return Err(invalid(
+                    "rate_limit.redis_url must start with redis://, rediss:// or unix://".into(),
+                ));
+            }
         }
         if let Some(auth) = &raw.auth {
-            reqwest::Url::parse(&auth.jwks_url)
+            let parsed = url::Url::parse(&auth.jwks_url)
                 .map_err(|e| invalid(format!("auth.jwks_url is not a URL ({e})")))?;
+            if !["http", "https"].contains(&parsed.scheme()) {
+                return Err(invalid("auth.jwks_url must be an http(s) URL".into()));
+            }
         }
         Ok(Self {
             server,
@@ -660,7 +758,7 @@ impl Config {
     }
 }
 
-fn check_route(r: RawRoute) -> Result<Route, String> {
+fn check_route(r: RouteFile) -> Result<Route, String> {
     let name: RouteName = r.name.parse()?;
     let at = |e: String| format!("route {:?}: {e}", name.0);
     let prefix: Prefix = r.prefix.parse().map_err(at)?;
