@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Benchmarks `gravity up` against `docker-compose up` of the file `gravity export compose`
 # writes, side by side on this machine, with every image already present:
-#   - cold start to all-healthy from no containers and no data: `gravity up` (which also
-#     creates each service's database and role and applies migrations) against
-#     `docker-compose up -d` plus waiting until every container's health check passes (the
-#     exported file creates databases with a one-shot db-init service and lets the services
-#     migrate themselves). Target: gravity no slower.
+#   - cold start to all-healthy from no containers and no data, PostgreSQL, Redis, RabbitMQ
+#     and the auth service: `gravity up` (which also creates the service's database and role,
+#     its Redis and broker users, and applies migrations) against `docker-compose up -d` plus
+#     waiting until every container's health check passes (the exported file provisions with
+#     one-shot postgres-init and rabbitmq-init services and lets the services migrate
+#     themselves). Target: gravity no slower.
 #   - warm `gravity up` on the running, unchanged platform. Target: under 0.5 s.
 #
-# Uses its own platform (target/bench-up/gravity.toml, name gbench, ports 25432, 26379, 28000)
+# Uses its own platform (target/bench-up/gravity.toml, name gbench, ports 25432, 26379, 25672,
+# 28000)
 # and removes it, and the compose project gbench-compose, when done. Needs cargo, Docker,
 # docker-compose and mmdebstrap when no registry is reachable (scripts/dev-deps.sh installs it).
 #
@@ -41,11 +43,14 @@ image = "redis"
 version = "7"
 port = 26379
 
+[infrastructure.rabbitmq]
+port = 25672
+
 [services.auth]
 crate = "auth"
 port = 28000
 database = "auth"
-depends_on = ["postgres", "redis"]
+depends_on = ["postgres", "redis", "rabbitmq"]
 TOML
 
 cargo build -q -p gravity -p auth
@@ -71,8 +76,8 @@ wait_compose_healthy() {
     local deadline=$(( $(date +%s) + 120 ))
     while (( $(date +%s) < deadline )); do
         local ids states
-        ids=$(compose ps -q postgres redis auth 2>/dev/null || true)
-        if [[ $(wc -w <<<"$ids") -eq 3 ]]; then
+        ids=$(compose ps -q postgres redis rabbitmq auth 2>/dev/null || true)
+        if [[ $(wc -w <<<"$ids") -eq 4 ]]; then
             # shellcheck disable=SC2086
             states=$(docker inspect -f '{{.State.Health.Status}}' $ids | sort -u)
             [[ $states == healthy ]] && return 0

@@ -954,17 +954,26 @@ async fn every_service_reaches_only_its_own_broker_exchange_queues_redis_keys_an
         .await
         .expect("the management API answers");
     assert_eq!(overview.status(), 200);
-    let status = platform.gravity(&["status", "--json"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let snapshot: Value = serde_json::from_slice(&status.stdout).expect("status --json");
-    let queues = snapshot["brokers"][0]["queues"]
-        .as_array()
-        .expect("the broker's queues");
-    let queue = queues
-        .iter()
-        .find(|q| q["name"] == "accounts.user-events")
-        .expect("the queue");
-    assert_eq!(queue["messages"], 1, "{queue}");
+    // The broker's statistics are collected every second: ask until they show the message.
+    let mut seen = Value::Null;
+    for _ in 0..40 {
+        let status = platform.gravity(&["status", "--json"]);
+        assert!(status.status.success(), "{}", text(&status));
+        let snapshot: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+        let queues = snapshot["brokers"][0]["queues"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        seen = queues
+            .into_iter()
+            .find(|q| q["name"] == "accounts.user-events")
+            .unwrap_or(Value::Null);
+        if seen["messages"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(seen["messages"], 1, "the queue in `gravity status`: {seen}");
 
     // Killing the broker: the next `up` heals it with its data (users, exchange, queue and
     // the persistent message in it).

@@ -178,19 +178,23 @@ impl Kind for RabbitMq {
                 "rabbitmq_management,rabbitmq_prometheus".to_owned(),
             ),
         ]);
-        // Settings become the server's `-rabbit name value` arguments.
-        if !instance.infra.settings.is_empty() {
-            let args: Vec<String> = instance
-                .infra
-                .settings
-                .iter()
-                .map(|(k, v)| format!("-rabbit {k} {v}"))
+        // Queue statistics every second (the default is five), so `gravity status`, which
+        // refreshes every second, shows depths as they are; then the settings, as the
+        // server's `-rabbit name value` arguments (a setting may override the interval).
+        let args: Vec<String> =
+            std::iter::once("-rabbit collect_statistics_interval 1000".to_owned())
+                .chain(
+                    instance
+                        .infra
+                        .settings
+                        .iter()
+                        .map(|(k, v)| format!("-rabbit {k} {v}")),
+                )
                 .collect();
-            env.insert(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".to_owned(),
-                args.join(" "),
-            );
-        }
+        env.insert(
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".to_owned(),
+            args.join(" "),
+        );
         Runtime { env, cmd: None }
     }
 
