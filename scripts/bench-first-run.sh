@@ -6,7 +6,8 @@
 # not downloaded again (a new machine would also fetch them).
 #
 # Stops the shipped platform of this checkout first (`gravity down`, data kept), as the clone
-# uses the same platform name and ports, and takes the clone's platform down again at the end.
+# uses the same ports. The clone's platform is renamed (gravity-first-run) so it starts with
+# no data of its own, and is removed with its data at the end.
 #
 #   scripts/bench-first-run.sh [REV]     # writes target/bench-first-run-<REV>.md
 set -euo pipefail
@@ -14,7 +15,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REV=${1:-HEAD}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+LOG=$ROOT/target/bench-first-run.log
+mkdir -p "$ROOT/target"
+cleanup() {
+    if [[ -x $WORK/src/target/debug/gravity ]]; then
+        (cd "$WORK/src" && target/debug/gravity down --volumes --yes >/dev/null 2>&1) || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f\n", b - a }'; }
 
@@ -24,6 +33,7 @@ fi
 git clone -q "$ROOT" "$WORK/src"
 git -C "$WORK/src" checkout -q "$REV"
 commit=$(git -C "$WORK/src" rev-parse --short HEAD)
+sed -i 's/^name = "gravity"$/name = "gravity-first-run"/' "$WORK/src/gravity.toml"
 images=$(docker images -q --filter label=dev.gravity.managed=true | sort -u)
 if [[ -n $images ]]; then
     # shellcheck disable=SC2086
@@ -34,9 +44,8 @@ cd "$WORK/src"
 t0=$(now)
 cargo build -q -p gravity
 t1=$(now)
-scripts/up.sh > "$WORK/up.log" 2>&1
+scripts/up.sh > "$LOG" 2>&1
 t2=$(now)
-target/debug/gravity down >/dev/null 2>&1 || true
 
 build=$(elapsed "$t0" "$t1")
 total=$(elapsed "$t0" "$t2")
@@ -47,5 +56,5 @@ total=$(elapsed "$t0" "$t2")
     echo
     echo "Last lines of scripts/up.sh:"
     echo
-    tail -n 12 "$WORK/up.log" | sed 's/^/    /'
+    tail -n 12 "$LOG" | sed 's/^/    /'
 } | tee "$ROOT/target/bench-first-run-$commit.md"

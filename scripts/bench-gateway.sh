@@ -25,7 +25,12 @@
 # Also reported: CPU time (user + system) the target used per request during the measured run,
 # which depends less than throughput on how the shared cores happened to be scheduled.
 #
-# Needs cargo and apt-get (nginx and wrk are installed when missing). Prints a Markdown summary
+# The gateway signs each verified caller's identity assertion (once per token, remembered with
+# it) and sends it upstream in X-Identity-Assertion, as under `gravity up`, with a key made
+# for the run; IDENTITY=0 runs it without a key (no assertion: the gateway before signed
+# identities), to measure what they cost.
+#
+# Needs cargo, openssl and apt-get (nginx and wrk are installed when missing). Prints a Markdown summary
 # and writes it to target/bench-gateway.md; wrk reports and logs go to target/bench-gateway/.
 # Exits 1 when a target is missed.
 #
@@ -46,6 +51,12 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-8801}
 NGINX_PORT=${NGINX_PORT:-8802}
 GATEWAY_PORT=${GATEWAY_PORT:-8803}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8804}
+IDENTITY=${IDENTITY:-1}
+IDENTITY_KEY=""
+if [[ $IDENTITY == 1 ]]; then
+	# An Ed25519 PKCS#8 document, unpadded base64url, as GATEWAY_IDENTITY_KEY takes it.
+	IDENTITY_KEY=$(openssl genpkey -algorithm ed25519 -outform DER | basenc --base64url | tr -d '=\n')
+fi
 
 # shellcheck source=scripts/bench/gateway-common.sh
 . scripts/bench/gateway-common.sh
@@ -126,7 +137,8 @@ start_target() { # $1: target, $2: scenario
 		;;
 	gateway)
 		gateway_conf "$2" >"$WORK/gateway.toml"
-		GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn "$BIN/gateway" >>"$OUT/gateway.log" 2>&1 &
+		GATEWAY_CONFIG=$WORK/gateway.toml GATEWAY_IDENTITY_KEY=$IDENTITY_KEY RUST_LOG=warn \
+			"$BIN/gateway" >>"$OUT/gateway.log" 2>&1 &
 		GATEWAY_PID=$!
 		wait_port "$GATEWAY_PORT"
 		if [[ $2 == edge ]]; then

@@ -10,6 +10,7 @@ pub mod database;
 pub mod down;
 pub mod engine;
 pub mod gateway;
+pub mod identity;
 pub mod images;
 pub mod infra;
 pub mod logs;

@@ -89,11 +89,16 @@ impl Plan {
         let mut infrastructure = Vec::new();
         let mut uses: BTreeMap<&ServiceName, Vec<ServiceName>> = BTreeMap::new();
         let mut service_env: BTreeMap<&ServiceName, BTreeMap<String, String>> = BTreeMap::new();
+        // Every service checks callers' identities with the gateway's public key.
+        let identity_public = crate::identity::public_key(&secrets.identity_key);
         for (name, spec) in &m.services {
             let mut env = BTreeMap::new();
             env.insert("PORT".to_owned(), spec.port.get().to_string());
             // Gravity applies migrations itself, before the service starts.
             env.insert("MIGRATE_ON_START".to_owned(), "false".to_owned());
+            if let Some(public) = &identity_public {
+                env.insert("IDENTITY_PUBLIC_KEY".to_owned(), public.clone());
+            }
             service_env.insert(name, env);
         }
         for (name, infra) in &m.infrastructure {
@@ -136,6 +141,13 @@ impl Plan {
                     env.insert(
                         "GATEWAY_ADMIN_TOKEN".to_owned(),
                         secrets.gateway_admin_token.clone(),
+                    );
+                }
+                // Only the gateway holds the private half.
+                if !secrets.identity_key.is_empty() {
+                    env.insert(
+                        "GATEWAY_IDENTITY_KEY".to_owned(),
+                        secrets.identity_key.clone(),
                     );
                 }
                 GatewayFile {
@@ -234,7 +246,9 @@ mod tests {
             _dependents: &[Dependent<'_>],
             secrets: &Secrets,
         ) -> Runtime {
-            let admin = secrets.infra(instance.name.as_str()).map_or("", |s| s.admin.as_str());
+            let admin = secrets
+                .infra(instance.name.as_str())
+                .map_or("", |s| s.admin.as_str());
             Runtime {
                 env: BTreeMap::from([("MEMCACHED_PASSWORD".to_owned(), admin.to_owned())]),
                 cmd: Some(vec!["memcached".to_owned(), "-S".to_owned()]),
@@ -254,7 +268,10 @@ mod tests {
                 .map_or("", |s| s.user(dependent.name.as_str()));
             vec![(
                 "MEMCACHED_URL".to_owned(),
-                format!("memcache://{}:{password}@{}:11211", dependent.name, instance.name),
+                format!(
+                    "memcache://{}:{password}@{}:11211",
+                    dependent.name, instance.name
+                ),
             )]
         }
         fn probe<'a>(&'a self, _reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
@@ -292,8 +309,11 @@ depends_on = ["postgres"]
         assert!(err.message.contains("unknown infrastructure kind"), "{err}");
         assert!(err.help.unwrap_or_default().contains("rabbitmq"));
 
-        let kinds: Vec<&'static dyn Kind> =
-            KINDS.iter().copied().chain([&MEMCACHED as &dyn Kind]).collect();
+        let kinds: Vec<&'static dyn Kind> = KINDS
+            .iter()
+            .copied()
+            .chain([&MEMCACHED as &dyn Kind])
+            .collect();
         let manifest = Manifest::parse_with_kinds("gravity.toml", text, &kinds).unwrap();
         let project = Project {
             manifest,
@@ -314,7 +334,10 @@ depends_on = ["postgres"]
         let sessions = plan.infra("sessions").expect("planned");
         assert_eq!(sessions.kind.title(), "Memcached");
         assert_eq!(sessions.wanted.to_string(), "memcached:1.6");
-        assert_eq!((sessions.container_port, sessions.host_port), (11211, 21211));
+        assert_eq!(
+            (sessions.container_port, sessions.host_port),
+            (11211, 21211)
+        );
         assert_eq!(sessions.runtime.env["MEMCACHED_PASSWORD"], own.admin);
         assert_eq!(sessions.dependents.len(), 1);
         let orders = &plan.services[&ServiceName::parse("orders").unwrap()];
@@ -324,11 +347,18 @@ depends_on = ["postgres"]
         );
         assert!(orders.env["DATABASE_URL"].starts_with("postgres://orders:"));
         assert_eq!(
-            orders.uses.iter().map(ServiceName::as_str).collect::<Vec<_>>(),
+            orders
+                .uses
+                .iter()
+                .map(ServiceName::as_str)
+                .collect::<Vec<_>>(),
             ["postgres", "sessions"]
         );
         let catalog = &plan.services[&ServiceName::parse("catalog").unwrap()];
-        assert!(!catalog.env.contains_key("MEMCACHED_URL"), "only its dependents");
+        assert!(
+            !catalog.env.contains_key("MEMCACHED_URL"),
+            "only its dependents"
+        );
         let resources = project.resources();
         assert!(resources
             .iter()

@@ -239,15 +239,22 @@ impl Project {
             let dependents = self.dependents(&instance);
             changed |= infra.kind.ensure_secrets(&instance, &dependents, secrets);
         }
-        if secrets.gateway_admin_token.is_empty()
-            && self
-                .manifest
-                .services
-                .values()
-                .any(crate::gateway::is_gateway)
+        if self
+            .manifest
+            .services
+            .values()
+            .any(crate::gateway::is_gateway)
         {
-            secrets.gateway_admin_token = random_password();
-            changed = true;
+            if secrets.gateway_admin_token.is_empty() {
+                secrets.gateway_admin_token = random_password();
+                changed = true;
+            }
+            if secrets.identity_key.is_empty() {
+                if let Some(key) = crate::identity::generate() {
+                    secrets.identity_key = key;
+                    changed = true;
+                }
+            }
         }
         changed
     }
@@ -286,6 +293,14 @@ impl Project {
                 detail: "passwords must be at least 16 letters or digits".to_owned(),
             });
         }
+        if !secrets.identity_key.is_empty()
+            && crate::identity::public_key(&secrets.identity_key).is_none()
+        {
+            return Err(ProjectError::Secrets {
+                path: path.display().to_string(),
+                detail: "identity_key is not an Ed25519 PKCS#8 key in base64url".to_owned(),
+            });
+        }
         if changed {
             write_secrets(&path, &secrets)?;
         }
@@ -305,6 +320,10 @@ pub struct Secrets {
     /// The bearer token of the gateway's admin endpoints (`gravity status` reads them).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway_admin_token: String,
+    /// The private key (PKCS#8, unpadded base64url) the gateway signs callers' identity
+    /// assertions with; services get its public half.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_key: String,
     /// Every other infrastructure instance's secrets, by its name (PostgreSQL keeps the two
     /// fields above, which predate this table).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

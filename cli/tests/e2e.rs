@@ -1602,6 +1602,32 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
         .await
         .expect("a page");
     assert_eq!(listed["total"], 1);
+    // Straight to the service's published port, claiming to be an admin with the identity
+    // headers the gateway sets but no assertion it signed: refused, and so is a made-up
+    // assertion.
+    let direct = format!("http://127.0.0.1:{}/api/v1/items", p.accounts);
+    let forged = client
+        .get(&direct)
+        .header("x-user-id", me["id"].as_str().unwrap_or_default())
+        .header("x-user-roles", "admin")
+        .header("x-session-id", uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .expect("a forged identity straight to the service");
+    assert_eq!(forged.status(), 401);
+    let forged = client
+        .get(&direct)
+        .header("x-user-id", me["id"].as_str().unwrap_or_default())
+        .header("x-user-roles", "admin")
+        .header("x-session-id", uuid::Uuid::new_v4().to_string())
+        .header(
+            "x-identity-assertion",
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+        )
+        .send()
+        .await
+        .expect("a made-up assertion straight to the service");
+    assert_eq!(forged.status(), 401);
     let catalog = json_once_answered(200, || {
         client
             .get(gw("/product-catalog/api/v1/items"))

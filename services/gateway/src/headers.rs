@@ -10,7 +10,16 @@ pub use service_kit::http::REQUEST_ID;
 /// Identity of the verified caller, set by the gateway only. Any of these a client sends is
 /// removed before the request goes upstream, whatever the route's access rule. Services read
 /// them with `service_kit::Identity`.
-pub use service_kit::identity::{HEADERS as IDENTITY, SESSION_ID, USER_ID, USER_ROLES};
+pub use service_kit::identity::{ASSERTION, HEADERS as IDENTITY, SESSION_ID, USER_ID, USER_ROLES};
+
+/// The verified caller as the gateway passes it on: the plain headers (user, roles,
+/// session) and, when the gateway holds an identity key, the assertion it signed, the only
+/// one services trust.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub plain: [HeaderValue; 3],
+    pub assertion: Option<HeaderValue>,
+}
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -173,7 +182,7 @@ pub struct Added {
     forwarded_host: Option<HeaderValue>,
     request_id: HeaderValue,
     traceparent: HeaderValue,
-    identity: Option<[HeaderValue; 3]>,
+    identity: Option<IdentityHeaders>,
 }
 
 /// The names [`Added`] sets, whatever the request held under them.
@@ -189,13 +198,13 @@ const HTTP: HeaderValue = HeaderValue::from_static("http");
 
 impl Added {
     /// What to add to `headers` for a request from `client`; the previous `X-Forwarded-For`
-    /// is extended only when `trust_incoming`. `identity` is (user, roles, session).
+    /// is extended only when `trust_incoming`.
     pub fn new(
         headers: &HeaderMap,
         client: std::net::IpAddr,
         trust_incoming: bool,
         request_id: HeaderValue,
-        identity: Option<[HeaderValue; 3]>,
+        identity: Option<IdentityHeaders>,
     ) -> Self {
         // One pass of comparisons rather than a hashed look-up per name.
         let (mut host, mut trace, mut previous) = (None, None, None);
@@ -236,10 +245,14 @@ impl Added {
         }
         write(&REQUEST_ID, &self.request_id);
         write(&TRACEPARENT, &self.traceparent);
-        if let Some([user, roles, session]) = &self.identity {
+        if let Some(identity) = &self.identity {
+            let [user, roles, session] = &identity.plain;
             write(&USER_ID, user);
             write(&USER_ROLES, roles);
             write(&SESSION_ID, session);
+            if let Some(assertion) = &identity.assertion {
+                write(&ASSERTION, assertion);
+            }
         }
     }
 
@@ -301,11 +314,14 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_static("client-id"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         let client: std::net::IpAddr = "10.0.0.7".parse().unwrap();
-        let identity = [
-            HeaderValue::from_static("u"),
-            HeaderValue::from_static("admin"),
-            HeaderValue::from_static("s"),
-        ];
+        let identity = IdentityHeaders {
+            plain: [
+                HeaderValue::from_static("u"),
+                HeaderValue::from_static("admin"),
+                HeaderValue::from_static("s"),
+            ],
+            assertion: Some(HeaderValue::from_static("a.b.c")),
+        };
         let added = Added::new(
             &h,
             client,

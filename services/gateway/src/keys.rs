@@ -23,7 +23,10 @@ use std::{
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use service_kit::jwt::{Jwks, TokenError, TokenVerifier};
+use service_kit::{
+    identity::IdentitySigner,
+    jwt::{Jwks, TokenError, TokenVerifier},
+};
 use uuid::Uuid;
 
 use crate::config::Auth;
@@ -35,6 +38,8 @@ pub struct Identity {
     pub user_header: HeaderValue,
     pub roles_header: HeaderValue,
     pub session_header: HeaderValue,
+    /// The assertion of this caller the gateway signed, when it holds an identity key.
+    pub assertion_header: Option<HeaderValue>,
     exp: i64,
 }
 
@@ -56,6 +61,10 @@ impl Identity {
             user_header: copy(&self.user_header).map_err(|_| TokenError::Malformed)?,
             roles_header: copy(&self.roles_header).map_err(|_| TokenError::Malformed)?,
             session_header: copy(&self.session_header).map_err(|_| TokenError::Malformed)?,
+            assertion_header: match &self.assertion_header {
+                Some(v) => Some(copy(v).map_err(|_| TokenError::Malformed)?),
+                None => None,
+            },
             exp: self.exp,
         })
     }
@@ -112,6 +121,9 @@ thread_local! {
 
 pub struct KeySet {
     config: Auth,
+    /// Signs the assertion of each verified caller (once per token: it is remembered with
+    /// the identity).
+    signer: Option<Arc<IdentitySigner>>,
     http: reqwest::Client,
     verifier: ArcSwapOption<TokenVerifier>,
     keys: Mutex<Option<Jwks>>,
@@ -124,13 +136,17 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    pub fn new(config: Auth) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(
+        config: Auth,
+        signer: Option<Arc<IdentitySigner>>,
+    ) -> Result<Arc<Self>, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .build()?;
         Ok(Arc::new(Self {
             config,
+            signer,
             http,
             verifier: ArcSwapOption::empty(),
             keys: Mutex::new(None),
@@ -323,11 +339,26 @@ impl KeySet {
             }
             other => other?,
         };
+        let assertion_header = match &self.signer {
+            Some(signer) => {
+                let caller = service_kit::Identity {
+                    user_id: claims.sub,
+                    roles: claims.roles.clone(),
+                    session_id: claims.sid,
+                };
+                let signed = signer
+                    .sign(&caller, claims.exp)
+                    .map_err(|_| TokenError::Malformed)?;
+                Some(header_value(&signed)?)
+            }
+            None => None,
+        };
         let identity = Arc::new(Identity {
             user: claims.sub,
             user_header: header_value(&claims.sub.to_string())?,
             roles_header: header_value(&claims.roles.join(","))?,
             session_header: header_value(&claims.sid.to_string())?,
+            assertion_header,
             exp: claims.exp,
         });
         if self.generation.load(Ordering::Acquire) == generation {

@@ -253,7 +253,11 @@ impl Control {
 
 /// Starts the gateway: binds both listeners, loads keys and Redis in the background, starts
 /// health checks and the file watcher. `path` is the file routes are reloaded from.
-pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+pub async fn start(
+    config: Config,
+    path: Option<PathBuf>,
+    identity: Option<Arc<service_kit::identity::IdentitySigner>>,
+) -> Result<Running, StartError> {
     let workers = config.server.worker_count();
     let (sockets, addr) =
         bind_workers(config.server.listen, workers).map_err(|source| StartError::Bind {
@@ -275,7 +279,16 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
     // The recorder must exist before the first metric handle is taken.
     let _ = service_kit::metrics::handle();
 
-    let keys = config.auth.clone().map(KeySet::new).transpose()?;
+    if identity.is_none() && config.auth.is_some() {
+        tracing::warn!(
+            "no GATEWAY_IDENTITY_KEY: upstreams get the verified caller without a signed assertion, and services refuse such callers"
+        );
+    }
+    let keys = config
+        .auth
+        .clone()
+        .map(|auth| KeySet::new(auth, identity))
+        .transpose()?;
     let limiter = Limiter::new(&config.rate_limit);
     let table = RouteTable::build(&config.routes, None);
     let gateway = Arc::new(Gateway::new(

@@ -67,11 +67,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("GATEWAY_ADMIN_TOKEN: {e}"))?,
         );
     }
+    // The private key that signs callers' identity assertions: from the environment only,
+    // like the admin token.
+    let identity = match std::env::var("GATEWAY_IDENTITY_KEY") {
+        Ok(raw) if !raw.trim().is_empty() => Some(std::sync::Arc::new(
+            service_kit::identity::IdentitySigner::from_base64(&raw)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        _ => None,
+    };
     if cli.check {
         println!("{} route(s), configuration is valid", config.routes.len());
         return Ok(());
     }
-    let running = gateway::start(config, path).await?;
+    let running = gateway::start(config, path, identity).await?;
     running.wait().await.context("serving HTTP")?;
     Ok(())
 }

@@ -247,11 +247,14 @@ impl Gateway {
                     match keys.verify(token).await {
                         Ok(identity) => {
                             user = Some(identity.user);
-                            identity_headers = Some([
-                                identity.user_header,
-                                identity.roles_header,
-                                identity.session_header,
-                            ]);
+                            identity_headers = Some(headers::IdentityHeaders {
+                                plain: [
+                                    identity.user_header,
+                                    identity.roles_header,
+                                    identity.session_header,
+                                ],
+                                assertion: identity.assertion_header,
+                            });
                         }
                         Err(AuthError::KeysUnavailable) => return (
                             Problem::new(

@@ -43,7 +43,8 @@ async fn call(gw: &Gateway, path: &str, token: Option<&str>) -> reqwest::Respons
         .get(gw.url(path))
         .header("x-user-id", "00000000-0000-0000-0000-000000000001")
         .header("x-user-roles", "admin")
-        .header("x-session-id", "forged");
+        .header("x-session-id", "forged")
+        .header("x-identity-assertion", "forged.by.client");
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
@@ -68,6 +69,15 @@ async fn verified_identity_is_passed_on_and_spoofed_headers_are_stripped() {
     assert_eq!(body["headers"]["x-user-id"], user.to_string());
     assert_eq!(body["headers"]["x-user-roles"], "user,editor");
     assert_eq!(body["headers"]["x-session-id"], claims.sid.to_string());
+    // The caller as the gateway signed it: what a service trusts, with the gateway's key.
+    let verifier =
+        service_kit::identity::IdentityVerifier::from_base64(&gw.identity_public_key).unwrap();
+    let asserted = verifier
+        .verify(body["headers"]["x-identity-assertion"].as_str().unwrap())
+        .expect("a valid assertion");
+    assert_eq!(asserted.user_id, user);
+    assert_eq!(asserted.roles, ["user", "editor"]);
+    assert_eq!(asserted.session_id, claims.sid);
     assert_eq!(
         body["headers"]["authorization"],
         format!("Bearer {token}"),
@@ -79,7 +89,12 @@ async fn verified_identity_is_passed_on_and_spoofed_headers_are_stripped() {
         let response = call(&gw, path, None).await;
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        for h in ["x-user-id", "x-user-roles", "x-session-id"] {
+        for h in [
+            "x-user-id",
+            "x-user-roles",
+            "x-session-id",
+            "x-identity-assertion",
+        ] {
             assert!(body["headers"][h].is_null(), "{path} leaked {h}: {body}");
         }
     }

@@ -153,6 +153,9 @@ pub struct HttpSettings {
     /// and a JSON line per request costs a service about a quarter of its peak throughput.
     /// Failed requests (5xx) are always logged, with their cause and request id.
     pub access_log: bool,
+    /// The gateway's public key for the callers' identity assertions (`IDENTITY_PUBLIC_KEY`,
+    /// unpadded base64url), checked when read. Without it every identity is refused.
+    pub identity_public_key: Option<String>,
 }
 
 impl HttpSettings {
@@ -173,6 +176,18 @@ impl HttpSettings {
             header_read_timeout: env.seconds("HEADER_READ_TIMEOUT_SECS", 10, 600)?,
             trust_forwarded_for: env.flag("TRUST_FORWARDED_FOR", false)?,
             access_log: env.flag("ACCESS_LOG", false)?,
+            identity_public_key: match env.get("IDENTITY_PUBLIC_KEY") {
+                Some(key) if !key.trim().is_empty() => {
+                    crate::identity::IdentityVerifier::from_base64(key).map_err(|e| {
+                        ConfigError {
+                            var: "IDENTITY_PUBLIC_KEY".into(),
+                            problem: e.to_string(),
+                        }
+                    })?;
+                    Some(key.trim().to_owned())
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -326,6 +326,21 @@ where
 
 /// Wraps a service's full router in the standard stack.
 pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
+    // `Identity` checks callers with the gateway's public key, installed once per process.
+    if let Some(key) = &settings.identity_public_key {
+        match crate::identity::IdentityVerifier::from_base64(key) {
+            Ok(verifier) => {
+                if !crate::identity::install(verifier) {
+                    tracing::warn!(
+                        "IDENTITY_PUBLIC_KEY differs from the key this process already checks identities with; the first one stays"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IDENTITY_PUBLIC_KEY is unusable; every identity will be refused")
+            }
+        }
+    }
     let policy = EdgePolicy {
         trust_forwarded_for: settings.trust_forwarded_for,
         access_log: settings.access_log,

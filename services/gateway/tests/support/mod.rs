@@ -269,6 +269,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub path: PathBuf,
     pub http: reqwest::Client,
+    /// The public key of the identity key this gateway signs callers with.
+    pub identity_public_key: String,
 }
 
 /// The `[server]` section every test gateway uses: random loopback ports, fast reloads.
@@ -305,8 +307,13 @@ impl Gateway {
         std::fs::write(&path, &text).unwrap();
         let mut parsed = Config::parse(&text, "gateway.toml").unwrap();
         parsed.admin_token = admin_token.map(|t| gateway::config::AdminToken::parse(t).unwrap());
-        let running = gateway::start(parsed, Some(path.clone())).await.unwrap();
+        let (signer, _) = service_kit::identity::IdentitySigner::generate().unwrap();
+        let identity_public_key = signer.public_key();
+        let running = gateway::start(parsed, Some(path.clone()), Some(Arc::new(signer)))
+            .await
+            .unwrap();
         Self {
+            identity_public_key,
             addr: running.addr,
             admin: running.admin_addr,
             running: Some(running),
