@@ -209,7 +209,8 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
 }
 
 /// YAML through an emitter that quotes what YAML 1.1 readers (docker-compose 1.x) would take
-/// for booleans: Redis's `--appendonly yes` must stay the string "yes".
+/// for booleans (Redis's `--appendonly yes` must stay the string "yes"), with every `$`
+/// doubled so compose keeps it literal.
 fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
     use serde_json::Value;
     use yaml_rust2::Yaml;
@@ -220,7 +221,9 @@ fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
             .as_i64()
             .map(Yaml::Integer)
             .unwrap_or_else(|| Yaml::Real(n.to_string())),
-        Value::String(s) => Yaml::String(s),
+        // Compose interpolates `$NAME` in every value; `$$` is a literal `$` (broker
+        // permission patterns end in `$`, the provisioning jobs read their own variables).
+        Value::String(s) => Yaml::String(s.replace('$', "$$")),
         Value::Array(items) => Yaml::Array(items.into_iter().map(to_yaml).collect()),
         Value::Object(map) => Yaml::Hash(
             map.into_iter()
