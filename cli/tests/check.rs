@@ -50,3 +50,55 @@ fn a_missing_file_says_what_to_do() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --file"));
 }
+
+/// The platform manager links no service: its dependency tree holds no crate of
+/// `services/` but the gateway's configuration schema.
+#[test]
+fn gravity_links_no_service_crate() {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args([
+            "tree",
+            "-p",
+            "gravity",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let services_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/");
+    let services = std::path::Path::new(services_dir)
+        .canonicalize()
+        .expect("the services folder");
+    let linked: Vec<&str> = tree
+        .lines()
+        .filter(|l| {
+            // A path dependency's line: `name vX.Y.Z (/path/to/it)`, maybe then ` (*)`.
+            l.split_once('(')
+                .and_then(|(_, rest)| rest.split(')').next())
+                .is_some_and(|path| {
+                    std::path::Path::new(path)
+                        .canonicalize()
+                        .is_ok_and(|p| p.starts_with(&services))
+                })
+        })
+        .collect();
+    assert!(tree.contains("gateway-config v"), "{tree}");
+    assert!(
+        !linked.is_empty(),
+        "path dependencies are recognised: {tree}"
+    );
+    assert!(
+        linked.iter().all(|l| l.starts_with("gateway-config v")),
+        "gravity links service crates: {linked:?}"
+    );
+}
