@@ -363,16 +363,7 @@ impl Manifest {
                 .map_or(default_tag, |v| v.get_ref().as_str());
             let image =
                 ImageRef::parse(image_text, tag).map_err(|m| src.error(image_span, m, None))?;
-            let port = Port::parse(*spec.port.get_ref())
-                .map_err(|m| src.error(spec.port.span(), m, None))?;
-            if let Some(other) = ports.get(&port) {
-                return Err(src.error(
-                    spec.port.span(),
-                    format!("port {} is already used by {other}", port.get()),
-                    Some("give each service and infrastructure piece its own port".to_owned()),
-                ));
-            }
-            ports.insert(port, name.to_string());
+            let port = claim_port(&src, &mut ports, &spec.port, &name)?;
             if let Some(key) = spec.settings.keys().find(|k| {
                 k.is_empty()
                     || !k
@@ -428,16 +419,7 @@ impl Manifest {
                     Some("pick another name for the service".to_owned()),
                 ));
             }
-            let port = Port::parse(*spec.port.get_ref())
-                .map_err(|m| src.error(spec.port.span(), m, None))?;
-            if let Some(other) = ports.get(&port) {
-                return Err(src.error(
-                    spec.port.span(),
-                    format!("port {} is already used by {other}", port.get()),
-                    Some("give each service and infrastructure piece its own port".to_owned()),
-                ));
-            }
-            ports.insert(port, name.to_string());
+            let port = claim_port(&src, &mut ports, &spec.port, &name)?;
             let mut depends_on = Vec::new();
             for dep in &spec.depends_on {
                 let dep_name = dep.get_ref();
@@ -714,6 +696,25 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Parses a `port` and records it as `owner`'s, refusing one another resource has.
+fn claim_port(
+    src: &Source<'_>,
+    ports: &mut BTreeMap<Port, String>,
+    raw: &Spanned<i64>,
+    owner: &ServiceName,
+) -> Result<Port, ManifestError> {
+    let port = Port::parse(*raw.get_ref()).map_err(|m| src.error(raw.span(), m, None))?;
+    if let Some(other) = ports.get(&port) {
+        return Err(src.error(
+            raw.span(),
+            format!("port {} is already used by {other}", port.get()),
+            Some("give each service and infrastructure piece its own port".to_owned()),
+        ));
+    }
+    ports.insert(port, owner.to_string());
+    Ok(port)
 }
 
 fn database_server(
