@@ -13,5 +13,6 @@ if ! command -v mmdebstrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
     $sudo apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mmdebstrap >/dev/null
 fi
-cargo build -q -p gravity
+# Not quiet: on a first run this build takes minutes, and cargo's progress shows it moving.
+cargo build -p gravity
 exec target/debug/gravity up "$@"
