@@ -359,6 +359,16 @@ impl Secrets {
         self.infrastructure.get(resource)
     }
 
+    /// The administrator password of the instance `resource` ("" before it is generated).
+    pub fn infra_admin(&self, resource: &str) -> &str {
+        self.infra(resource).map_or("", |s| s.admin.as_str())
+    }
+
+    /// `service`'s own password on the instance `resource` ("" before it is generated).
+    pub fn infra_user(&self, resource: &str, service: &str) -> &str {
+        self.infra(resource).map_or("", |s| s.user(service))
+    }
+
     /// Generates what is missing for `resource`: an administrator password, one password per
     /// dependent and each of `extra`. Existing ones are never replaced. Returns whether
     /// anything was generated.

@@ -218,9 +218,7 @@ impl Kind for RabbitMq {
         secrets: &Secrets,
     ) -> Vec<(String, String)> {
         let service = dependent.name.as_str();
-        let password = secrets
-            .infra(instance.name.as_str())
-            .map_or("", |s| s.user(service));
+        let password = secrets.infra_user(instance.name.as_str(), service);
         let url = format!(
             "amqp://{service}:{password}@{}:{AMQP_PORT}/%2f",
             instance.name
@@ -239,10 +237,7 @@ impl Kind for RabbitMq {
     /// and opening the default virtual host.
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move {
-            let admin = reach
-                .secrets
-                .infra(reach.instance.name.as_str())
-                .map_or("", |s| s.admin.as_str());
+            let admin = reach.secrets.infra_admin(reach.instance.name.as_str());
             let uri = format!("amqp://{ADMIN_USER}:{admin}@127.0.0.1:{}/%2f", reach.port);
             let attempt = tokio::time::timeout(Duration::from_secs(3), async {
                 let conn = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
@@ -301,10 +296,7 @@ impl Kind for RabbitMq {
         reach: Reach<'a>,
         http: &'a reqwest::Client,
     ) -> Option<BoxFuture<'a, Result<Vec<BrokerQueue>, String>>> {
-        let admin = reach
-            .secrets
-            .infra(reach.instance.name.as_str())
-            .map_or("", |s| s.admin.as_str());
+        let admin = reach.secrets.infra_admin(reach.instance.name.as_str());
         let Some(port) = reach.ui_port else {
             return Some(Box::pin(async {
                 Err("its management API is not published: run `gravity up`".to_owned())
@@ -354,13 +346,13 @@ fn definitions(
     dependents: &[Dependent<'_>],
     secrets: &Secrets,
 ) -> serde_json::Value {
-    let own = secrets.infra(instance.name.as_str());
+    let resource = instance.name.as_str();
     let mut users = Vec::new();
     let mut permissions = Vec::new();
     let mut exchanges = Vec::new();
     for d in dependents {
         let svc = d.name.as_str();
-        let password = own.map_or("", |s| s.user(svc));
+        let password = secrets.infra_user(resource, svc);
         users.push(json!({
             "name": svc,
             "password_hash": password_hash(svc, password),
@@ -437,8 +429,7 @@ impl<'a> Management<'a> {
     fn admin(&self) -> &str {
         self.reach
             .secrets
-            .infra(self.reach.instance.name.as_str())
-            .map_or("", |s| s.admin.as_str())
+            .infra_admin(self.reach.instance.name.as_str())
     }
 
     fn failed(&self, detail: String) -> InfraError {

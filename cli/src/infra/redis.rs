@@ -78,14 +78,14 @@ impl Kind for Redis {
         ]
         .map(str::to_owned)
         .to_vec();
-        let own = secrets.infra(instance.name.as_str());
+        let resource = instance.name.as_str();
         // Each argument after `--user` is one word of the directive.
         cmd.extend(
             [
                 "--user",
                 "default",
                 "on",
-                &digest(own.map_or("", |s| s.admin.as_str())),
+                &digest(secrets.infra_admin(resource)),
                 "~*",
                 "&*",
                 "+@all",
@@ -93,7 +93,7 @@ impl Kind for Redis {
             .map(str::to_owned),
         );
         for d in dependents {
-            let password = own.map_or("", |s| s.user(d.name.as_str()));
+            let password = secrets.infra_user(resource, d.name.as_str());
             let service = d.name.as_str();
             cmd.extend([
                 "--user".to_owned(),
@@ -129,9 +129,7 @@ impl Kind for Redis {
         secrets: &Secrets,
     ) -> Vec<(String, String)> {
         let service = dependent.name.as_str();
-        let password = secrets
-            .infra(instance.name.as_str())
-            .map_or("", |s| s.user(service));
+        let password = secrets.infra_user(instance.name.as_str(), service);
         let url = format!(
             "redis://{service}:{password}@{}:{}/",
             instance.name,
@@ -149,10 +147,7 @@ impl Kind for Redis {
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move {
-            let admin = reach
-                .secrets
-                .infra(reach.instance.name.as_str())
-                .map_or("", |s| s.admin.as_str());
+            let admin = reach.secrets.infra_admin(reach.instance.name.as_str());
             let attempt = tokio::time::timeout(Duration::from_secs(2), async {
                 let client = redis::Client::open(format!(
                     "redis://default:{admin}@127.0.0.1:{}/",
