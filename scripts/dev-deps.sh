@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu) and starts PostgreSQL and Redis on loopback for local runs and
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
-# gravity builds images when no registry can be reached, and tmux, in which the dashboard's
-# test runs. Safe to run again: it only does what is missing. Prints the URLs to use.
+# gravity builds images when no registry can be reached, tmux, in which the dashboard's
+# test runs, and schemathesis (from PyPI, in a virtualenv under target/), with which every
+# service's tests check its answers against its OpenAPI document. Safe to run again: it only does what is missing. Prints the URLs to use.
 set -euo pipefail
 
 PG_USER=gravity
@@ -54,5 +55,19 @@ if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     done
 fi
 
+# schemathesis: a pinned version, so that a run checks the same things everywhere.
+SCHEMATHESIS_VERSION=4.32.5
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/tools/schemathesis"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "installing schemathesis $SCHEMATHESIS_VERSION" >&2
+    if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv --clear "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+fi
+
 echo "TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$pg_port/postgres"
 echo "TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+echo "SCHEMATHESIS=$venv/bin/schemathesis"

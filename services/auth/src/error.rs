@@ -19,8 +19,9 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("account is disabled")]
     AccountDisabled,
-    #[error("unsupported grant type")]
-    UnsupportedGrant,
+    /// A `grant_type` other than the one the endpoint takes, which it names.
+    #[error("unsupported grant type; this endpoint takes {0}")]
+    UnsupportedGrant(&'static str),
     #[error("not authenticated: {0}")]
     Unauthenticated(&'static str),
     #[error("invalid refresh token")]
@@ -94,9 +95,9 @@ impl AuthError {
             }
             AuthError::AccountDisabled => Problem::new(StatusCode::FORBIDDEN, "account-disabled", "Account disabled")
                 .with_detail("This account has been disabled by an administrator."),
-            AuthError::UnsupportedGrant => {
+            AuthError::UnsupportedGrant(grant) => {
                 Problem::new(StatusCode::BAD_REQUEST, "unsupported-grant-type", "Unsupported grant type")
-                    .with_detail("This endpoint accepts grant_type=password only.")
+                    .with_detail(format!("This endpoint accepts grant_type={grant} only."))
             }
             AuthError::Unauthenticated(why) => {
                 Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required")

@@ -16,10 +16,12 @@ pub mod identity;
 pub mod jwt;
 pub mod metrics;
 pub mod opaque;
+pub mod openapi;
 pub mod pagination;
 pub mod password;
 pub mod problem;
 pub mod telemetry;
+pub mod testing;
 
 pub use email::Email;
 pub use identity::Identity;

@@ -13,8 +13,10 @@ pub const MAX_OFFSET: u64 = 1_000_000;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// Items to skip (default 0).
+    /// Items to skip (default 0, at most 1,000,000).
+    #[param(maximum = 1_000_000)]
     pub offset: Option<u64>,
 }
 

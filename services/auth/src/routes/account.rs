@@ -32,6 +32,7 @@ pub async fn me(principal: Principal) -> Result<axum::response::Response, AuthEr
         (status = 204, description = "Password changed"),
         (status = 401, description = "Not authenticated, or current password wrong", content_type = "application/problem+json"),
         (status = 422, description = "New password too weak", content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong current passwords; see Retry-After", content_type = "application/problem+json"),
     )
 )]
 pub async fn change_password(

@@ -49,7 +49,9 @@ impl From<UserRecord> for UserView {
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     #[serde(alias = "username")]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     #[serde(default)]
     pub full_name: Option<String>,
@@ -61,9 +63,13 @@ pub struct LoginRequest {
     #[serde(alias = "email")]
     pub username: String,
     pub password: String,
+    /// Optional; when sent it must be `password`.
     #[serde(default)]
+    #[schema(pattern = "^password$", nullable = false)]
     pub grant_type: Option<String>,
+    /// Accepted and ignored: every token carries the account's own permissions.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub scope: Option<String>,
 }
 
@@ -72,23 +78,28 @@ pub struct RefreshRequest {
     pub refresh_token: String,
     /// Optional; when sent it must be `refresh_token`.
     #[serde(default)]
+    #[schema(pattern = "^refresh_token$")]
     pub grant_type: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ForgotPasswordRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ResetPasswordRequest {
+    #[schema(min_length = 1, max_length = 256)]
     pub token: String,
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -102,6 +113,7 @@ pub struct Accepted {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     /// `null` clears the name.
     #[serde(default, with = "double_option")]
@@ -113,17 +125,30 @@ pub struct UpdateUserRequest {
 
 #[derive(Deserialize, ToSchema)]
 pub struct SetRoleRequest {
+    /// The name of an existing role.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{1,31}$")]
     pub role: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateRoleRequest {
+    /// Lowercase, starting with a letter: 2 to 32 of a-z, 0-9, `_` and `-`.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{1,31}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub description: String,
+    /// `resource:action` pairs, each of which the caller must hold itself.
     #[serde(default)]
-    pub permissions: Vec<String>,
+    #[schema(max_items = 100, inline)]
+    pub permissions: Vec<PermissionName>,
 }
+
+/// A permission as the wire carries it, `resource:action` (parsed by `domain::Permission`).
+#[derive(Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^[a-z][a-z0-9_-]{0,31}:[a-z][a-z0-9_-]{0,31}$")]
+pub struct PermissionName(pub String);
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct RoleView {
@@ -138,10 +163,13 @@ pub struct RoleView {
 #[into_params(parameter_in = Query)]
 pub struct UserFilter {
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// Items to skip (default 0).
+    /// Items to skip (default 0, at most 1,000,000).
+    #[param(maximum = 1_000_000)]
     pub offset: Option<u64>,
     /// Case-insensitive substring of the email.
+    #[param(max_length = 254)]
     pub email: Option<String>,
     /// Exact role name.
     pub role: Option<String>,

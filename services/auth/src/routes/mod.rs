@@ -8,6 +8,7 @@ pub mod users;
 pub mod well_known;
 
 use axum::{http::header, response::IntoResponse, routing::get, Router};
+use service_kit::openapi::StandardResponses;
 use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     Modify, OpenApi,
@@ -49,7 +50,7 @@ impl Modify for BearerAuth {
 
 /// The API routes with their OpenAPI description.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::register))
         .routes(routes!(tokens::login))
         .routes(routes!(tokens::refresh))
@@ -63,7 +64,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::set_role))
         .routes(routes!(roles::list, roles::create))
         .routes(routes!(well_known::jwks))
-        .split_for_parts()
+        .split_for_parts();
+    StandardResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole application: API, `/openapi.json`, `/docs`, health and metrics.

@@ -62,7 +62,7 @@ pub async fn create(
     let mut perms = body
         .permissions
         .iter()
-        .map(|p| Permission::parse(p).map(Permission::into_inner))
+        .map(|p| Permission::parse(&p.0).map(Permission::into_inner))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuthError::field("permissions", e))?;
     perms.sort();

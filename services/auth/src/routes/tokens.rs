@@ -116,7 +116,7 @@ pub async fn login(
     JsonOrForm(body): JsonOrForm<LoginRequest>,
 ) -> Result<axum::Json<TokenResponse>, AuthError> {
     if body.grant_type.as_deref().is_some_and(|g| g != "password") {
-        return Err(AuthError::UnsupportedGrant);
+        return Err(AuthError::UnsupportedGrant("password"));
     }
     // Scopes are accepted for OAuth2 compatibility; permissions come from the account's role.
     let _ = body.scope;
@@ -156,7 +156,7 @@ pub async fn refresh(
         .as_deref()
         .is_some_and(|g| g != "refresh_token")
     {
-        return Err(AuthError::UnsupportedGrant);
+        return Err(AuthError::UnsupportedGrant("refresh_token"));
     }
     if body.refresh_token.is_empty() || body.refresh_token.len() > 256 {
         return Err(AuthError::InvalidRefreshToken);

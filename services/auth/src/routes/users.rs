@@ -46,6 +46,7 @@ struct Counted {
     responses(
         (status = 200, body = Page<UserView>),
         (status = 403, description = "Missing users:read", content_type = "application/problem+json"),
+        (status = 422, description = "`limit` or `offset` out of bounds, or `email` too long", content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -225,6 +226,7 @@ pub async fn delete(
     responses(
         (status = 200, body = UserView),
         (status = 404, content_type = "application/problem+json"),
+        (status = 409, description = "Last admin", content_type = "application/problem+json"),
         (status = 422, description = "Unknown role", content_type = "application/problem+json"),
     )
 )]

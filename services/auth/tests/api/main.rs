@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod contract;
 mod edge;
 mod helpers;
 mod keys;
