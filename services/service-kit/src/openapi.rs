@@ -157,7 +157,7 @@ impl Modify for GatewayIdentity {
         components.add_security_scheme(
             GATEWAY_IDENTITY,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "X-Identity-Assertion",
+                crate::identity::ASSERTION.as_str(),
                 "Set by the gateway for a caller whose access token it verified; a service \
                  refuses a request without it, or with one the gateway did not sign.",
             ))),
