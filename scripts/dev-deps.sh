@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (Debian/Ubuntu) and starts PostgreSQL and Redis on loopback for local runs and
+# Installs (Debian/Ubuntu) and starts PostgreSQL, Redis and RabbitMQ on loopback for local runs and
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
 # gravity builds images when no registry can be reached, tmux, in which the dashboard's
 # test runs, and schemathesis (from PyPI, in a virtualenv under target/), with which every
@@ -21,6 +21,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 # The dashboard's end-to-end test drives `gravity status` in a tmux pane.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# The event backbone's tests run against a real broker.
+command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root apt-get update -qq
@@ -55,6 +57,17 @@ if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     done
 fi
 
+# RabbitMQ: start it in the background if nothing answers on its port (its default `guest`
+# user may connect from loopback only).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    as_root rabbitmq-server -detached >/dev/null 2>&1
+    for _ in $(seq 1 240); do
+        (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break
+        sleep 0.25
+    done
+    as_root rabbitmqctl await_startup --timeout 60 >/dev/null
+fi
+
 # schemathesis: a pinned version, so that a run checks the same things everywhere.
 SCHEMATHESIS_VERSION=4.32.5
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/tools/schemathesis"
@@ -70,4 +83,5 @@ fi
 
 echo "TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$pg_port/postgres"
 echo "TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+echo "TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
 echo "SCHEMATHESIS=$venv/bin/schemathesis"

@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod config;
 pub mod email;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod http;

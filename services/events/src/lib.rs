@@ -1,0 +1,47 @@
+//! The events Gravity's services tell each other, and nothing else: each payload, its
+//! versioned type and its subject. Publishers and consumers share this crate, never each
+//! other's code; it depends on serde alone so that linking it costs a service nothing.
+//!
+//! **Versioning.** A type is `<service>.<entity>.<fact>.v<N>`. A change a consumer could
+//! misread (a field removed, renamed or given another meaning) is a new type, `v<N+1>`,
+//! published beside the old one until no consumer reads it; adding an optional field is not.
+//!
+//! On the wire each payload is the `data` of a CloudEvents 1.0 envelope
+//! (`service_kit::events::Envelope`), routed by its type on the publisher's exchange.
+
+pub mod auth;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A fact one service tells the others.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// `<service>.<entity>.<fact>.v<N>`, the CloudEvents `type` and the routing key.
+    const TYPE: &'static str;
+
+    /// What the event is about (an account's id, say): the CloudEvents `subject`. Events
+    /// about one subject reach the broker in the order they were committed.
+    fn subject(&self) -> String;
+}
+
+/// The service that publishes events of `event_type`: the part before the first dot.
+pub fn publisher(event_type: &str) -> &str {
+    event_type.split('.').next().unwrap_or(event_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_names_its_publisher_and_a_version() {
+        for ty in auth::TYPES {
+            assert_eq!(publisher(ty), "auth", "{ty}");
+            let version = ty.rsplit('.').next().unwrap_or_default();
+            assert!(
+                version.starts_with('v') && version[1..].parse::<u32>().is_ok(),
+                "{ty}"
+            );
+            assert_eq!(ty.split('.').count(), 4, "{ty}");
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Consumers: every event's effect exactly once, whatever the broker redelivers.
+//!
+//! Each [`Subscription`] of a service is one durable queue, `<service>.<subscription>`,
+//! bound to the publishers' exchanges by event type. A delivery is handled in one database
+//! transaction that also writes its id to the inbox (`event_inbox`); the message is
+//! acknowledged only after that transaction commits, and a redelivered event finds its id
+//! there and changes nothing.
+//!
+//! A handler that fails is retried with exponential backoff through `<queue>.retry`, a queue
+//! whose messages expire back into the subscription's queue; after
+//! [`ConsumerSettings::max_attempts`] attempts the message goes to `<queue>.parked` with its
+//! last error, where `gravity events` shows it and `gravity events replay` sends it back. A
+//! message no handler can ever take (not a CloudEvent, an unknown type or version, a payload
+//! that does not parse) is parked at once with the reason. Nothing blocks the queue.
+//!
+//! Deliveries are handled concurrently on [`ConsumerSettings::lanes`] lanes; events about
+//! one subject always share a lane, so they are handled in the order they arrive (a retried
+//! event comes back after the ones behind it).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::{Hash as _, Hasher as _},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
+
+use events::Event;
+use futures_util::StreamExt as _;
+use lapin::{
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{outbox::Backoff, BadMessage, Envelope, EventsError};
+
+/// The header carrying how many times a message has been tried.
+pub const ATTEMPT_HEADER: &str = "x-gravity-attempt";
+/// The header carrying a parked message's last error.
+pub const ERROR_HEADER: &str = "x-gravity-error";
+/// The header naming the queue a parked message belongs back in.
+pub const QUEUE_HEADER: &str = "x-gravity-queue";
+
+/// An error a handler returns: the message is retried, then parked with its text.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler receives: the event, what the envelope says about it, and the open
+/// transaction in which to make its effect. Return the transaction to commit it.
+pub struct Handled<E> {
+    pub event: E,
+    pub id: Uuid,
+    pub subject: Option<String>,
+    pub traceparent: Option<String>,
+    pub attempt: u32,
+    pub tx: Transaction<'static, Postgres>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Outcome = Result<Result<Transaction<'static, Postgres>, HandlerError>, BadMessage>;
+type Erased =
+    Arc<dyn Fn(Envelope, u32, Transaction<'static, Postgres>) -> BoxFuture<Outcome> + Send + Sync>;
+
+/// One durable queue of a consuming service and the handlers of the event types it takes.
+pub struct Subscription {
+    name: String,
+    handlers: HashMap<&'static str, Erased>,
+}
+
+impl Subscription {
+    /// `name` becomes the queue `<service>.<name>`: lowercase letters, digits and `-`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Handles events of type `E`: binds the queue to `E`'s publisher's exchange with
+    /// `E::TYPE`.
+    pub fn on<E, F, Fut>(mut self, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Handled<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Transaction<'static, Postgres>, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Erased = Arc::new(move |envelope: Envelope, attempt, tx| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let event = envelope.data::<E>()?;
+                Ok(handler(Handled {
+                    event,
+                    id: envelope.id,
+                    subject: envelope.subject,
+                    traceparent: envelope.traceparent,
+                    attempt,
+                    tx,
+                })
+                .await)
+            })
+        });
+        self.handlers.insert(E::TYPE, erased);
+        self
+    }
+}
+
+/// How a service consumes.
+#[derive(Clone)]
+pub struct ConsumerSettings {
+    pub amqp_url: SecretString,
+    /// The consuming service: its queues are `<service>.*`, its retry exchange
+    /// `<service>.retry`.
+    pub service: String,
+    /// Unacknowledged deliveries per subscription (the broker's prefetch).
+    pub prefetch: u16,
+    /// Deliveries handled at once per subscription.
+    pub lanes: usize,
+    /// Attempts before a failing message is parked.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// The exchange each publishing service's events come from, where it is not the one
+    /// named after the service (as `gravity up` declares them).
+    pub exchanges: HashMap<String, String>,
+}
+
+impl ConsumerSettings {
+    pub fn new(amqp_url: SecretString, service: impl Into<String>) -> Self {
+        Self {
+            amqp_url,
+            service: service.into(),
+            prefetch: 64,
+            lanes: 16,
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            exchanges: HashMap::new(),
+        }
+    }
+
+    fn exchange_of<'a>(&'a self, event_type: &'a str) -> &'a str {
+        let publisher = events::publisher(event_type);
+        self.exchanges
+            .get(publisher)
+            .map_or(publisher, String::as_str)
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff)
+    }
+}
+
+/// Runs a service's subscriptions.
+pub struct Consumer {
+    pool: PgPool,
+    settings: ConsumerSettings,
+    subscriptions: Vec<Arc<Subscription>>,
+}
+
+impl Consumer {
+    pub fn new(pool: PgPool, settings: ConsumerSettings) -> Self {
+        Self {
+            pool,
+            settings,
+            subscriptions: Vec::new(),
+        }
+    }
+
+    pub fn subscribe(mut self, subscription: Subscription) -> Self {
+        self.subscriptions.push(Arc::new(subscription));
+        self
+    }
+
+    /// The queue a subscription reads.
+    pub fn queue(&self, subscription: &str) -> String {
+        format!("{}.{subscription}", self.settings.service)
+    }
+
+    /// Declares every subscription's queues and bindings; `run` does it too. Useful to
+    /// make sure nothing published from now on is missed before consuming starts.
+    pub async fn declare(&self) -> Result<(), EventsError> {
+        let broker = self.connect().await?;
+        let channel = broker.create_channel().await?;
+        for subscription in &self.subscriptions {
+            self.declare_one(&channel, subscription).await?;
+        }
+        broker.close(200, "declared".into()).await?;
+        Ok(())
+    }
+
+    /// Consumes until `stop` completes, surviving database and broker outages.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let this = Arc::new(self);
+        let all = futures_util::future::join_all(
+            this.subscriptions
+                .iter()
+                .map(|s| Arc::clone(&this).forever(Arc::clone(s))),
+        );
+        tokio::select! {
+            _ = all => {}
+            () = stop => {}
+        }
+    }
+
+    async fn forever(self: Arc<Self>, subscription: Arc<Subscription>) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.consume(&subscription).await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    metrics::counter!("events_consumer_errors_total").increment(1);
+                    tracing::warn!(
+                        subscription = %subscription.name, error = %e,
+                        "event consumer interrupted; retrying"
+                    );
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, EventsError> {
+        Ok(Connection::connect(
+            self.settings.amqp_url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?)
+    }
+
+    fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.settings.service)
+    }
+
+    async fn declare_one(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+    ) -> Result<(), EventsError> {
+        let queue = self.queue(&subscription.name);
+        let retry_exchange = self.retry_exchange();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                retry_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await?;
+        // Retries wait in `<queue>.retry` until their expiration, then dead-letter back.
+        let mut retry_args = FieldTable::default();
+        retry_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(retry_exchange.as_str().into()),
+        );
+        retry_args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(queue.as_str().into()),
+        );
+        let retry = format!("{queue}.retry");
+        let parked = format!("{queue}.parked");
+        channel
+            .queue_declare(retry.as_str().into(), durable, retry_args)
+            .await?;
+        channel
+            .queue_declare(parked.as_str().into(), durable, FieldTable::default())
+            .await?;
+        for (target, key) in [(&queue, &queue), (&retry, &retry), (&parked, &parked)] {
+            channel
+                .queue_bind(
+                    target.as_str().into(),
+                    retry_exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for event_type in subscription.handlers.keys() {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.settings.exchange_of(event_type).into(),
+                    (*event_type).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One connection's worth of consuming: declares, then hands deliveries to the lanes
+    /// until the connection or a lane fails.
+    async fn consume(
+        self: &Arc<Self>,
+        subscription: &Arc<Subscription>,
+    ) -> Result<(), EventsError> {
+        let broker = self.connect().await?;
+        let channel = broker.create_channel().await?;
+        self.declare_one(&channel, subscription).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        // Retries and parked messages go out on a channel of their own, with confirms.
+        let publisher = broker.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let queue = self.queue(&subscription.name);
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(%queue, "consuming events");
+        let (failed_tx, mut failed_rx) = mpsc::channel::<EventsError>(1);
+        let lanes: Vec<mpsc::Sender<Delivery>> = (0..self.settings.lanes.max(1))
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<Delivery>(usize::from(self.settings.prefetch));
+                let this = Arc::clone(self);
+                let subscription = Arc::clone(subscription);
+                let publisher = publisher.clone();
+                let failed = failed_tx.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    while let Some(delivery) = rx.recv().await {
+                        if let Err(e) = this
+                            .handle(&subscription, &queue, &publisher, delivery)
+                            .await
+                        {
+                            let _ = failed.send(e).await;
+                            return;
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        loop {
+            tokio::select! {
+                delivery = deliveries.next() => {
+                    let delivery = match delivery {
+                        Some(delivery) => delivery?,
+                        None => return Err(EventsError::ConsumerEnded(queue)),
+                    };
+                    let lane = &lanes[lane_of(&delivery.data, lanes.len())];
+                    if lane.send(delivery).await.is_err() {
+                        return Err(EventsError::ConsumerEnded(queue));
+                    }
+                }
+                failed = failed_rx.recv() => {
+                    return Err(failed.unwrap_or(EventsError::ConsumerEnded(queue)));
+                }
+            }
+        }
+    }
+
+    /// Handles one delivery to its end: acknowledged after its effect commits (or after it
+    /// is safely in the retry or parking queue). An error means the broker or database is
+    /// unreachable; the message stays unacknowledged and is redelivered.
+    async fn handle(
+        &self,
+        subscription: &Subscription,
+        queue: &str,
+        publisher: &Channel,
+        delivery: Delivery,
+    ) -> Result<(), EventsError> {
+        let attempt = attempt_of(&delivery);
+        let envelope = match Envelope::decode(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(bad) => {
+                return self
+                    .park(queue, publisher, delivery, attempt, &bad.to_string())
+                    .await
+            }
+        };
+        let Some(handler) = subscription.handlers.get(envelope.event_type.as_str()) else {
+            let bad = BadMessage::UnknownType(envelope.event_type.clone());
+            return self
+                .park(queue, publisher, delivery, attempt, &bad.to_string())
+                .await;
+        };
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO event_inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(queue)
+        .bind(envelope.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            metrics::counter!("events_duplicates_total", "queue" => queue.to_owned()).increment(1);
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+        let event_id = envelope.id;
+        let failure = match handler(envelope, attempt, tx).await {
+            Err(bad) => {
+                return self
+                    .park(queue, publisher, delivery, attempt, &bad.to_string())
+                    .await
+            }
+            Ok(Ok(tx)) => match tx.commit().await {
+                Ok(()) => None,
+                Err(e) => Some(format!("committing the handler's transaction: {e}")),
+            },
+            Ok(Err(e)) => Some(e.to_string()),
+        };
+        match failure {
+            None => {
+                metrics::counter!("events_handled_total", "queue" => queue.to_owned()).increment(1);
+                delivery.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Some(error) if attempt >= self.settings.max_attempts => {
+                tracing::warn!(%queue, event = %event_id, attempt, %error, "event handler failed; parking it");
+                self.park(queue, publisher, delivery, attempt, &error).await
+            }
+            Some(error) => {
+                tracing::info!(%queue, event = %event_id, attempt, %error, "event handler failed; retrying");
+                let delay = self.settings.delay(attempt);
+                let properties = with_headers(&delivery, attempt + 1, Some(&error), queue)
+                    .with_expiration(delay.as_millis().to_string().into());
+                self.forward(publisher, &format!("{queue}.retry"), &delivery, properties)
+                    .await?;
+                metrics::counter!("events_retried_total", "queue" => queue.to_owned()).increment(1);
+                delivery.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn park(
+        &self,
+        queue: &str,
+        publisher: &Channel,
+        delivery: Delivery,
+        attempt: u32,
+        error: &str,
+    ) -> Result<(), EventsError> {
+        let properties = with_headers(&delivery, attempt, Some(error), queue);
+        self.forward(publisher, &format!("{queue}.parked"), &delivery, properties)
+            .await?;
+        metrics::counter!("events_parked_total", "queue" => queue.to_owned()).increment(1);
+        delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Publishes `delivery`'s body to `routing_key` on the service's retry exchange and
+    /// waits for the broker's confirm.
+    async fn forward(
+        &self,
+        publisher: &Channel,
+        routing_key: &str,
+        delivery: &Delivery,
+        properties: BasicProperties,
+    ) -> Result<(), EventsError> {
+        let confirm = publisher
+            .basic_publish(
+                self.retry_exchange().as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(EventsError::Refused(Uuid::nil()))
+        }
+    }
+}
+
+/// The lane of a delivery: by its subject, so one subject's events keep their order.
+fn lane_of(body: &[u8], lanes: usize) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Subject<'a> {
+        #[serde(borrow)]
+        subject: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match serde_json::from_slice::<Subject>(body) {
+        Ok(Subject {
+            subject: Some(subject),
+        }) => subject.hash(&mut hasher),
+        _ => body.hash(&mut hasher),
+    }
+    (hasher.finish() % lanes.max(1) as u64) as usize
+}
+
+fn attempt_of(delivery: &Delivery) -> u32 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(&ShortString::from(ATTEMPT_HEADER)).cloned());
+    match value {
+        Some(AMQPValue::LongUInt(n)) => n.max(1),
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(1).max(1),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(1).max(1),
+        _ => 1,
+    }
+}
+
+/// The delivery's properties with the attempt, the last error and the home queue set.
+fn with_headers(
+    delivery: &Delivery,
+    attempt: u32,
+    error: Option<&str>,
+    queue: &str,
+) -> BasicProperties {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    if let Some(error) = error {
+        let error: String = error.chars().take(2000).collect();
+        headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
+    }
+    headers.insert(QUEUE_HEADER.into(), AMQPValue::LongString(queue.into()));
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/cloudevents+json".into())
+        .with_headers(headers)
+}

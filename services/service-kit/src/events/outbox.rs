@@ -1,0 +1,259 @@
+//! The transactional outbox and its relay.
+//!
+//! [`record`] writes an event in the caller's transaction: it exists if and only if the
+//! change it reports was committed. The [`Relay`] (one in every instance) publishes what was
+//! committed, with publisher confirms, and marks it published.
+//!
+//! **One publisher at a time.** Instances hold a PostgreSQL advisory lock while they relay;
+//! the others stand by and take over within [`RelaySettings::standby_poll`] when the holder's
+//! connection ends. A row is therefore never published by two instances at once, and rows go
+//! out in the order of their ids, which keeps the commit order of events about one subject
+//! (their transactions lock the subject's row, so they commit in id order).
+//!
+//! **Delivery is at least once.** A crash between the broker's confirm and the `UPDATE`
+//! publishes a row again; consumers drop the duplicate by its id (see `consumer`). A broker
+//! outage only delays: rows wait, the relay reconnects with backoff.
+
+use std::{future::Future, time::Duration};
+
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    BasicProperties, Connection, ConnectionProperties,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::{postgres::PgListener, Connection as _, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{Envelope, EventsError};
+use events::Event;
+
+/// The channel `record` notifies, so an idle relay wakes at once.
+const CHANNEL: &str = "gravity_outbox";
+/// The advisory lock key the relaying instance holds ("gravoutb").
+const LEASE: i64 = 0x6772_6176_6f75_7462;
+
+/// Writes `event`, published by `service`, to the outbox inside `conn`'s transaction; the
+/// event's id. The relay is woken when the transaction commits.
+pub async fn record<E: Event>(
+    conn: &mut PgConnection,
+    service: &str,
+    event: &E,
+    traceparent: Option<&str>,
+) -> Result<Uuid, EventsError> {
+    let envelope = Envelope::new(service, event, traceparent)?;
+    let body = serde_json::to_string(&envelope)?;
+    sqlx::query(
+        "WITH written AS (
+             INSERT INTO event_outbox (event_id, event_type, subject, envelope)
+             VALUES ($1, $2, $3, $4)
+         )
+         SELECT pg_notify($5, '')",
+    )
+    .bind(envelope.id)
+    .bind(&envelope.event_type)
+    .bind(&envelope.subject)
+    .bind(body)
+    .bind(CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(envelope.id)
+}
+
+/// How the relay publishes.
+#[derive(Clone)]
+pub struct RelaySettings {
+    pub amqp_url: SecretString,
+    /// The service's own exchange: the only one its broker user may publish to.
+    pub exchange: String,
+    /// Rows read and published per round trip.
+    pub batch: i64,
+    /// How often an idle relay looks for rows even without a notification.
+    pub idle_poll: Duration,
+    /// How often a standing-by instance tries to take the lease.
+    pub standby_poll: Duration,
+    /// Published rows older than this are deleted.
+    pub retain: Duration,
+}
+
+impl RelaySettings {
+    pub fn new(amqp_url: SecretString, exchange: impl Into<String>) -> Self {
+        Self {
+            amqp_url,
+            exchange: exchange.into(),
+            batch: 500,
+            idle_poll: Duration::from_secs(1),
+            standby_poll: Duration::from_secs(1),
+            retain: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Publishes the outbox of one service's database.
+pub struct Relay {
+    pool: PgPool,
+    settings: RelaySettings,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    event_id: Uuid,
+    event_type: String,
+    envelope: String,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, settings: RelaySettings) -> Self {
+        Self { pool, settings }
+    }
+
+    /// Relays until `stop` completes, surviving database and broker outages.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        tokio::select! {
+            () = self.forever() => {}
+            () = stop => {}
+        }
+    }
+
+    async fn forever(&self) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.lead().await {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    metrics::counter!("events_relay_errors_total").increment(1);
+                    tracing::warn!(error = %e, "event relay interrupted; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
+    /// Takes the lease (waiting while another instance holds it), then publishes until an
+    /// error ends it; the lease goes with the connection.
+    async fn lead(&self) -> Result<(), EventsError> {
+        let mut lease = self.pool.acquire().await?.detach();
+        loop {
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEASE)
+                .fetch_one(&mut lease)
+                .await?;
+            if held {
+                break;
+            }
+            tokio::time::sleep(self.settings.standby_poll).await;
+        }
+        tracing::info!(exchange = %self.settings.exchange, "relaying the event outbox");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let broker = Connection::connect(
+            self.settings.amqp_url.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?;
+        let channel = broker.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut pruned = tokio::time::Instant::now();
+        loop {
+            let published = self.publish_batch(&mut lease, &channel).await?;
+            if pruned.elapsed() > Duration::from_secs(600) {
+                self.prune(&mut lease).await?;
+                pruned = tokio::time::Instant::now();
+            }
+            if published < self.settings.batch {
+                // Drained: wait for a commit's notification, or poll.
+                let _ = tokio::time::timeout(self.settings.idle_poll, listener.try_recv()).await;
+                // Several commits may have notified; one look at the table serves them all.
+                while listener.next_buffered().is_some() {}
+            }
+        }
+    }
+
+    /// Publishes up to one batch and marks what the broker confirmed; how many were read.
+    async fn publish_batch(
+        &self,
+        lease: &mut PgConnection,
+        channel: &lapin::Channel,
+    ) -> Result<i64, EventsError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, event_id, event_type, envelope FROM event_outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.settings.batch)
+        .fetch_all(&mut *lease)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Publish the whole batch, then wait for the confirms: one round trip per batch.
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/cloudevents+json".into())
+                .with_message_id(row.event_id.to_string().into())
+                .with_type(row.event_type.as_str().into());
+            let confirm = channel
+                .basic_publish(
+                    self.settings.exchange.as_str().into(),
+                    row.event_type.as_str().into(),
+                    BasicPublishOptions::default(),
+                    row.envelope.as_bytes(),
+                    properties,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        let mut confirmed = Vec::with_capacity(rows.len());
+        let mut refused = None;
+        for (row, confirm) in rows.iter().zip(confirms) {
+            let confirmation = confirm.await?;
+            if confirmation.is_ack() && refused.is_none() {
+                confirmed.push(row.id);
+            } else if !confirmation.is_ack() {
+                refused.get_or_insert(row.event_id);
+            }
+        }
+        // Only the confirmed prefix is marked, so a refused row and those after it go again,
+        // in order.
+        let mut tx = lease.begin().await?;
+        sqlx::query("UPDATE event_outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&confirmed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("events_published_total").increment(confirmed.len() as u64);
+        match refused {
+            Some(event) => Err(EventsError::Refused(event)),
+            None => Ok(rows.len() as i64),
+        }
+    }
+
+    async fn prune(&self, lease: &mut PgConnection) -> Result<(), EventsError> {
+        let retain = chrono::Duration::from_std(self.settings.retain)
+            .unwrap_or_else(|_| chrono::Duration::days(7));
+        sqlx::query("DELETE FROM event_outbox WHERE published_at < now() - $1::interval")
+            .bind(retain)
+            .execute(lease)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+#[derive(Default)]
+pub(crate) struct Backoff(u32);
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(100u64 << self.0.min(6)).min(Duration::from_secs(5));
+        self.0 = self.0.saturating_add(1);
+        delay
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0 = 0;
+    }
+}

@@ -1,0 +1,589 @@
+//! The event backbone against a real RabbitMQ and real PostgreSQL: outbox, relay, consumers,
+//! inbox, retries and parking. Each test uses service names of its own, so its exchanges and
+//! queues are its own, and a database of its own per service.
+//!
+//! A broker outage is made by cutting the network between the services and the broker
+//! (`Cut`, a TCP proxy that drops every connection and refuses new ones while down): to the
+//! services it looks exactly like a broker that stopped, and the shared broker other tests
+//! use keeps running.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use events::{auth::UserDeleted, Event};
+use futures_util::StreamExt as _;
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
+};
+use secrecy::SecretString;
+use service_kit::events::{
+    record, Consumer, ConsumerSettings, Handled, HandlerError, Relay, RelaySettings, Subscription,
+    ERROR_HEADER,
+};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use uuid::Uuid;
+
+const EVENTS_SQL: &str =
+    include_str!("../../../templates/service/migrations/20261202000000_events.sql");
+
+fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://gravity:gravity@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database with the events tables and `effects`, where handlers write.
+async fn fresh_database() -> PgPool {
+    let name = format!("events_test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&database_url())
+        .await
+        .expect("cannot reach PostgreSQL; set TEST_DATABASE_URL (see README)");
+    sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = match database_url().rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("TEST_DATABASE_URL has no database part"),
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(12)
+        .connect(&url)
+        .await
+        .expect("connect to the test database");
+    sqlx::raw_sql(EVENTS_SQL)
+        .execute(&pool)
+        .await
+        .expect("events tables");
+    sqlx::raw_sql(
+        "CREATE TABLE effects (event_id uuid NOT NULL, user_id uuid NOT NULL, n int NOT NULL DEFAULT 1)",
+    )
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    pool
+}
+
+/// A unique service name for one test: `p<hex>` (a publisher) or `c<hex>` (a consumer).
+fn name(prefix: char) -> String {
+    format!("{prefix}{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+async fn broker() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("cannot reach RabbitMQ; set TEST_AMQP_URL (see README)")
+}
+
+/// Declares a publisher's topic exchange, as `gravity up` does for every service.
+async fn declare_exchange(conn: &Connection, exchange: &str) {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the publisher's exchange");
+}
+
+/// A TCP proxy to the broker whose link can be cut: while down, every connection through it
+/// is dropped and new ones are refused.
+struct Cut {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Cut {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (up, _) = watch::channel(true);
+        let state = up.clone();
+        let target = broker_addr();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut down = state.subscribe();
+                if !*down.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up }
+    }
+
+    fn url(&self) -> SecretString {
+        let url = amqp_url().replacen(&broker_addr().to_string(), &self.addr.to_string(), 1);
+        SecretString::from(url)
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+fn broker_addr() -> SocketAddr {
+    let url = amqp_url();
+    let host = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5672");
+    host.parse()
+        .expect("TEST_AMQP_URL names host:port as an IP address and port")
+}
+
+fn relay_settings(url: SecretString, exchange: &str) -> RelaySettings {
+    let mut settings = RelaySettings::new(url, exchange);
+    settings.standby_poll = Duration::from_millis(100);
+    settings.idle_poll = Duration::from_millis(200);
+    settings
+}
+
+/// A consumer whose `auth.*` events come from the test's own `publisher` exchange.
+fn consumer_settings(url: SecretString, service: &str, publisher: &str) -> ConsumerSettings {
+    let mut settings = ConsumerSettings::new(url, service);
+    settings
+        .exchanges
+        .insert("auth".to_owned(), publisher.to_owned());
+    settings.backoff = Duration::from_millis(50);
+    settings.max_backoff = Duration::from_millis(200);
+    settings.max_attempts = 3;
+    settings
+}
+
+fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> JoinHandle<()> {
+    tokio::spawn(f)
+}
+
+/// The effect of a `UserDeleted`: one row in `effects`, in the handler's transaction.
+async fn count_effect(
+    mut handled: Handled<UserDeleted>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError> {
+    sqlx::query("INSERT INTO effects (event_id, user_id) VALUES ($1, $2)")
+        .bind(handled.id)
+        .bind(handled.event.user_id)
+        .execute(&mut *handled.tx)
+        .await?;
+    Ok(handled.tx)
+}
+
+/// Writes `n` events to the outbox, `per_tx` per transaction, about `subjects` users.
+async fn publish_events(
+    pool: &PgPool,
+    publisher: &str,
+    n: usize,
+    per_tx: usize,
+    subjects: &[Uuid],
+) {
+    let mut written = 0;
+    while written < n {
+        let mut tx = pool.begin().await.expect("begin");
+        for i in written..(written + per_tx).min(n) {
+            let event = UserDeleted {
+                user_id: subjects[i % subjects.len()],
+                deleted_at: chrono::Utc::now(),
+            };
+            record(&mut tx, publisher, &event, None)
+                .await
+                .expect("record an event");
+        }
+        tx.commit().await.expect("commit");
+        written = (written + per_tx).min(n);
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Deletes a consumer's queues and exchange (best effort: the test's outcome is decided).
+async fn clean_up(conn: &Connection, queues: &[String], exchanges: &[String]) {
+    if let Ok(channel) = conn.create_channel().await {
+        for queue in queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in exchanges {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+        }
+    }
+}
+
+fn queues_of(queue: &str) -> Vec<String> {
+    vec![
+        queue.to_owned(),
+        format!("{queue}.retry"),
+        format!("{queue}.parked"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_with_each_effect_once(
+) {
+    let conn = broker().await;
+    let (publisher, consumer) = (name('p'), name('c'));
+    declare_exchange(&conn, &publisher).await;
+    let (source, sink) = (fresh_database().await, fresh_database().await);
+    let cut = Cut::start().await;
+    let consumers = || {
+        Consumer::new(
+            sink.clone(),
+            consumer_settings(cut.url(), &consumer, &publisher),
+        )
+        .subscribe(Subscription::new("deletions").on(count_effect))
+    };
+    consumers()
+        .declare()
+        .await
+        .expect("declare the subscription");
+    let queue = consumers().queue("deletions");
+
+    let relay = spawn(
+        Relay::new(source.clone(), relay_settings(cut.url(), &publisher))
+            .run(std::future::pending()),
+    );
+    let mut worker = spawn(consumers().run(std::future::pending()));
+    let subjects: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    let total = 10_000;
+
+    let writer = {
+        let source = source.clone();
+        let publisher = publisher.clone();
+        let subjects = subjects.clone();
+        tokio::spawn(async move { publish_events(&source, &publisher, total, 50, &subjects).await })
+    };
+    let effects = |at_least: i64| {
+        let sink = sink.clone();
+        async move { scalar(&sink, "SELECT count(*) FROM effects").await >= at_least }
+    };
+    // Two outages while events are written, relayed and handled.
+    for _ in 0..2 {
+        wait_until("some effects", Duration::from_secs(60), || effects(1)).await;
+        cut.set(false);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cut.set(true);
+    }
+    // The consumer killed mid-batch: its unacknowledged deliveries are redelivered.
+    let before = scalar(&sink, "SELECT count(*) FROM effects").await;
+    worker.abort();
+    let _ = (&mut worker).await;
+    worker = spawn(consumers().run(std::future::pending()));
+    writer.await.expect("every event written");
+
+    wait_until("every event handled", Duration::from_secs(180), || {
+        effects(total as i64)
+    })
+    .await;
+    // Anything still in flight would show up as a second effect now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        before < total as i64,
+        "the consumer was killed mid-batch ({before} handled)"
+    );
+    assert_eq!(
+        scalar(&sink, "SELECT count(*) FROM effects").await,
+        total as i64
+    );
+    assert_eq!(
+        scalar(&sink, "SELECT count(DISTINCT event_id) FROM effects").await,
+        total as i64,
+        "each event's effect exactly once"
+    );
+    assert_eq!(
+        scalar(
+            &source,
+            "SELECT count(*) FROM event_outbox WHERE published_at IS NULL"
+        )
+        .await,
+        0
+    );
+    // Nothing was parked, and the relay and the consumer still work.
+    let channel = conn.create_channel().await.expect("channel");
+    let parked = channel
+        .queue_declare(
+            format!("{queue}.parked").as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the parking queue");
+    assert_eq!(parked.message_count(), 0);
+    publish_events(&source, &publisher, 10, 10, &subjects).await;
+    wait_until("events after the chaos", Duration::from_secs(30), || {
+        effects(total as i64 + 10)
+    })
+    .await;
+
+    relay.abort();
+    worker.abort();
+    clean_up(
+        &conn,
+        &queues_of(&queue),
+        &[publisher, format!("{consumer}.retry")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_relays_of_one_outbox_never_publish_an_event_twice() {
+    let conn = broker().await;
+    let publisher = name('p');
+    declare_exchange(&conn, &publisher).await;
+    let source = fresh_database().await;
+    // A plain queue with no inbox in front of it: every copy the broker got is counted.
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = format!("{publisher}.all");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            publisher.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let url = SecretString::from(amqp_url());
+    let relays: Vec<_> = (0..2)
+        .map(|_| {
+            spawn(
+                Relay::new(source.clone(), relay_settings(url.clone(), &publisher))
+                    .run(std::future::pending()),
+            )
+        })
+        .collect();
+    let subjects = [Uuid::now_v7(), Uuid::now_v7()];
+    publish_events(&source, &publisher, 2_000, 20, &subjects).await;
+
+    let mut seen = std::collections::HashMap::<Uuid, u32>::new();
+    let mut order = std::collections::HashMap::<String, Vec<Uuid>>::new();
+    let mut deliveries = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    while seen.len() < 2_000 {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), deliveries.next())
+            .await
+            .expect("events keep coming")
+            .expect("a delivery")
+            .expect("a delivery");
+        let envelope = service_kit::events::Envelope::decode(&delivery.data).expect("an envelope");
+        *seen.entry(envelope.id).or_default() += 1;
+        order
+            .entry(envelope.subject.clone().unwrap_or_default())
+            .or_default()
+            .push(envelope.id);
+    }
+    // Anything published twice would arrive within this wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let channel2 = conn.create_channel().await.expect("channel");
+    let extra = channel2
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get");
+    assert!(extra.is_none(), "a copy arrived after all 2000");
+    assert!(seen.values().all(|n| *n == 1), "every event once");
+    // Ids are v7 (time-ordered): each subject's events arrived in the order written.
+    for ids in order.values() {
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "per-subject order");
+    }
+    for relay in relays {
+        relay.abort();
+    }
+    clean_up(&conn, &[queue], &[publisher]).await;
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_parked_after_its_attempts_and_bad_messages_at_once() {
+    let conn = broker().await;
+    let (publisher, consumer) = (name('p'), name('c'));
+    declare_exchange(&conn, &publisher).await;
+    let sink = fresh_database().await;
+    let url = SecretString::from(amqp_url());
+    let attempts = Arc::new(AtomicU32::new(0));
+    let consumer_for = |attempts: Arc<AtomicU32>| {
+        Consumer::new(
+            sink.clone(),
+            consumer_settings(url.clone(), &consumer, &publisher),
+        )
+        .subscribe(
+            Subscription::new("flaky").on(move |handled: Handled<UserDeleted>| {
+                let attempts = Arc::clone(&attempts);
+                async move {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    Err::<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError>(
+                        format!("the mail server refused {}", handled.event.user_id).into(),
+                    )
+                }
+            }),
+        )
+    };
+    let subscription = consumer_for(Arc::clone(&attempts));
+    subscription.declare().await.expect("declare");
+    let queue = subscription.queue("flaky");
+    let worker = spawn(subscription.run(std::future::pending()));
+
+    // One event that always fails, then three messages no handler can take.
+    let channel = conn.create_channel().await.expect("channel");
+    let user = Uuid::now_v7();
+    let good = service_kit::events::Envelope::new(
+        &publisher,
+        &UserDeleted {
+            user_id: user,
+            deleted_at: chrono::Utc::now(),
+        },
+        None,
+    )
+    .expect("envelope");
+    let mut unknown = good.clone();
+    unknown.id = Uuid::now_v7();
+    unknown.event_type = "auth.user.deleted.v9".to_owned();
+    let mut broken = good.clone();
+    broken.id = Uuid::now_v7();
+    broken.data = serde_json::json!({ "user_id": "not a uuid" });
+    let bodies = [
+        serde_json::to_vec(&good).expect("json"),
+        b"this is not a CloudEvent".to_vec(),
+        serde_json::to_vec(&unknown).expect("json"),
+        serde_json::to_vec(&broken).expect("json"),
+    ];
+    for body in &bodies {
+        channel
+            .basic_publish(
+                publisher.as_str().into(),
+                UserDeleted::TYPE.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+    }
+
+    let parked = format!("{queue}.parked");
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "parked so far: {reasons:?}"
+        );
+        match channel
+            .basic_get(parked.as_str().into(), BasicGetOptions::default())
+            .await
+            .expect("get")
+        {
+            Some(message) => {
+                let error = message
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get(&ShortString::from(ERROR_HEADER)).cloned());
+                let error = match error {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                reasons.push(error);
+                message.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let all = reasons.join("\n");
+    assert!(
+        all.contains(&format!("the mail server refused {user}")),
+        "{all}"
+    );
+    assert!(all.contains("not a CloudEvent"), "{all}");
+    assert!(all.contains("auth.user.deleted.v9"), "{all}");
+    assert!(all.contains("does not parse"), "{all}");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3,
+        "three attempts, then parked"
+    );
+    assert_eq!(
+        scalar(&sink, "SELECT count(*) FROM event_inbox").await,
+        0,
+        "nothing handled"
+    );
+    assert!(!worker.is_finished(), "the consumer kept running");
+    worker.abort();
+    clean_up(
+        &conn,
+        &queues_of(&queue),
+        &[publisher, format!("{consumer}.retry")],
+    )
+    .await;
+}
