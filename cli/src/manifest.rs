@@ -654,6 +654,14 @@ impl Manifest {
         database_server(&self.infrastructure)
     }
 
+    /// The instance services exchange their events through, if the platform has one.
+    pub fn event_broker(&self) -> Option<&ServiceName> {
+        self.infrastructure
+            .iter()
+            .find(|(_, i)| i.kind.carries_events())
+            .map(|(name, _)| name)
+    }
+
     /// Refuses `depends_on` cycles, naming one.
     fn check_cycles(&self, src: &Source<'_>) -> Result<(), ManifestError> {
         fn visit<'a>(

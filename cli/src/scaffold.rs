@@ -26,6 +26,8 @@ use crate::{
 
 /// Where the template lives in the workspace.
 pub const TEMPLATE_DIR: &str = "templates/service";
+/// Where the shared events crate keeps its modules, one per publishing service.
+const EVENTS_CRATE: &str = "services/events/src";
 /// Template files end in this suffix, removed from the written file's name.
 const TEMPLATE_SUFFIX: &str = ".jinja";
 /// The first port tried for a new service when none is given.
@@ -305,6 +307,24 @@ pub fn plan(
     }
 
     let mut edits = Vec::new();
+    // The service's event types go into the crate publishers and consumers share.
+    if template.join("events").is_dir() {
+        let events = workspace.join(EVENTS_CRATE);
+        let lib = events.join("lib.rs");
+        let before = fs::read_to_string(&lib).map_err(io("read", &lib))?;
+        let module = snake(&name);
+        let after = add_module(&before, &module).map_err(|message| NewError::Edit {
+            file: lib.display().to_string(),
+            message,
+        })?;
+        creates.extend(render(&template.join("events"), &events, &vars)?);
+        edits.push(Edit {
+            summary: format!("add the module `{module}` (its event types) to the events crate"),
+            path: lib,
+            before,
+            after,
+        });
+    }
     let member = format!("services/{name}");
     if add_member(&mut cargo, &member).map_err(|message| NewError::Edit {
         file: cargo_path.display().to_string(),
@@ -319,13 +339,14 @@ pub fn plan(
     }
     let gravity_before = fs::read_to_string(gravity_toml).map_err(io("read", gravity_toml))?;
     let mut gravity = parse_toml(gravity_toml, &gravity_before)?;
-    let server = database_server.as_str();
+    let mut depends_on = vec![database_server.as_str()];
+    depends_on.extend(manifest.event_broker().map(ServiceName::as_str));
     add_service(
         &mut gravity,
         &name,
         port,
         &database,
-        server,
+        &depends_on,
         route.as_deref(),
     )
     .map_err(|message| NewError::Edit {
@@ -497,6 +518,25 @@ fn render(from: &Path, to: &Path, vars: &Value) -> Result<Vec<NewFile>, NewError
 
 /// Adds `member` to `[workspace] members`, unless a glob there (`services/*`) covers it.
 /// Returns whether the file changed.
+/// `lib.rs` of the events crate with `pub mod <module>;` after its last `pub mod` line.
+fn add_module(lib: &str, module: &str) -> Result<String, String> {
+    let line = format!("pub mod {module};");
+    if lib.lines().any(|l| l.trim() == line) {
+        return Err(format!("it already has `{line}`"));
+    }
+    let mut lines: Vec<&str> = lib.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.starts_with("pub mod "))
+        .ok_or("it has no `pub mod` line to add the new module after")?;
+    lines.insert(at + 1, &line);
+    let mut out = lines.join("\n");
+    if lib.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 fn add_member(cargo: &mut DocumentMut, member: &str) -> Result<bool, String> {
     let members = cargo
         .get_mut("workspace")
@@ -535,7 +575,7 @@ fn add_service(
     name: &ServiceName,
     port: Port,
     database: &str,
-    database_server: &str,
+    depends_on: &[&str],
     route: Option<&str>,
 ) -> Result<(), String> {
     let services = doc
@@ -549,15 +589,16 @@ fn add_service(
         .ok_or("`services` is not a table")?;
     let mut service = Table::new();
     service.decor_mut().set_prefix(format!(
-        "\n# The {} service, from templates/service/. Its own database and role; started after\n# PostgreSQL.\n",
+        "\n# The {} service, from templates/service/. Its own database, role and broker\n# user; started after what it depends on.\n",
         name
     ));
     service.insert("crate", value(name.as_str()));
     service.insert("port", value(i64::from(port.get())));
     service.insert("database", value(database));
-    let mut depends_on = Array::new();
-    depends_on.push(database_server);
-    service.insert("depends_on", value(depends_on));
+    service.insert(
+        "depends_on",
+        value(depends_on.iter().copied().collect::<Array>()),
+    );
     service.insert("health", value("/health/ready"));
     if let Some(prefix) = route {
         let mut table = Table::new();
@@ -780,7 +821,7 @@ mod tests {
         let mut doc: DocumentMut = before.parse().unwrap();
         let name = ServiceName::parse("shop").unwrap();
         let port = Port::parse(8001).unwrap();
-        add_service(&mut doc, &name, port, "shop", "postgres", Some("/shop")).unwrap();
+        add_service(&mut doc, &name, port, "shop", &["postgres"], Some("/shop")).unwrap();
         let after = doc.to_string();
         assert!(
             after.starts_with(before.trim_end_matches("\n# trailing note\n")),
@@ -819,6 +860,12 @@ mod tests {
             "[package]\nname = \"auth\"\n",
         )
         .unwrap();
+        fs::create_dir_all(dir.join(EVENTS_CRATE)).unwrap();
+        fs::write(
+            dir.join(EVENTS_CRATE).join("lib.rs"),
+            "//! Events.\n\npub mod auth;\n\npub trait Event {}\n",
+        )
+        .unwrap();
         fs::write(dir.join("gravity.toml"), gravity).unwrap();
         let project = Project::load(&dir.join("gravity.toml")).unwrap();
         (dir, project)
@@ -848,6 +895,37 @@ mod tests {
         NewService {
             name: name.to_owned(),
             port: None,
+        }
+    }
+
+    #[test]
+    fn a_new_service_depends_on_the_platforms_broker_when_it_has_one() {
+        let with_broker = PLATFORM.replace(
+            "\n[services.auth]",
+            "\n[infrastructure.events]\nkind = \"rabbitmq\"\nport = 55672\n\n[services.auth]",
+        );
+        for (platform, expected) in [
+            (PLATFORM, vec!["postgres"]),
+            (with_broker.as_str(), vec!["postgres", "events"]),
+        ] {
+            let (dir, project) = workspace(platform);
+            let plan = plan(
+                &project,
+                &dir.join("gravity.toml"),
+                &request("orders"),
+                now(),
+            )
+            .unwrap();
+            let edited = &plan.edits.last().unwrap().after;
+            let manifest = crate::manifest::Manifest::parse("gravity.toml", edited).unwrap();
+            let name = ServiceName::parse("orders").unwrap();
+            let depends: Vec<&str> = manifest.services[&name]
+                .depends_on
+                .iter()
+                .map(ServiceName::as_str)
+                .collect();
+            assert_eq!(depends, expected);
+            fs::remove_dir_all(dir).unwrap();
         }
     }
 
@@ -894,6 +972,17 @@ mod tests {
         let manifest = crate::manifest::Manifest::parse("gravity.toml", &edited).unwrap();
         let name = ServiceName::parse("user-profiles").unwrap();
         assert_eq!(manifest.services[&name].port, plan.port);
+        // Its event types join the shared crate, beside the others.
+        let lib = fs::read_to_string(dir.join(EVENTS_CRATE).join("lib.rs")).unwrap();
+        assert!(
+            lib.contains("pub mod auth;\npub mod user_profiles;\n"),
+            "{lib}"
+        );
+        let events = fs::read_to_string(dir.join(EVENTS_CRATE).join("user_profiles.rs")).unwrap();
+        assert!(
+            events.contains("\"user-profiles.item.created.v1\""),
+            "{events}"
+        );
 
         // The name is now taken, in every way it can be.
         let again = plan_again(&dir, "user-profiles");

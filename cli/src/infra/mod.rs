@@ -60,6 +60,11 @@ pub trait Kind: Sync + fmt::Debug {
     fn stable_hostname(&self) -> bool {
         false
     }
+    /// Whether services exchange their events through it (a broker): `gravity new service`
+    /// makes a new service depend on it.
+    fn carries_events(&self) -> bool {
+        false
+    }
     /// Whether `spec` uses this instance. By default: it is named in `depends_on`.
     fn serves(&self, instance: &Instance<'_>, spec: &ServiceSpec) -> bool {
         spec.depends_on.iter().any(|d| d == instance.name)

@@ -85,6 +85,10 @@ impl Kind for RabbitMq {
         "RabbitMQ"
     }
 
+    fn carries_events(&self) -> bool {
+        true
+    }
+
     fn default_image(&self) -> (&'static str, &'static str) {
         ("rabbitmq", "3.10-management")
     }

@@ -1,14 +1,16 @@
 //! Accounts: creating users, checking passwords, changing them, and the admin's view.
 
 use chrono::{DateTime, Utc};
+use events::auth::{UserRegistered, UserUpdated};
 use secrecy::SecretString;
 use service_kit::{password::PasswordHasher, Email, Password};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
     domain::ADMIN_ROLE,
     error::{is_unique_violation, AuthError},
+    published,
 };
 
 /// A user as stored, joined with its role.
@@ -141,8 +143,42 @@ pub async fn create_superuser(
     let hash = hasher.hash(password).await?;
     let mut tx = db.begin().await?;
     let user = insert(&mut tx, email, &hash, None, ADMIN_ROLE).await?;
+    tell_registered(&mut tx, &user).await?;
     tx.commit().await?;
     Ok(user)
+}
+
+/// Tells the other services an account was created, in the transaction that created it.
+pub async fn tell_registered(conn: &mut PgConnection, user: &UserRecord) -> Result<(), AuthError> {
+    let event = UserRegistered {
+        user_id: user.id,
+        email: user.email.clone(),
+        full_name: user.full_name.clone(),
+        role: user.role.clone(),
+        registered_at: user.created_at,
+    };
+    published::tell(conn, &event).await
+}
+
+/// Tells the other services what an account looks like now, in the transaction that
+/// changed it.
+pub async fn tell_updated(conn: &mut PgConnection, user: Uuid) -> Result<(), AuthError> {
+    let row: Option<(String, Option<String>, bool, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT email, full_name, is_active, updated_at FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((email, full_name, is_active, updated_at)) = row else {
+        return Ok(());
+    };
+    let event = UserUpdated {
+        user_id: user,
+        email,
+        full_name,
+        is_active,
+        updated_at,
+    };
+    published::tell(conn, &event).await
 }
 
 /// Fails with `LastAdmin` if no active admin other than `user` would remain. Takes a lock on

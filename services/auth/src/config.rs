@@ -2,16 +2,18 @@
 
 use std::time::Duration;
 
-use service_kit::config::{ConfigError, DatabaseSettings, Env, HttpSettings, RedisSettings};
+use service_kit::{
+    app::ServiceSettings,
+    config::{ConfigError, Env, RedisSettings},
+};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub http: HttpSettings,
-    pub database: DatabaseSettings,
+    /// HTTP, database, migrations and the event broker, read as every service reads them.
+    pub service: ServiceSettings,
     pub redis: RedisSettings,
     /// Prepended to every Redis key, so several platforms (or test runs) can share one Redis.
     pub redis_prefix: String,
-    pub migrate_on_start: bool,
     pub tokens: TokenSettings,
     pub throttle: ThrottleSettings,
 }
@@ -59,11 +61,9 @@ impl Settings {
         let issuer: String = env.optional("JWT_ISSUER", "gravity-auth".to_owned())?;
         let audience: String = env.optional("JWT_AUDIENCE", "gravity".to_owned())?;
         Ok(Self {
-            http: HttpSettings::from_env(env)?,
-            database: DatabaseSettings::from_env(env)?,
+            service: ServiceSettings::from_env(env)?,
             redis: RedisSettings::from_env(env)?,
             redis_prefix,
-            migrate_on_start: env.flag("MIGRATE_ON_START", true)?,
             tokens: TokenSettings {
                 issuer,
                 audience,

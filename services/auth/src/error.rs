@@ -54,6 +54,8 @@ pub enum AuthError {
     Signing(String),
     #[error("rendering a response failed: {0}")]
     Render(String),
+    #[error("recording an event failed: {0}")]
+    Events(String),
 }
 
 impl From<TokenError> for AuthError {
@@ -139,7 +141,7 @@ impl AuthError {
             AuthError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) | AuthError::Redis(_) => {
                 Problem::unavailable(self)
             }
-            AuthError::Database(_) | AuthError::Hash(_) | AuthError::Signing(_) | AuthError::Render(_) => Problem::internal(self),
+            AuthError::Database(_) | AuthError::Hash(_) | AuthError::Signing(_) | AuthError::Render(_) | AuthError::Events(_) => Problem::internal(self),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Gravity's auth service: accounts, sessions (refresh-token families), EdDSA access tokens
-//! published as a JWKS, roles and permissions, password resets through an outbox.
+//! published as a JWKS, roles and permissions, password resets, and the events other services react to (through the outbox).
 //!
 //! `main.rs` only parses arguments; everything it runs is here so tests drive the same code.
 
@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod published;
 pub mod resets;
 pub mod routes;
 pub mod sessions;

@@ -70,12 +70,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped().await.context("serving HTTP")?;
         }
         Command::Migrate => {
-            let db = settings.database.pool()?;
+            let db = settings.service.database.pool()?;
             startup::migrate(&db).await?;
             println!("migrations applied");
         }
         Command::RotateKeys => {
-            let db = settings.database.pool()?;
+            let db = settings.service.database.pool()?;
             startup::migrate(&db).await?;
             // Old keys outlive the longest-lived access token they may have signed, plus slack.
             let retire_after = settings.tokens.access_ttl + Duration::from_secs(60);
@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let email = Email::parse(&email).context("--email")?;
             let password = read_new_password(password_stdin)?;
-            let db = settings.database.pool()?;
+            let db = settings.service.database.pool()?;
             startup::migrate(&db).await?;
             let hasher = PasswordHasher::owasp()?;
             match accounts::create_superuser(&db, &hasher, &email, &password).await {

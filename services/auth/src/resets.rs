@@ -1,5 +1,6 @@
 //! Password resets: a single-use token, stored hashed, valid for 30 minutes by default, handed
-//! to delivery through the outbox in the same transaction that creates it.
+//! to the notifications service as an `auth.password_reset.requested.v1` event, written to the
+//! outbox in the same transaction that creates it.
 
 use std::time::Duration;
 
@@ -8,9 +9,9 @@ use service_kit::opaque::{self, OpaqueToken};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{accounts, error::AuthError, sessions};
+use events::auth::PasswordResetRequested;
 
-pub const TOPIC: &str = "auth.password_reset_requested";
+use crate::{accounts, error::AuthError, published, sessions};
 
 /// Creates a reset token for the account with this email, if there is one. The caller answers
 /// the same either way.
@@ -33,18 +34,13 @@ pub async fn request(db: &PgPool, email: &str, ttl: Duration) -> Result<(), Auth
         .bind(expires_at)
         .execute(&mut *tx)
         .await?;
-    let payload = serde_json::json!({
-        "user_id": user,
-        "email": email,
-        "token": token.expose(),
-        "expires_at": expires_at,
-    });
-    sqlx::query("INSERT INTO outbox (id, topic, payload) VALUES ($1, $2, $3)")
-        .bind(Uuid::now_v7())
-        .bind(TOPIC)
-        .bind(payload)
-        .execute(&mut *tx)
-        .await?;
+    let event = PasswordResetRequested {
+        user_id: user,
+        email: email.to_owned(),
+        token: token.expose().to_owned(),
+        expires_at,
+    };
+    published::tell(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use events::auth::SessionRevoked;
 use redis::aio::ConnectionManager;
 use service_kit::opaque::{self, OpaqueToken};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::error::AuthError;
+use crate::{error::AuthError, published};
 
 /// Starts a session for `user` and returns its id with its first refresh token. One
 /// statement, so it is atomic on its own and costs one round trip.
@@ -97,7 +98,7 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
         return Err(AuthError::InvalidRefreshToken);
     }
     if found.used_at.is_some() {
-        revoke_family(&mut *tx, found.family_id, "refresh token reused").await?;
+        revoke_family(&mut tx, found.family_id, "refresh token reused").await?;
         tx.commit().await?;
         tracing::warn!(user = %found.user_id, session = %found.family_id, "refresh token reused; session revoked");
         return Err(AuthError::RefreshTokenReused);
@@ -132,18 +133,29 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
 }
 
 /// Revokes one session: its refresh tokens stop working, and so do access tokens issued in it.
-pub async fn revoke_family<'e>(
-    db: impl sqlx::PgExecutor<'e>,
+pub async fn revoke_family(
+    conn: &mut PgConnection,
     family: Uuid,
     reason: &str,
 ) -> Result<(), AuthError> {
-    sqlx::query(
-        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2
+         WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
     )
     .bind(family)
     .bind(reason)
-    .execute(db)
+    .fetch_optional(&mut *conn)
     .await?;
+    if let Some(user_id) = user {
+        let event = SessionRevoked {
+            user_id,
+            session_id: Some(family),
+            kept: None,
+            reason: reason.to_owned(),
+            revoked_at: Utc::now(),
+        };
+        published::tell(conn, &event).await?;
+    }
     Ok(())
 }
 
@@ -163,6 +175,16 @@ pub async fn revoke_all(
     .bind(reason)
     .execute(&mut **tx)
     .await?;
+    if done.rows_affected() > 0 {
+        let event = SessionRevoked {
+            user_id: user,
+            session_id: None,
+            kept: keep,
+            reason: reason.to_owned(),
+            revoked_at: Utc::now(),
+        };
+        published::tell(tx, &event).await?;
+    }
     Ok(done.rows_affected())
 }
 

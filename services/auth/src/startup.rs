@@ -3,7 +3,7 @@
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use service_kit::{http, password::PasswordHasher};
+use service_kit::{app, http, password::PasswordHasher};
 use sqlx::PgPool;
 
 use crate::{
@@ -27,20 +27,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
+    App(#[from] app::StartupError),
+    #[error(transparent)]
     Config(#[from] service_kit::config::ConfigError),
-    #[error(
-        "cannot bind {addr}: {source}; is another process using the port? set PORT to another one"
-    )]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot reach PostgreSQL at DATABASE_URL: {0}; is it running, and does the database exist?"
-    )]
-    Database(sqlx::Error),
-    #[error("cannot apply migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot reach Redis at REDIS_URL: {0}; is it running?")]
     Redis(redis::RedisError),
     #[error("cannot set up password hashing: {0}")]
@@ -50,24 +39,13 @@ pub enum StartupError {
 }
 
 pub struct Application {
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    http: service_kit::config::HttpSettings,
+    service: app::Service,
     state: AppState,
-    redis_client: redis::Client,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let db = settings.database.pool()?;
-        if settings.migrate_on_start {
-            migrate(&db).await?;
-        } else {
-            sqlx::query("SELECT 1")
-                .execute(&db)
-                .await
-                .map_err(StartupError::Database)?;
-        }
+        let db = app::database(&settings.service, &MIGRATOR).await?;
         let redis_client = settings.redis.client()?;
         let redis = http::connect_redis(redis_client.clone(), REDIS_WAIT)
             .await
@@ -79,39 +57,36 @@ impl Application {
         )
         .await
         .map_err(StartupError::Keys)?;
-        let redis_for_events = redis.clone();
         let throttle = LoginThrottle::new(
             redis.clone(),
             &settings.redis_prefix,
             settings.throttle.clone(),
         );
         let state = AppState::new(Handles {
-            db,
+            db: db.clone(),
+            events: AuthEvents::new(redis.clone(), &settings.redis_prefix),
             redis,
             hasher: PasswordHasher::owasp()?,
             keys,
             throttle,
-            events: AuthEvents::new(redis_for_events, &settings.redis_prefix),
             principals: PrincipalCache::default(),
             settings,
         });
-        let http_settings = &state.settings.http;
-        let addr = format!("{}:{}", http_settings.host, http_settings.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let router = http::with_standard_layers(routes::router(state.clone()), http_settings);
-        Ok(Self {
-            listener,
-            router,
-            http: http_settings.clone(),
-            state,
-            redis_client,
-        })
+        let service = &state.settings.service;
+        let service = app::Service::bind("auth", &service.http, routes::router(state.clone()))
+            .await?
+            // Publishes what other services need to know; consumes nothing yet.
+            .with_events(&db, service.events.as_ref(), |consumer| consumer)
+            .with_task(keys::reload_periodically(
+                state.keys.clone(),
+                KEY_RELOAD_EVERY,
+            ))
+            .with_task(state.events.clone().listen(redis_client));
+        Ok(Self { service, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.service.local_addr()
     }
 
     pub fn state(&self) -> &AppState {
@@ -126,27 +101,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, "auth service listening");
-        let reloader = tokio::spawn(keys::reload_periodically(
-            self.state.keys.clone(),
-            KEY_RELOAD_EVERY,
-        ));
-        let listener = tokio::spawn(self.state.events.clone().listen(self.redis_client));
-        let served = http::serve(self.listener, self.router, &self.http, shutdown).await;
-        reloader.abort();
-        listener.abort();
-        served
+        self.service.run_until(shutdown).await
     }
 }
 
-/// Applies the embedded migrations; safe to run from several instances at once (sqlx holds
-/// an advisory lock while migrating).
+/// Applies the embedded migrations; safe to run from several instances at once.
 pub async fn migrate(db: &PgPool) -> Result<(), StartupError> {
-    sqlx::query("SELECT 1")
-        .execute(db)
-        .await
-        .map_err(StartupError::Database)?;
-    MIGRATOR.run(db).await?;
-    Ok(())
+    Ok(app::migrate(db, &MIGRATOR).await?)
 }

@@ -83,11 +83,13 @@ impl Event for UserRoleChanged {
 }
 
 /// Sessions of an account were revoked (logout, password change or reset, reuse of a
-/// refresh token, disabling): `session_id` is the one session, or `None` for all of them.
+/// refresh token, disabling): `session_id` is the one session, or `None` for every session
+/// of the account but `kept` (the one that changed its password, say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRevoked {
     pub user_id: Uuid,
     pub session_id: Option<Uuid>,
+    pub kept: Option<Uuid>,
     pub reason: String,
     pub revoked_at: DateTime<Utc>,
 }

@@ -273,9 +273,76 @@ impl RedisSettings {
     }
 }
 
+/// Where the event broker is, and the service's exchange on it: `AMQP_URL` and
+/// `AMQP_EXCHANGE`, which `gravity up` sets for a service that depends on a broker.
+#[derive(Clone, Debug)]
+pub struct EventSettings {
+    pub amqp_url: SecretString,
+    /// The service's own exchange, named after the service.
+    pub exchange: String,
+}
+
+impl EventSettings {
+    /// `None` without `AMQP_URL`: the service then keeps its events in its outbox, to be
+    /// published once it runs with a broker.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        if env.get("AMQP_URL").is_none_or(str::is_empty) {
+            return Ok(None);
+        }
+        let amqp_url = env.secret("AMQP_URL")?;
+        {
+            use secrecy::ExposeSecret;
+            let url = amqp_url.expose_secret();
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(ConfigError {
+                    var: "AMQP_URL".into(),
+                    problem: "is not an AMQP URL (amqp://user:password@host:5672/%2f)".into(),
+                });
+            }
+        }
+        let exchange: String = env.required("AMQP_EXCHANGE")?;
+        let valid = !exchange.is_empty()
+            && exchange.len() <= 64
+            && exchange
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid {
+            return Err(ConfigError {
+                var: "AMQP_EXCHANGE".into(),
+                problem: "must be the service's name: 1 to 64 of a-z, 0-9, '-' and '_'".into(),
+            });
+        }
+        Ok(Some(Self { amqp_url, exchange }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_off_without_a_broker_and_need_an_exchange_with_one() {
+        assert!(matches!(EventSettings::from_env(&Env::default()), Ok(None)));
+        let env = Env::from_pairs([("AMQP_URL", "amqp://u:p@localhost:5672/%2f")]);
+        assert_eq!(
+            EventSettings::from_env(&env).map(|_| ()).map_err(|e| e.var),
+            Err("AMQP_EXCHANGE".to_owned())
+        );
+        let env = Env::from_pairs([
+            ("AMQP_URL", "http://localhost"),
+            ("AMQP_EXCHANGE", "orders"),
+        ]);
+        assert_eq!(
+            EventSettings::from_env(&env).map(|_| ()).map_err(|e| e.var),
+            Err("AMQP_URL".to_owned())
+        );
+        let env = Env::from_pairs([
+            ("AMQP_URL", "amqp://u:p@localhost:5672/%2f"),
+            ("AMQP_EXCHANGE", "orders"),
+        ]);
+        let settings = EventSettings::from_env(&env).ok().flatten();
+        assert_eq!(settings.map(|s| s.exchange), Some("orders".to_owned()));
+    }
 
     #[test]
     fn names_the_variable_that_does_not_parse() {

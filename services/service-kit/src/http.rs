@@ -28,6 +28,8 @@ use crate::{
 };
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context: the caller's trace, continued into the events a request publishes.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Incoming request ids longer than this are replaced, so clients cannot bloat every log line.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -103,6 +105,7 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let id = request_id(&request);
+        let traceparent = request.headers().get(TRACEPARENT).cloned();
         let method = request.method().clone();
         let uri = request.uri().clone();
         if let Some(client) = client_addr(self.policy.trust_forwarded_for, &request) {
@@ -112,7 +115,13 @@ where
         let inner =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request)))
                 .ok()
-                .map(|future| crate::telemetry::scope_request_id(id.clone(), future));
+                .map(|future| {
+                    let context = crate::telemetry::RequestContext {
+                        id: id.clone(),
+                        traceparent,
+                    };
+                    crate::telemetry::scope_request(context, future)
+                });
         EdgeFuture {
             inner,
             id,
@@ -127,7 +136,7 @@ where
 pin_project_lite::pin_project! {
     struct EdgeFuture<F> {
         #[pin]
-        inner: Option<tokio::task::futures::TaskLocalFuture<HeaderValue, F>>,
+        inner: Option<tokio::task::futures::TaskLocalFuture<crate::telemetry::RequestContext, F>>,
         id: HeaderValue,
         started: Instant,
         policy: EdgePolicy,

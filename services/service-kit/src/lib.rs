@@ -7,6 +7,7 @@
 //! Docker or any one service's domain.
 
 pub mod alloc;
+pub mod app;
 pub mod config;
 pub mod email;
 pub mod events;

@@ -29,24 +29,45 @@ use tracing_subscriber::{
     EnvFilter,
 };
 
-tokio::task_local! {
-    static REQUEST_ID: HeaderValue;
+/// What a task serving one request (or handling one event) knows about it.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// As echoed in `X-Request-Id`; on every log line written while serving.
+    pub id: HeaderValue,
+    /// The caller's W3C `traceparent`, carried into the events this work publishes.
+    pub traceparent: Option<HeaderValue>,
 }
 
-/// Runs `future` with `id` (as echoed in `X-Request-Id`) as the request id of every log line
-/// it writes.
-pub fn scope_request_id<F: Future>(
-    id: HeaderValue,
+tokio::task_local! {
+    static REQUEST: RequestContext;
+}
+
+/// Runs `future` within `context`: its id on every log line it writes, its trace on every
+/// event it publishes.
+pub fn scope_request<F: Future>(
+    context: RequestContext,
     future: F,
-) -> tokio::task::futures::TaskLocalFuture<HeaderValue, F> {
-    REQUEST_ID.scope(id, future)
+) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+    REQUEST.scope(context, future)
 }
 
 /// The id of the request being served on this task, if any.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID
-        .try_with(|id| id.to_str().unwrap_or("-").to_owned())
+    REQUEST
+        .try_with(|c| c.id.to_str().unwrap_or("-").to_owned())
         .ok()
+}
+
+/// The `traceparent` of the request or event being handled on this task, if any.
+pub fn current_traceparent() -> Option<String> {
+    REQUEST
+        .try_with(|c| {
+            c.traceparent
+                .as_ref()
+                .and_then(|t| t.to_str().ok().map(str::to_owned))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Installs the global subscriber. Level from `RUST_LOG` (default `default_filter`). Keep the

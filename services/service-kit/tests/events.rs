@@ -217,7 +217,7 @@ async fn publish_events(
                 user_id: subjects[i % subjects.len()],
                 deleted_at: chrono::Utc::now(),
             };
-            record(&mut tx, publisher, &event, None)
+            record(&mut tx, publisher, &event)
                 .await
                 .expect("record an event");
         }

@@ -90,6 +90,7 @@ pub async fn register(
     let hash = state.hasher.hash(&password).await?;
     let mut tx = state.db.begin().await?;
     let user = accounts::insert(&mut tx, &email, &hash, full_name.as_deref(), DEFAULT_ROLE).await?;
+    accounts::tell_registered(&mut tx, &user).await?;
     let (family, refresh) =
         sessions::start(&mut *tx, user.id, state.settings.tokens.refresh_ttl).await?;
     tx.commit().await?;
@@ -196,7 +197,9 @@ pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<StatusCode, AuthError> {
-    sessions::revoke_family(&state.db, principal.claims.sid, "logout").await?;
+    let mut tx = state.db.begin().await?;
+    sessions::revoke_family(&mut tx, principal.claims.sid, "logout").await?;
+    tx.commit().await?;
     // Published as soon as the session is revoked, so no instance keeps the token cached
     // even if blocking its jti below fails.
     state.events.publish("logout").await;

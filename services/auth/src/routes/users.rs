@@ -1,6 +1,8 @@
 //! Admin: accounts. Every handler checks a permission of the caller's role first.
 
 use axum::{extract::State, http::StatusCode};
+use chrono::Utc;
+use events::auth::{UserDeleted, UserRoleChanged};
 use service_kit::{
     extract::{Json, Path, Query},
     pagination::{Page, PageQuery, PageRequest},
@@ -14,7 +16,7 @@ use crate::{
     authn::Principal,
     domain::{permissions, RoleName, ADMIN_ROLE},
     error::{is_unique_violation, AuthError},
-    sessions,
+    published, sessions,
     state::AppState,
 };
 
@@ -177,6 +179,7 @@ pub async fn update(
     if body.is_active == Some(false) {
         sessions::revoke_all(&mut tx, id, None, "account disabled").await?;
     }
+    accounts::tell_updated(&mut tx, id).await?;
     tx.commit().await?;
     state.events.publish("user-updated").await;
     let user = accounts::find(&state.db, id)
@@ -212,6 +215,11 @@ pub async fn delete(
     if done.rows_affected() == 0 {
         return Err(AuthError::NotFound("user"));
     }
+    let event = UserDeleted {
+        user_id: id,
+        deleted_at: Utc::now(),
+    };
+    published::tell(&mut tx, &event).await?;
     tx.commit().await?;
     state.events.publish("user-deleted").await;
     tracing::info!(user = %id, by = %principal.user.id, "account deleted");
@@ -254,13 +262,32 @@ pub async fn set_role(
     if !grantable {
         return Err(AuthError::Escalation);
     }
-    let done = sqlx::query("UPDATE users SET role_id = $2, updated_at = now() WHERE id = $1")
-        .bind(user_id)
-        .bind(role_id)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
+    // The previous role, read under the row's lock, for the event.
+    let previous: Option<String> = sqlx::query_scalar(
+        "WITH before AS (
+             SELECT u.id, r.name FROM users u JOIN roles r ON r.id = u.role_id
+             WHERE u.id = $1 FOR UPDATE OF u
+         )
+         UPDATE users SET role_id = $2, updated_at = now()
+         FROM before WHERE users.id = before.id
+         RETURNING before.name",
+    )
+    .bind(user_id)
+    .bind(role_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(previous_role) = previous else {
         return Err(AuthError::NotFound("user"));
+    };
+    if previous_role != role.as_str() {
+        let event = UserRoleChanged {
+            user_id,
+            role: role.to_string(),
+            previous_role,
+            changed_by: principal.user.id,
+            changed_at: Utc::now(),
+        };
+        published::tell(&mut tx, &event).await?;
     }
     tx.commit().await?;
     state.events.publish("role-changed").await;

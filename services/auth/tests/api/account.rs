@@ -107,8 +107,10 @@ async fn reset(app: &crate::helpers::TestApp, token: &str, password: &str) -> re
 
 async fn outbox_token(app: &crate::helpers::TestApp, email: &str) -> String {
     let payload: Value = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE topic = 'auth.password_reset_requested' AND payload->>'email' = $1
-         ORDER BY created_at DESC LIMIT 1",
+        "SELECT envelope::jsonb->'data' FROM event_outbox
+         WHERE event_type = 'auth.password_reset.requested.v1'
+           AND envelope::jsonb->'data'->>'email' = $1
+         ORDER BY id DESC LIMIT 1",
     )
     .bind(email)
     .fetch_one(&app.db)
@@ -129,10 +131,12 @@ async fn forgot_password_answers_the_same_for_unknown_emails() {
         known.json::<Value>().await.unwrap(),
         unknown.json::<Value>().await.unwrap()
     );
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_outbox WHERE event_type = 'auth.password_reset.requested.v1'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(rows, 1, "only the known email gets a message");
     // The token is stored only as a digest.
     let token = outbox_token(&app, &email).await;
@@ -255,9 +259,11 @@ async fn reset_requests_for_one_account_are_capped() {
     for _ in 0..6 {
         assert_eq!(forgot(&app, &email).await.status(), StatusCode::ACCEPTED);
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_outbox WHERE event_type = 'auth.password_reset.requested.v1'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(rows, 3);
 }

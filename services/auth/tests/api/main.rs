@@ -7,4 +7,5 @@ mod contract;
 mod edge;
 mod helpers;
 mod keys;
+mod published;
 mod tokens;

@@ -184,6 +184,10 @@ impl Consumer {
         self
     }
 
+    pub fn has_subscriptions(&self) -> bool {
+        !self.subscriptions.is_empty()
+    }
+
     /// The queue a subscription reads.
     pub fn queue(&self, subscription: &str) -> String {
         format!("{}.{subscription}", self.settings.service)
@@ -423,7 +427,19 @@ impl Consumer {
             return Ok(());
         }
         let event_id = envelope.id;
-        let failure = match handler(envelope, attempt, tx).await {
+        // The handler's log lines carry the event's id, and what it publishes continues the
+        // event's trace.
+        let context = crate::telemetry::RequestContext {
+            id: axum::http::HeaderValue::from_str(&event_id.to_string())
+                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-")),
+            traceparent: envelope
+                .traceparent
+                .as_deref()
+                .and_then(|t| axum::http::HeaderValue::from_str(t).ok()),
+        };
+        let outcome =
+            crate::telemetry::scope_request(context, handler(envelope, attempt, tx)).await;
+        let failure = match outcome {
             Err(bad) => {
                 return self
                     .park(queue, publisher, delivery, attempt, &bad.to_string())

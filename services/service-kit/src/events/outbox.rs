@@ -33,14 +33,15 @@ const CHANNEL: &str = "gravity_outbox";
 const LEASE: i64 = 0x6772_6176_6f75_7462;
 
 /// Writes `event`, published by `service`, to the outbox inside `conn`'s transaction; the
-/// event's id. The relay is woken when the transaction commits.
+/// event's id. The relay is woken when the transaction commits. The event continues the
+/// trace of the request (or event) being handled on this task.
 pub async fn record<E: Event>(
     conn: &mut PgConnection,
     service: &str,
     event: &E,
-    traceparent: Option<&str>,
 ) -> Result<Uuid, EventsError> {
-    let envelope = Envelope::new(service, event, traceparent)?;
+    let traceparent = crate::telemetry::current_traceparent();
+    let envelope = Envelope::new(service, event, traceparent.as_deref())?;
     let body = serde_json::to_string(&envelope)?;
     sqlx::query(
         "WITH written AS (

@@ -1,0 +1,187 @@
+//! What every service's start-up does, once: read the shared settings, reach (and migrate)
+//! its database, bind its port, put the standard layers around its router, relay its
+//! events and run its consumers beside HTTP, and stop all of it on a signal.
+//!
+//! A service's `startup.rs` is then its own state and router, and a few lines:
+//!
+//! ```ignore
+//! let db = app::database(&settings.service, &MIGRATOR).await?;
+//! let state = AppState::new(Handles { db: db.clone(), settings });
+//! let service = app::Service::bind("orders", &state.settings.service.http, routes::router(state.clone()))
+//!     .await?
+//!     .with_events(&db, state.settings.service.events.as_ref(), |consumer| {
+//!         consumer.subscribe(Subscription::new("payments").on(payments::settled))
+//!     });
+//! service.run_until(http::shutdown_signal()).await
+//! ```
+
+use std::{future::Future, net::SocketAddr, pin::Pin};
+
+use sqlx::{migrate::Migrator, PgPool};
+
+use crate::{
+    config::{ConfigError, DatabaseSettings, Env, EventSettings, HttpSettings},
+    events::{Consumer, ConsumerSettings, Relay, RelaySettings},
+    http,
+};
+
+/// The settings every service reads the same way.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    /// Apply pending migrations before serving (Gravity applies them itself and sets false).
+    pub migrate_on_start: bool,
+    /// The broker, when the service has one (`AMQP_URL`).
+    pub events: Option<EventSettings>,
+}
+
+impl ServiceSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http: HttpSettings::from_env(env)?,
+            database: DatabaseSettings::from_env(env)?,
+            migrate_on_start: env.flag("MIGRATE_ON_START", true)?,
+            events: EventSettings::from_env(env)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "cannot bind {addr}: {source}; is another process using the port? set PORT to another one"
+    )]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach PostgreSQL at DATABASE_URL: {0}; is it running, and does the database exist?"
+    )]
+    Database(sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The service's database pool, reached (and migrated, when `migrate_on_start`) before the
+/// service binds its port.
+pub async fn database(
+    settings: &ServiceSettings,
+    migrator: &'static Migrator,
+) -> Result<PgPool, StartupError> {
+    let db = settings.database.pool()?;
+    if settings.migrate_on_start {
+        migrate(&db, migrator).await?;
+    } else {
+        sqlx::query("SELECT 1")
+            .execute(&db)
+            .await
+            .map_err(StartupError::Database)?;
+    }
+    Ok(db)
+}
+
+/// Applies the embedded migrations; safe from several instances at once (sqlx holds an
+/// advisory lock while migrating).
+pub async fn migrate(db: &PgPool, migrator: &'static Migrator) -> Result<(), StartupError> {
+    sqlx::query("SELECT 1")
+        .execute(db)
+        .await
+        .map_err(StartupError::Database)?;
+    migrator.run(db).await?;
+    Ok(())
+}
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A bound, ready service: HTTP behind the standard layers, and the tasks that run beside it.
+pub struct Service {
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    http: HttpSettings,
+    tasks: Vec<Task>,
+}
+
+impl Service {
+    /// Binds the port first (so tests can ask for port 0) and wraps `router` in
+    /// [`http::with_standard_layers`].
+    pub async fn bind(
+        name: &'static str,
+        settings: &HttpSettings,
+        router: axum::Router,
+    ) -> Result<Self, StartupError> {
+        let addr = format!("{}:{}", settings.host, settings.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            name,
+            listener,
+            router: http::with_standard_layers(router, settings),
+            http: settings.clone(),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Relays the service's outbox and runs the consumer `subscribe` builds (return it
+    /// unchanged for a service that only publishes). Without a broker the events wait in
+    /// the outbox, and nothing is consumed.
+    pub fn with_events(
+        mut self,
+        db: &PgPool,
+        events: Option<&EventSettings>,
+        subscribe: impl FnOnce(Consumer) -> Consumer,
+    ) -> Self {
+        let Some(events) = events else {
+            tracing::warn!(
+                "AMQP_URL is not set: events stay in the outbox until the service runs with a broker"
+            );
+            return self;
+        };
+        let relay = Relay::new(
+            db.clone(),
+            RelaySettings::new(events.amqp_url.clone(), events.exchange.clone()),
+        );
+        self.tasks.push(Box::pin(relay.run(std::future::pending())));
+        let consumer = subscribe(Consumer::new(
+            db.clone(),
+            ConsumerSettings::new(events.amqp_url.clone(), events.exchange.clone()),
+        ));
+        if consumer.has_subscriptions() {
+            self.tasks
+                .push(Box::pin(consumer.run(std::future::pending())));
+        }
+        self
+    }
+
+    /// Runs `task` beside HTTP (a cache reloader, say), stopped with the service.
+    pub fn with_task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push(Box::pin(task));
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes and in-flight requests are done; the tasks beside
+    /// it are stopped then (the relay and consumers are safe to stop at any point: what they
+    /// had not finished is done again).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, "{} service listening", self.name);
+        let tasks: Vec<_> = self.tasks.into_iter().map(tokio::spawn).collect();
+        let served = http::serve(self.listener, self.router, &self.http, shutdown).await;
+        for task in tasks {
+            task.abort();
+        }
+        served
+    }
+}
