@@ -9,6 +9,7 @@ pub mod containers;
 pub mod database;
 pub mod down;
 pub mod engine;
+pub mod events;
 pub mod gateway;
 pub mod identity;
 pub mod images;

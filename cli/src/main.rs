@@ -43,6 +43,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum EventsAction {
+    /// Send parked messages back to the queues they were parked from, as first attempts.
+    Replay {
+        /// Only this queue's (`orders.payments`, or its parking queue `orders.payments.parked`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only the event with this id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Check gravity.toml and print the platform it describes.
     Check,
@@ -73,6 +86,16 @@ enum Command {
         yes: bool,
         /// Print events as JSON lines.
         #[arg(long)]
+        json: bool,
+    },
+    /// Messages the services' consumers parked after giving up on them (handler failures past
+    /// their retries, messages no handler can take), with the reason; `replay` sends them
+    /// back once the cause is fixed.
+    Events {
+        #[command(subcommand)]
+        action: Option<EventsAction>,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Show each resource's state, health and port.
@@ -283,6 +306,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         format!("{} volume(s) deleted", removed.volumes.len())
                     }
                 );
+            }
+            Ok(())
+        }
+        Command::Events { action, json } => {
+            let project = load()?;
+            match action {
+                None => {
+                    let parked = gravity::events::parked(&project).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&parked)?);
+                    } else {
+                        print!("{}", gravity::events::table(&parked));
+                    }
+                }
+                Some(EventsAction::Replay { queue, id }) => {
+                    let which = gravity::infra::Which {
+                        queue: queue.as_deref(),
+                        id: id.as_deref(),
+                    };
+                    let replayed = gravity::events::replay(&project, which).await?;
+                    if json {
+                        println!("{}", serde_json::json!({ "replayed": replayed }));
+                    } else {
+                        println!("{replayed} message(s) sent back to their queues");
+                    }
+                }
             }
             Ok(())
         }

@@ -1016,6 +1016,223 @@ async fn every_service_reaches_only_its_own_broker_exchange_queues_redis_keys_an
     assert!(yaml.contains("import_definitions"), "{yaml}");
 }
 
+/// Declares a consumer's queues as `service_kit::events` does: `<queue>` bound to
+/// `publisher` by `event_type` and to the consumer's retry exchange by its own name, and
+/// `<queue>.parked` bound to the retry exchange by its name.
+async fn declare_subscription(
+    conn: &lapin::Connection,
+    service: &str,
+    queue: &str,
+    publisher: &str,
+    event_type: &str,
+) {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let channel = conn.create_channel().await.expect("channel");
+    let retry = format!("{service}.retry");
+    channel
+        .exchange_declare(
+            retry.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the retry exchange");
+    let parked = format!("{queue}.parked");
+    for (name, bindings) in [
+        (
+            queue,
+            vec![(publisher, event_type), (retry.as_str(), queue)],
+        ),
+        (parked.as_str(), vec![(retry.as_str(), parked.as_str())]),
+    ] {
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("a queue");
+        for (exchange, key) in bindings {
+            channel
+                .queue_bind(
+                    name.into(),
+                    exchange.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("a binding");
+        }
+    }
+}
+
+/// Takes one message from `queue`, waiting up to ten seconds for it.
+async fn take(conn: &lapin::Connection, queue: &str) -> lapin::message::BasicGetMessage {
+    use lapin::options::{BasicAckOptions, BasicGetOptions};
+    let channel = conn.create_channel().await.expect("channel");
+    for _ in 0..100 {
+        if let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("get")
+        {
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            return message;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing arrived in {queue}");
+}
+
+#[tokio::test]
+async fn a_parked_event_is_listed_with_its_reason_and_replayed_into_its_queue() {
+    use lapin::{options::BasicPublishOptions, types::AMQPValue, types::FieldTable};
+    let platform = Platform::with_broker("events");
+    platform.up();
+    let listed = platform.gravity(&["events", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&listed.stdout).ok(),
+        Some(serde_json::json!([]))
+    );
+
+    // `accounts` subscribes to auth's registrations; a real one arrives through auth's outbox.
+    let accounts = amqp(&platform, "accounts").await;
+    declare_subscription(
+        &accounts,
+        "accounts",
+        "accounts.welcome",
+        "auth",
+        "auth.user.registered.v1",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        register(&client, &platform, "parked@example.com").await,
+        201
+    );
+    let delivered = take(&accounts, "accounts.welcome").await;
+    let event: Value = serde_json::from_slice(&delivered.delivery.data).expect("a CloudEvent");
+    assert_eq!(event["type"], "auth.user.registered.v1");
+    assert_eq!(event["data"]["email"], "parked@example.com");
+
+    // Its handler gives up after five attempts, and parks it as service_kit::events does.
+    let mut headers = FieldTable::default();
+    headers.insert("x-gravity-attempt".into(), AMQPValue::LongUInt(5));
+    headers.insert(
+        "x-gravity-error".into(),
+        AMQPValue::LongString("smtp: 554 relay refused".into()),
+    );
+    headers.insert(
+        "x-gravity-queue".into(),
+        AMQPValue::LongString("accounts.welcome".into()),
+    );
+    let channel = accounts.create_channel().await.expect("channel");
+    channel
+        .basic_publish(
+            "accounts.retry".into(),
+            "accounts.welcome.parked".into(),
+            BasicPublishOptions::default(),
+            &delivered.delivery.data,
+            lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .expect("park");
+
+    let mut parked = Value::Null;
+    for _ in 0..50 {
+        let listed = platform.gravity(&["events", "--json"]);
+        assert!(listed.status.success(), "{}", text(&listed));
+        parked = serde_json::from_slice(&listed.stdout).expect("JSON");
+        if parked.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let row = &parked[0];
+    assert_eq!(row["queue"], "accounts.welcome", "{parked}");
+    assert_eq!(row["parked_in"], "accounts.welcome.parked");
+    assert_eq!(row["type"], "auth.user.registered.v1");
+    assert_eq!(row["id"], event["id"]);
+    assert_eq!(row["attempts"], 5);
+    assert_eq!(row["error"], "smtp: 554 relay refused");
+    let table = text(&platform.gravity(&["events"]));
+    assert!(
+        table.contains("smtp: 554 relay refused") && table.contains("1 parked"),
+        "{table}"
+    );
+    // Listing took nothing away.
+    assert_eq!(
+        platform.gravity(&["events", "--json"]).stdout,
+        listed_again(&platform)
+    );
+
+    // Another event's id replays nothing; the queue's replays it, as a first attempt.
+    let none = platform.gravity(&[
+        "events",
+        "replay",
+        "--id",
+        "0196f0a0-0000-7000-8000-000000000000",
+        "--json",
+    ]);
+    assert!(none.status.success(), "{}", text(&none));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&none.stdout).ok(),
+        Some(serde_json::json!({ "replayed": 0 }))
+    );
+    let replayed = platform.gravity(&["events", "replay", "--queue", "accounts.welcome"]);
+    assert!(replayed.status.success(), "{}", text(&replayed));
+    assert!(
+        text(&replayed).contains("1 message(s) sent back"),
+        "{}",
+        text(&replayed)
+    );
+    let back = take(&accounts, "accounts.welcome").await;
+    assert_eq!(back.delivery.data, delivered.delivery.data);
+    let headers = back
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        !headers
+            .inner()
+            .contains_key(&lapin::types::ShortString::from("x-gravity-error"))
+            && !headers
+                .inner()
+                .contains_key(&lapin::types::ShortString::from("x-gravity-attempt")),
+        "a first attempt again: {headers:?}"
+    );
+    let empty = platform.gravity(&["events"]);
+    assert!(
+        text(&empty).contains("no parked messages"),
+        "{}",
+        text(&empty)
+    );
+    let _ = accounts.close(200, "done".into()).await;
+}
+
+fn listed_again(platform: &Platform) -> Vec<u8> {
+    platform.gravity(&["events", "--json"]).stdout
+}
+
 #[tokio::test]
 async fn create_superuser_then_login_as_admin() {
     let p = Platform::new("admin");

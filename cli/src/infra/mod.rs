@@ -125,6 +125,25 @@ pub trait Kind: Sync + fmt::Debug {
     ) -> Option<BoxFuture<'a, Result<Vec<BrokerQueue>, String>>> {
         None
     }
+    /// The messages its consumers parked after giving up on them, for `gravity events`:
+    /// brokers answer, other kinds have none.
+    fn parked<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _http: &'a reqwest::Client,
+    ) -> Option<BoxFuture<'a, Result<Vec<ParkedMessage>, String>>> {
+        None
+    }
+    /// Sends parked messages back to the queues they were parked from, as first attempts;
+    /// how many (`gravity events replay`).
+    fn replay<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _http: &'a reqwest::Client,
+        _which: Which<'a>,
+    ) -> Option<BoxFuture<'a, Result<u64, String>>> {
+        None
+    }
     /// The same provisioning as a one-shot container for an exported compose file, which
     /// has no `gravity up` to do it.
     fn compose_init(
@@ -135,6 +154,32 @@ pub trait Kind: Sync + fmt::Debug {
     ) -> Option<InitJob> {
         None
     }
+}
+
+/// A message a consumer parked, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParkedMessage {
+    /// The parking queue it is in, `<queue>.parked`.
+    pub parked_in: String,
+    /// The queue it goes back to on replay.
+    pub queue: String,
+    /// The CloudEvent's `id`, `type`, `subject` and `time`, when the body is one.
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub subject: Option<String>,
+    pub time: Option<String>,
+    /// Attempts made before it was parked.
+    pub attempts: u32,
+    /// The handler's last error, or why no handler could take it.
+    pub error: String,
+}
+
+/// Which parked messages to replay: all of them, those of one queue, or one event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Which<'a> {
+    pub queue: Option<&'a str>,
+    pub id: Option<&'a str>,
 }
 
 /// A port meant for people, and what it is.

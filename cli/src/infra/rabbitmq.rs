@@ -27,7 +27,8 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    env_name, offline_ref, Dependent, InfraError, InitJob, Instance, Kind, Reach, Runtime, Ui,
+    env_name, offline_ref, Dependent, InfraError, InitJob, Instance, Kind, ParkedMessage, Reach,
+    Runtime, Ui, Which,
 };
 use crate::{
     images::{Offline, OfflineRecipe},
@@ -309,6 +310,23 @@ impl Kind for RabbitMq {
         Some(Box::pin(queues(http, port, admin)))
     }
 
+    fn parked<'a>(
+        &'a self,
+        reach: Reach<'a>,
+        http: &'a reqwest::Client,
+    ) -> Option<BoxFuture<'a, Result<Vec<ParkedMessage>, String>>> {
+        Some(Box::pin(parked(reach, http)))
+    }
+
+    fn replay<'a>(
+        &'a self,
+        reach: Reach<'a>,
+        http: &'a reqwest::Client,
+        which: Which<'a>,
+    ) -> Option<BoxFuture<'a, Result<u64, String>>> {
+        Some(Box::pin(replay(reach, http, which)))
+    }
+
     fn compose_init(
         &self,
         instance: &Instance<'_>,
@@ -568,6 +586,220 @@ pub async fn queues(
             deliver_rate: q.message_stats.deliver_get_details.rate,
         })
         .collect())
+}
+
+// How services' consumers (`service_kit::events`) park a message: in `<queue>.parked`,
+// through their `<service>.retry` exchange, with these headers. A wire contract: both sides
+// must agree.
+const PARKED_SUFFIX: &str = ".parked";
+const ATTEMPT_HEADER: &str = "x-gravity-attempt";
+const ERROR_HEADER: &str = "x-gravity-error";
+const QUEUE_HEADER: &str = "x-gravity-queue";
+/// Messages read per parking queue at most, for a listing or a replay.
+const READ_LIMIT: u32 = 10_000;
+
+/// The platform's parking queues that hold messages, as the management API lists them.
+async fn parking_queues(reach: &Reach<'_>, http: &reqwest::Client) -> Result<Vec<String>, String> {
+    let Some(port) = reach.ui_port else {
+        return Err("its management API is not published: run `gravity up`".to_owned());
+    };
+    let admin = reach.secrets.infra_admin(reach.instance.name.as_str());
+    Ok(queues(http, port, admin)
+        .await?
+        .into_iter()
+        .filter(|q| q.name.ends_with(PARKED_SUFFIX) && q.messages > 0)
+        .map(|q| q.name)
+        .collect())
+}
+
+async fn connect_admin(reach: &Reach<'_>) -> Result<lapin::Connection, String> {
+    let admin = reach.secrets.infra_admin(reach.instance.name.as_str());
+    let uri = format!("amqp://{ADMIN_USER}:{admin}@127.0.0.1:{}/%2f", reach.port);
+    lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("cannot reach the broker on port {}: {e}", reach.port))
+}
+
+/// Takes up to `READ_LIMIT` messages of `queue` without acknowledging them: they stay the
+/// broker's, and go back where they were when the channel closes unless acknowledged.
+async fn hold(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> Result<Vec<lapin::message::BasicGetMessage>, String> {
+    let mut held = Vec::new();
+    while held.len() < READ_LIMIT as usize {
+        let got = channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .map_err(|e| format!("reading {queue}: {e}"))?;
+        match got {
+            Some(message) => held.push(message),
+            None => break,
+        }
+    }
+    Ok(held)
+}
+
+fn header<'m>(
+    message: &'m lapin::message::BasicGetMessage,
+    name: &str,
+) -> Option<&'m lapin::types::AMQPValue> {
+    message
+        .delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(&lapin::types::ShortString::from(name))
+}
+
+fn header_text(message: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
+    use lapin::types::AMQPValue;
+    match header(message, name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// The queue a parked message goes back to.
+fn home_of(parked_in: &str, message: &lapin::message::BasicGetMessage) -> String {
+    header_text(message, QUEUE_HEADER)
+        .unwrap_or_else(|| parked_in.trim_end_matches(PARKED_SUFFIX).to_owned())
+}
+
+fn describe(parked_in: &str, message: &lapin::message::BasicGetMessage) -> ParkedMessage {
+    use lapin::types::AMQPValue;
+    #[derive(Deserialize, Default)]
+    struct Event {
+        id: Option<String>,
+        #[serde(rename = "type")]
+        event_type: Option<String>,
+        subject: Option<String>,
+        time: Option<String>,
+    }
+    let event: Event = serde_json::from_slice(&message.delivery.data).unwrap_or_default();
+    let attempts = match header(message, ATTEMPT_HEADER) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    ParkedMessage {
+        parked_in: parked_in.to_owned(),
+        queue: home_of(parked_in, message),
+        id: event.id,
+        event_type: event.event_type,
+        subject: event.subject,
+        time: event.time,
+        attempts,
+        error: header_text(message, ERROR_HEADER).unwrap_or_else(|| "(no reason given)".to_owned()),
+    }
+}
+
+async fn parked(reach: Reach<'_>, http: &reqwest::Client) -> Result<Vec<ParkedMessage>, String> {
+    let names = parking_queues(&reach, http).await?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let conn = connect_admin(&reach).await?;
+    let mut found = Vec::new();
+    for name in names {
+        let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let held = hold(&channel, &name).await?;
+        found.extend(held.iter().map(|m| describe(&name, m)));
+        // Nothing was acknowledged: closing the channel leaves every message in place.
+        let _ = channel.close(200, "listed".into()).await;
+    }
+    let _ = conn.close(200, "listed".into()).await;
+    Ok(found)
+}
+
+async fn replay(reach: Reach<'_>, http: &reqwest::Client, which: Which<'_>) -> Result<u64, String> {
+    use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+    let names: Vec<String> = parking_queues(&reach, http)
+        .await?
+        .into_iter()
+        .filter(|name| {
+            which
+                .queue
+                .is_none_or(|q| name == q || name.trim_end_matches(PARKED_SUFFIX) == q)
+        })
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let conn = connect_admin(&reach).await?;
+    let mut replayed = 0;
+    for name in names {
+        let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        for message in hold(&channel, &name).await? {
+            let parked = describe(&name, &message);
+            if which.id.is_some_and(|id| parked.id.as_deref() != Some(id)) {
+                continue;
+            }
+            // Back through the consumer's own retry exchange, which routes a queue's name
+            // to the queue, as a first attempt.
+            let service = parked.queue.split('.').next().unwrap_or_default();
+            let mut headers = lapin::types::FieldTable::default();
+            let kept = message.delivery.properties.headers().as_ref().map(|h| {
+                h.inner()
+                    .iter()
+                    .filter(|(k, _)| {
+                        ![ATTEMPT_HEADER, ERROR_HEADER, QUEUE_HEADER].contains(&k.as_str())
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            });
+            for (k, v) in kept.unwrap_or_default() {
+                headers.insert(k, v);
+            }
+            let properties = message
+                .delivery
+                .properties
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(2);
+            let confirm = channel
+                .basic_publish(
+                    format!("{service}.retry").as_str().into(),
+                    parked.queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &message.delivery.data,
+                    properties,
+                )
+                .await
+                .map_err(|e| format!("replaying into {}: {e}", parked.queue))?
+                .await
+                .map_err(|e| format!("replaying into {}: {e}", parked.queue))?;
+            // Only once the broker holds the copy does the parked one go.
+            if !confirm.is_ack() || confirm.take_message().is_some() {
+                return Err(format!(
+                    "the broker did not take the message back into {}; it stays parked",
+                    parked.queue
+                ));
+            }
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            replayed += 1;
+        }
+        let _ = channel.close(200, "replayed".into()).await;
+    }
+    let _ = conn.close(200, "replayed".into()).await;
+    Ok(replayed)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!
 //! A service's `startup.rs` is then its own state and router, and a few lines:
 //!
-//! ```ignore
+//! ```text
 //! let db = app::database(&settings.service, &MIGRATOR).await?;
 //! let state = AppState::new(Handles { db: db.clone(), settings });
 //! let service = app::Service::bind("orders", &state.settings.service.http, routes::router(state.clone()))
