@@ -3,9 +3,12 @@
 # run on this machine (services/service-kit/examples/events_bench.rs):
 #   - raw bound: a bare publisher with publisher confirms (500 in flight) and a bare consumer
 #     with manual acks (prefetch 64), no database;
-#   - Gravity: 16 writers each committing one change with its event per transaction into the
-#     outbox, the relay publishing with confirms, a consumer handling each event in one
-#     transaction with its inbox row and its effect (prefetch 64, 16 lanes).
+#   - Gravity: 16 writers committing changes with their events into the outbox
+#     (EVENTS_PER_CHANGE per transaction), the relay publishing with confirms, a consumer
+#     handling the events with their inbox rows and effects (the defaults: prefetch 256, 8
+#     lanes, up to 64 deliveries of a lane per transaction).
+# Each round runs once with one event per change and once with EVENTS_PER_CHANGE_BIG (10).
+# Knobs for exploring (environment): LANES, PREFETCH, BATCH, RELAY_BATCH.
 # Target: Gravity at least 60% of the raw bound, every effect exactly once. Also the resident
 # memory of the broker and of the process relaying and consuming, idle and under the load.
 #
@@ -17,11 +20,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 EVENTS=${EVENTS:-20000}
 ROUNDS=${ROUNDS:-3}
+EVENTS_PER_CHANGE_BIG=${EVENTS_PER_CHANGE_BIG:-10}
 eval "$(scripts/dev-deps.sh | sed 's/^/export /')"
 cargo build --release -p service-kit --example events_bench
 out=target/bench-events.txt
 : > "$out"
 for round in $(seq 1 "$ROUNDS"); do
-    echo "--- round $round ($EVENTS events)" | tee -a "$out"
-    target/release/examples/events_bench "$EVENTS" | tee -a "$out"
+    for per in 1 "$EVENTS_PER_CHANGE_BIG"; do
+        echo "--- round $round ($EVENTS events, $per per change)" | tee -a "$out"
+        EVENTS_PER_CHANGE=$per target/release/examples/events_bench "$EVENTS" | tee -a "$out"
+    done
 done

@@ -110,20 +110,43 @@ async fn run() -> Result<(), BoxError> {
     consumer_settings
         .exchanges
         .insert("bench".to_owned(), exchange.clone());
+    let knob = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    if let Some(lanes) = knob("LANES") {
+        consumer_settings.lanes = lanes;
+    }
+    if let Some(prefetch) = knob("PREFETCH") {
+        consumer_settings.prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
+    }
+    if let Some(batch) = knob("BATCH") {
+        consumer_settings.batch = batch;
+    }
     let consumer = Consumer::new(sink.clone(), consumer_settings)
-        .subscribe(Subscription::new("ticks").on(effect));
+        .subscribe(Subscription::new("ticks").batched().on(effect));
     consumer.declare().await?;
     let queue = consumer.queue("ticks");
-    let relay = tokio::spawn(
-        Relay::new(source.clone(), RelaySettings::new(url, exchange.clone()))
-            .run(std::future::pending()),
-    );
+    let mut relay_settings = RelaySettings::new(url, exchange.clone());
+    if let Some(batch) = knob("RELAY_BATCH") {
+        relay_settings.batch = batch as i64;
+    }
+    let relay =
+        tokio::spawn(Relay::new(source.clone(), relay_settings).run(std::future::pending()));
     let worker = tokio::spawn(consumer.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     memory.mark_idle();
 
     memory.sample_while_loaded(true);
     let written = Arc::new(AtomicU64::new(0));
+    // Events each change commits (1: every event its own transaction).
+    let per_change: u64 = std::env::var("EVENTS_PER_CHANGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    println!("events_per_change={per_change}");
     let writers: Vec<_> = (0..WRITERS as u64)
         .map(|w| {
             let source = source.clone();
@@ -133,22 +156,44 @@ async fn run() -> Result<(), BoxError> {
                 let mut n = w;
                 while n < total {
                     let mut tx = source.begin().await?;
-                    let tick = Tick {
-                        n,
-                        sent_at: Utc::now(),
-                    };
-                    record(&mut tx, &exchange, &tick).await?;
+                    for _ in 0..per_change {
+                        if n >= total {
+                            break;
+                        }
+                        let tick = Tick {
+                            n,
+                            sent_at: Utc::now(),
+                        };
+                        record(&mut tx, &exchange, &tick).await?;
+                        written.fetch_add(1, Ordering::Relaxed);
+                        n += WRITERS as u64;
+                    }
                     tx.commit().await?;
-                    written.fetch_add(1, Ordering::Relaxed);
-                    n += WRITERS as u64;
                 }
                 Ok::<(), BoxError>(())
             })
         })
         .collect();
+    let writing = Instant::now();
     for writer in writers {
         writer.await??;
     }
+    // How fast the changes themselves commit (events per second): no path carries more.
+    println!(
+        "written_events_per_sec={:.0}",
+        total as f64 / writing.elapsed().as_secs_f64()
+    );
+    let behind: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
+            .fetch_one(&source)
+            .await?;
+    let handled: (i64,) = sqlx::query_as("SELECT count(*) FROM effects")
+        .fetch_one(&sink)
+        .await?;
+    // Where the backlog was when the last change committed: in the outbox (the relay behind)
+    // or in the broker (the consumer behind).
+    println!("unpublished_when_writes_ended={}", behind.0);
+    println!("handled_when_writes_ended={}", handled.0);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")

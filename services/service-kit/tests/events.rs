@@ -587,3 +587,97 @@ async fn a_failing_handler_is_parked_after_its_attempts_and_bad_messages_at_once
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_failure_inside_a_batch_retries_only_its_own_event_and_every_effect_happens_once() {
+    let conn = broker().await;
+    let (publisher, consumer) = (name('p'), name('c'));
+    declare_exchange(&conn, &publisher).await;
+    let (source, sink) = (fresh_database().await, fresh_database().await);
+    let url = SecretString::from(amqp_url());
+    // Every third user's first attempt fails; the rest succeed at once.
+    let failed_once = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<Uuid>::new(),
+    ));
+    let retried = Arc::new(AtomicU32::new(0));
+    let subscriber = {
+        let failed_once = Arc::clone(&failed_once);
+        let retried = Arc::clone(&retried);
+        Consumer::new(
+            sink.clone(),
+            consumer_settings(url.clone(), &consumer, &publisher),
+        )
+        .subscribe(Subscription::new("batches").batched().on(
+            move |handled: Handled<UserDeleted>| {
+                let failed_once = Arc::clone(&failed_once);
+                let retried = Arc::clone(&retried);
+                async move {
+                    let user = handled.event.user_id;
+                    let fail = user.as_u128().is_multiple_of(3)
+                        && failed_once
+                            .lock()
+                            .map(|mut s| s.insert(user))
+                            .unwrap_or(false);
+                    if fail {
+                        retried.fetch_add(1, Ordering::SeqCst);
+                        return Err::<sqlx::Transaction<'static, sqlx::Postgres>, HandlerError>(
+                            "not yet".into(),
+                        );
+                    }
+                    count_effect(handled).await
+                }
+            },
+        ))
+    };
+    subscriber.declare().await.expect("declare");
+    let queue = subscriber.queue("batches");
+    // Written before anything consumes, so the consumer finds full lanes and batches them.
+    let subjects: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
+    publish_events(&source, &publisher, 300, 300, &subjects).await;
+    let relay = spawn(
+        Relay::new(source.clone(), relay_settings(url.clone(), &publisher))
+            .run(std::future::pending()),
+    );
+    wait_until("all published", Duration::from_secs(30), || {
+        let source = source.clone();
+        async move {
+            scalar(
+                &source,
+                "SELECT count(*) FROM event_outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        }
+    })
+    .await;
+    let worker = spawn(subscriber.run(std::future::pending()));
+    wait_until("every event handled", Duration::from_secs(60), || {
+        let sink = sink.clone();
+        async move { scalar(&sink, "SELECT count(*) FROM effects").await >= 300 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(scalar(&sink, "SELECT count(*) FROM effects").await, 300);
+    assert_eq!(
+        scalar(&sink, "SELECT count(DISTINCT event_id) FROM effects").await,
+        300
+    );
+    let expected_retries = subjects
+        .iter()
+        .filter(|u| u.as_u128().is_multiple_of(3))
+        .count() as u32;
+    assert!(expected_retries > 0);
+    assert_eq!(
+        retried.load(Ordering::SeqCst),
+        expected_retries,
+        "each failing event retried once"
+    );
+    relay.abort();
+    worker.abort();
+    clean_up(
+        &conn,
+        &queues_of(&queue),
+        &[publisher, format!("{consumer}.retry")],
+    )
+    .await;
+}

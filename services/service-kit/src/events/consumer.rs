@@ -15,7 +15,8 @@
 //!
 //! Deliveries are handled concurrently on [`ConsumerSettings::lanes`] lanes; events about
 //! one subject always share a lane, so they are handled in the order they arrive (a retried
-//! event comes back after the ones behind it).
+//! event comes back after the ones behind it). A [`Subscription::batched`] one handles what
+//! waits in a lane in one transaction.
 
 use std::{
     collections::HashMap,
@@ -74,6 +75,7 @@ type Erased =
 pub struct Subscription {
     name: String,
     handlers: HashMap<&'static str, Erased>,
+    batched: bool,
 }
 
 impl Subscription {
@@ -82,7 +84,18 @@ impl Subscription {
         Self {
             name: name.into(),
             handlers: HashMap::new(),
+            batched: false,
         }
+    }
+
+    /// Handles deliveries that wait together in one transaction (up to
+    /// [`ConsumerSettings::batch`]): one commit for many events, several times the throughput.
+    /// When one of them fails, the batch is rolled back and its events are handled one by one,
+    /// so a handler may run more than once for one event. Only for handlers whose every
+    /// effect is in the transaction: never for one that sends mail or calls another system.
+    pub fn batched(mut self) -> Self {
+        self.batched = true;
+        self
     }
 
     /// Handles events of type `E`: binds the queue to `E`'s publisher's exchange with
@@ -125,6 +138,8 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Deliveries handled at once per subscription.
     pub lanes: usize,
+    /// Deliveries waiting in one lane handled in one transaction at most.
+    pub batch: usize,
     /// Attempts before a failing message is parked.
     pub max_attempts: u32,
     /// The first retry's delay; each next one doubles, up to `max_backoff`.
@@ -140,8 +155,9 @@ impl ConsumerSettings {
         Self {
             amqp_url,
             service: service.into(),
-            prefetch: 64,
-            lanes: 16,
+            prefetch: 256,
+            lanes: 8,
+            batch: 64,
             max_attempts: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
@@ -353,9 +369,23 @@ impl Consumer {
                 let failed = failed_tx.clone();
                 let queue = queue.clone();
                 tokio::spawn(async move {
-                    while let Some(delivery) = rx.recv().await {
+                    while let Some(first) = rx.recv().await {
+                        // What else already waits in this lane joins the first one's
+                        // transaction.
+                        let mut batch = vec![first];
+                        let most = if subscription.batched {
+                            this.settings.batch.max(1)
+                        } else {
+                            1
+                        };
+                        while batch.len() < most {
+                            match rx.try_recv() {
+                                Ok(delivery) => batch.push(delivery),
+                                Err(_) => break,
+                            }
+                        }
                         if let Err(e) = this
-                            .handle(&subscription, &queue, &publisher, delivery)
+                            .handle_batch(&subscription, &queue, &publisher, batch)
                             .await
                         {
                             let _ = failed.send(e).await;
@@ -383,6 +413,118 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Handles deliveries that arrived together in one transaction: one inbox statement, the
+    /// handlers one after the other, one commit, then every acknowledgement. Anything that
+    /// cannot go that way (a message to park, a handler's error, a failed commit) sends the
+    /// batch, rolled back, through [`Self::handle`] one by one, so a failure costs only its
+    /// own message a retry.
+    async fn handle_batch(
+        &self,
+        subscription: &Subscription,
+        queue: &str,
+        publisher: &Channel,
+        batch: Vec<Delivery>,
+    ) -> Result<(), EventsError> {
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut one_by_one = Vec::new();
+        for delivery in batch {
+            match Envelope::decode(&delivery.data) {
+                Ok(envelope)
+                    if subscription
+                        .handlers
+                        .contains_key(envelope.event_type.as_str()) =>
+                {
+                    decoded.push((delivery, envelope));
+                }
+                _ => one_by_one.push(delivery),
+            }
+        }
+        if decoded.len() > 1 {
+            match self.try_together(subscription, queue, decoded).await? {
+                Ok(handled) => {
+                    for delivery in handled {
+                        delivery.ack(BasicAckOptions::default()).await?;
+                    }
+                }
+                Err(back) => one_by_one.extend(back),
+            }
+        } else {
+            one_by_one.extend(decoded.into_iter().map(|(delivery, _)| delivery));
+        }
+        for delivery in one_by_one {
+            self.handle(subscription, queue, publisher, delivery)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The batch in one transaction: `Ok(Ok(deliveries))` committed, to acknowledge;
+    /// `Ok(Err(deliveries))` rolled back, to handle one by one.
+    async fn try_together(
+        &self,
+        subscription: &Subscription,
+        queue: &str,
+        decoded: Vec<(Delivery, Envelope)>,
+    ) -> Result<Result<Vec<Delivery>, Vec<Delivery>>, EventsError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| e.id).collect();
+        let fresh: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO event_inbox (consumer, event_id)
+             SELECT $1, id FROM unnest($2::uuid[]) AS id
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(queue)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fresh: std::collections::HashSet<Uuid> = fresh.into_iter().collect();
+        let mut deliveries = Vec::with_capacity(decoded.len());
+        let mut duplicates = 0u64;
+        let mut failed = false;
+        let mut open = Some(tx);
+        for (delivery, envelope) in decoded {
+            // An id seen before, or twice in this batch, is a duplicate: acknowledged, not
+            // handled again.
+            let Some(current) = open.take().filter(|_| !failed) else {
+                deliveries.push(delivery);
+                continue;
+            };
+            if !fresh.remove(&envelope.id) {
+                duplicates += 1;
+                open = Some(current);
+                deliveries.push(delivery);
+                continue;
+            }
+            let Some(handler) = subscription.handlers.get(envelope.event_type.as_str()) else {
+                failed = true;
+                deliveries.push(delivery);
+                continue;
+            };
+            let attempt = attempt_of(&delivery);
+            let context = context_of(&envelope);
+            match crate::telemetry::scope_request(context, handler(envelope, attempt, current))
+                .await
+            {
+                Ok(Ok(tx)) => open = Some(tx),
+                _ => failed = true,
+            }
+            deliveries.push(delivery);
+        }
+        let Some(tx) = open.filter(|_| !failed) else {
+            return Ok(Err(deliveries));
+        };
+        if tx.commit().await.is_err() {
+            return Ok(Err(deliveries));
+        }
+        let handled = deliveries.len() as u64 - duplicates;
+        metrics::counter!("events_handled_total", "queue" => queue.to_owned()).increment(handled);
+        if duplicates > 0 {
+            metrics::counter!("events_duplicates_total", "queue" => queue.to_owned())
+                .increment(duplicates);
+        }
+        Ok(Ok(deliveries))
     }
 
     /// Handles one delivery to its end: acknowledged after its effect commits (or after it
@@ -427,16 +569,7 @@ impl Consumer {
             return Ok(());
         }
         let event_id = envelope.id;
-        // The handler's log lines carry the event's id, and what it publishes continues the
-        // event's trace.
-        let context = crate::telemetry::RequestContext {
-            id: axum::http::HeaderValue::from_str(&event_id.to_string())
-                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-")),
-            traceparent: envelope
-                .traceparent
-                .as_deref()
-                .and_then(|t| axum::http::HeaderValue::from_str(t).ok()),
-        };
+        let context = context_of(&envelope);
         let outcome =
             crate::telemetry::scope_request(context, handler(envelope, attempt, tx)).await;
         let failure = match outcome {
@@ -515,6 +648,19 @@ impl Consumer {
         } else {
             Err(EventsError::Refused(Uuid::nil()))
         }
+    }
+}
+
+/// What a handler runs within: its log lines carry the event's id, and what it publishes
+/// continues the event's trace.
+fn context_of(envelope: &Envelope) -> crate::telemetry::RequestContext {
+    crate::telemetry::RequestContext {
+        id: axum::http::HeaderValue::from_str(&envelope.id.to_string())
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-")),
+        traceparent: envelope
+            .traceparent
+            .as_deref()
+            .and_then(|t| axum::http::HeaderValue::from_str(t).ok()),
     }
 }
 
