@@ -21,7 +21,7 @@ use lapin::{
     BasicProperties, Connection, ConnectionProperties,
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Envelope, EventsError};
@@ -223,12 +223,10 @@ impl Relay {
         }
         // Only the confirmed prefix is marked, so a refused row and those after it go again,
         // in order.
-        let mut tx = lease.begin().await?;
         sqlx::query("UPDATE event_outbox SET published_at = now() WHERE id = ANY($1)")
             .bind(&confirmed)
-            .execute(&mut *tx)
+            .execute(&mut *lease)
             .await?;
-        tx.commit().await?;
         metrics::counter!("events_published_total").increment(confirmed.len() as u64);
         match refused {
             Some(event) => Err(EventsError::Refused(event)),
