@@ -2,13 +2,10 @@
 //! inbox, retries and parking. Each test uses service names of its own, so its exchanges and
 //! queues are its own, and a database of its own per service.
 //!
-//! A broker outage is made by cutting the network between the services and the broker
-//! (`Cut`, a TCP proxy that drops every connection and refuses new ones while down): to the
-//! services it looks exactly like a broker that stopped, and the shared broker other tests
-//! use keeps running.
+//! The outage test runs a RabbitMQ node of its own (`OwnBroker`), which it stops and starts;
+//! the others share the broker `scripts/dev-deps.sh` starts.
 
 use std::{
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc,
@@ -32,7 +29,7 @@ use service_kit::events::{
     ERROR_HEADER,
 };
 use sqlx::{Connection as _, PgConnection, PgPool};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const EVENTS_SQL: &str =
@@ -108,62 +105,111 @@ async fn declare_exchange(conn: &Connection, exchange: &str) {
         .expect("declare the publisher's exchange");
 }
 
-/// A TCP proxy to the broker whose link can be cut: while down, every connection through it
-/// is dropped and new ones are refused.
-struct Cut {
-    addr: SocketAddr,
-    up: watch::Sender<bool>,
+/// A RabbitMQ node of one test's own: Debian's `rabbitmq-server` script run with every
+/// directory (data, logs, Erlang cookie) in a folder of the test's, on ports of its own, so
+/// the test can really stop it and start it again with its data, while the broker the other
+/// tests share keeps running.
+struct OwnBroker {
+    dir: std::path::PathBuf,
+    port: u16,
+    dist_port: u16,
+    node: String,
+    child: Option<tokio::process::Child>,
 }
 
-impl Cut {
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+impl OwnBroker {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (up, _) = watch::channel(true);
-        let state = up.clone();
-        let target = broker_addr();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut down = state.subscribe();
-                if !*down.borrow() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = down.wait_for(|up| !*up) => {}
-                    }
-                });
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let id = &Uuid::new_v4().simple().to_string()[..10];
+        let dir = std::env::temp_dir().join(format!("gravity-rabbit-{id}"));
+        std::fs::create_dir_all(dir.join("home")).expect("the node's folder");
+        let mut broker = Self {
+            dir,
+            port: free(),
+            dist_port: free(),
+            node: format!("gtest{id}@localhost"),
+            child: None,
+        };
+        broker.up().await;
+        broker
+    }
+
+    /// Starts the node (again) and waits until it takes an AMQP connection.
+    async fn up(&mut self) {
+        let child = tokio::process::Command::new(RABBITMQ_SERVER)
+            .env("HOME", self.dir.join("home"))
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.dir.join("plugins"))
+            .env("RABBITMQ_PID_FILE", self.dir.join("pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {RABBITMQ_SERVER} ({e}); scripts/dev-deps.sh installs it")
+            });
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(conn) =
+                Connection::connect(&self.amqp_url(), ConnectionProperties::default()).await
+            {
+                let _ = conn.close(200, "up".into()).await;
+                return;
             }
-        });
-        Self { addr, up }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the test's RabbitMQ node did not start within a minute (logs in {})",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the node as an operator would (SIGTERM to its VM: a clean shutdown) and waits
+    /// until it is gone.
+    async fn down(&mut self) {
+        self.signal("TERM");
+        if let Some(mut child) = self.child.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.trim().to_owned()])
+                .status();
+        }
+    }
+
+    fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
     fn url(&self) -> SecretString {
-        let url = amqp_url().replacen(&broker_addr().to_string(), &self.addr.to_string(), 1);
-        SecretString::from(url)
-    }
-
-    fn set(&self, up: bool) {
-        self.up.send_replace(up);
+        SecretString::from(self.amqp_url())
     }
 }
 
-fn broker_addr() -> SocketAddr {
-    let url = amqp_url();
-    let host = url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5672");
-    host.parse()
-        .expect("TEST_AMQP_URL names host:port as an IP address and port")
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("KILL");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn relay_settings(url: SecretString, exchange: &str) -> RelaySettings {
@@ -267,17 +313,23 @@ fn queues_of(queue: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_with_each_effect_once(
+async fn ten_thousand_events_survive_the_broker_stopped_twice_and_a_killed_consumer_with_each_effect_once(
 ) {
-    let conn = broker().await;
+    let mut broker = OwnBroker::start().await;
     let (publisher, consumer) = (name('p'), name('c'));
-    declare_exchange(&conn, &publisher).await;
+    {
+        let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("the test's broker");
+        declare_exchange(&conn, &publisher).await;
+        let _ = conn.close(200, "declared".into()).await;
+    }
     let (source, sink) = (fresh_database().await, fresh_database().await);
-    let cut = Cut::start().await;
+    let url = broker.url();
     let consumers = || {
         Consumer::new(
             sink.clone(),
-            consumer_settings(cut.url(), &consumer, &publisher),
+            consumer_settings(url.clone(), &consumer, &publisher),
         )
         .subscribe(Subscription::new("deletions").on(count_effect))
     };
@@ -285,34 +337,61 @@ async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_wi
         .declare()
         .await
         .expect("declare the subscription");
-    let queue = consumers().queue("deletions");
 
     let relay = spawn(
-        Relay::new(source.clone(), relay_settings(cut.url(), &publisher))
+        Relay::new(source.clone(), relay_settings(url.clone(), &publisher))
             .run(std::future::pending()),
     );
     let mut worker = spawn(consumers().run(std::future::pending()));
     let subjects: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
-    let total = 10_000;
+    let total: usize = 10_000;
 
+    // Written steadily, 50 per transaction, while the broker goes down and up twice: the
+    // last tenth waits until both outages are over, so both happen mid-stream.
+    let outages_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let source = source.clone();
         let publisher = publisher.clone();
         let subjects = subjects.clone();
-        tokio::spawn(async move { publish_events(&source, &publisher, total, 50, &subjects).await })
+        let outages_over = Arc::clone(&outages_over);
+        tokio::spawn(async move {
+            for chunk in 0..total / 250 {
+                while chunk * 250 >= total * 9 / 10 && !outages_over.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                publish_events(&source, &publisher, 250, 50, &subjects[..]).await;
+                if !outages_over.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
     };
     let effects = |at_least: i64| {
         let sink = sink.clone();
         async move { scalar(&sink, "SELECT count(*) FROM effects").await >= at_least }
     };
-    // Two outages while events are written, relayed and handled.
     for _ in 0..2 {
-        wait_until("some effects", Duration::from_secs(60), || effects(1)).await;
-        cut.set(false);
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        cut.set(true);
+        let now = scalar(&sink, "SELECT count(*) FROM effects").await;
+        wait_until("effects between outages", Duration::from_secs(90), || {
+            effects(now + 1)
+        })
+        .await;
+        assert!(
+            !writer.is_finished(),
+            "the broker stops while events are written"
+        );
+        broker.down().await;
+        // Changes go on committing while the broker is away: their events wait.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        broker.up().await;
     }
+    outages_over.store(true, Ordering::SeqCst);
     // The consumer killed mid-batch: its unacknowledged deliveries are redelivered.
+    let now = scalar(&sink, "SELECT count(*) FROM effects").await;
+    wait_until("effects after the outages", Duration::from_secs(90), || {
+        effects(now + 1)
+    })
+    .await;
     let before = scalar(&sink, "SELECT count(*) FROM effects").await;
     worker.abort();
     let _ = (&mut worker).await;
@@ -327,7 +406,7 @@ async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_wi
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         before < total as i64,
-        "the consumer was killed mid-batch ({before} handled)"
+        "the consumer was killed mid-stream ({before} handled)"
     );
     assert_eq!(
         scalar(&sink, "SELECT count(*) FROM effects").await,
@@ -347,10 +426,15 @@ async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_wi
         0
     );
     // Nothing was parked, and the relay and the consumer still work.
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("the test's broker");
     let channel = conn.create_channel().await.expect("channel");
     let parked = channel
         .queue_declare(
-            format!("{queue}.parked").as_str().into(),
+            format!("{}.parked", consumers().queue("deletions"))
+                .as_str()
+                .into(),
             QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
@@ -365,15 +449,14 @@ async fn ten_thousand_events_survive_two_broker_outages_and_a_killed_consumer_wi
         effects(total as i64 + 10)
     })
     .await;
-
+    assert!(
+        !relay.is_finished() && !worker.is_finished(),
+        "neither died"
+    );
     relay.abort();
     worker.abort();
-    clean_up(
-        &conn,
-        &queues_of(&queue),
-        &[publisher, format!("{consumer}.retry")],
-    )
-    .await;
+    let _ = conn.close(200, "done".into()).await;
+    broker.down().await;
 }
 
 #[tokio::test]
