@@ -7,7 +7,9 @@
 #     (EVENTS_PER_CHANGE per transaction), the relay publishing with confirms, a consumer
 #     handling the events with their inbox rows and effects (the defaults: prefetch 256, 8
 #     lanes, up to 64 deliveries of a lane per transaction).
-# Each round runs once with one event per change and once with EVENTS_PER_CHANGE_BIG (10).
+# Each round runs once with one event per change, once with EVENTS_PER_CHANGE_BIG (10), and
+# once draining (DRAIN=1): the relay starts after every change committed, which measures how
+# fast relay, broker and consumer empty a full outbox, apart from the commit rate.
 # Knobs for exploring (environment): LANES, PREFETCH, BATCH, RELAY_BATCH.
 # Target: Gravity at least 60% of the raw bound, every effect exactly once. Also the resident
 # memory of the broker and of the process relaying and consuming, idle and under the load.
@@ -30,4 +32,7 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "--- round $round ($EVENTS events, $per per change)" | tee -a "$out"
         EVENTS_PER_CHANGE=$per target/release/examples/events_bench "$EVENTS" | tee -a "$out"
     done
+    echo "--- round $round ($EVENTS events, $EVENTS_PER_CHANGE_BIG per change, drained)" | tee -a "$out"
+    DRAIN=1 EVENTS_PER_CHANGE=$EVENTS_PER_CHANGE_BIG target/release/examples/events_bench "$EVENTS" \
+        | tee -a "$out"
 done

@@ -132,8 +132,15 @@ async fn run() -> Result<(), BoxError> {
     if let Some(batch) = knob("RELAY_BATCH") {
         relay_settings.batch = batch as i64;
     }
-    let relay =
-        tokio::spawn(Relay::new(source.clone(), relay_settings).run(std::future::pending()));
+    // DRAIN=1: the relay starts only once every change committed, to measure how fast the
+    // backbone empties a full outbox, apart from how fast changes commit.
+    let drain = knob("DRAIN") == Some(1);
+    let relay_task = Relay::new(source.clone(), relay_settings).run(std::future::pending());
+    let mut relay_task = Some(relay_task);
+    let mut relay = None;
+    if !drain {
+        relay = relay_task.take().map(tokio::spawn);
+    }
     let worker = tokio::spawn(consumer.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     memory.mark_idle();
@@ -183,6 +190,10 @@ async fn run() -> Result<(), BoxError> {
         "written_events_per_sec={:.0}",
         total as f64 / writing.elapsed().as_secs_f64()
     );
+    let drain_started = chrono::Utc::now();
+    if let Some(task) = relay_task.take() {
+        relay = Some(tokio::spawn(task));
+    }
     let behind: (i64,) =
         sqlx::query_as("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
             .fetch_one(&source)
@@ -218,6 +229,16 @@ async fn run() -> Result<(), BoxError> {
     .fetch_one(&sink)
     .await?;
     println!("gravity_events_per_sec={rate:.0}");
+    if drain {
+        let drained: f64 = sqlx::query_scalar(
+            "SELECT count(*) / extract(epoch FROM max(handled_at) - $1)::float8 FROM effects",
+        )
+        .bind(drain_started)
+        .fetch_one(&sink)
+        .await?;
+        println!("drain_events_per_sec={drained:.0}");
+        println!("drain_share_of_raw_pct={:.0}", 100.0 * drained / raw_rate);
+    }
     println!("gravity_p50_ms={p50:.2}");
     println!("gravity_p99_ms={p99:.2}");
     println!("gravity_share_of_raw_pct={:.0}", 100.0 * rate / raw_rate);
@@ -230,7 +251,9 @@ async fn run() -> Result<(), BoxError> {
     );
     memory.print();
 
-    relay.abort();
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     worker.abort();
     let channel = broker.create_channel().await?;
     for q in [
