@@ -8,7 +8,7 @@ pub mod authn;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod events;
+pub mod invalidation;
 pub mod keys;
 pub mod published;
 pub mod resets;

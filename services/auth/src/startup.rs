@@ -10,7 +10,7 @@ use crate::{
     authn::PrincipalCache,
     config::Settings,
     error::AuthError,
-    events::AuthEvents,
+    invalidation::AuthEvents,
     keys::{self, KeyRing},
     routes,
     state::{AppState, Handles},

@@ -8,7 +8,7 @@ use service_kit::password::PasswordHasher;
 use sqlx::PgPool;
 
 use crate::{
-    authn::PrincipalCache, config::Settings, events::AuthEvents, keys::KeyRing,
+    authn::PrincipalCache, config::Settings, invalidation::AuthEvents, keys::KeyRing,
     throttle::LoginThrottle,
 };
 

@@ -1,6 +1,7 @@
 //! `AuthEvents`: tells every instance of the service that something affecting authentication
 //! changed (a logout, a revoked session, a changed or deleted account), so each can drop the
-//! principals it has cached.
+//! principals it has cached. Cache invalidation between instances of this one service, not
+//! the platform's event backbone (what other services learn goes through `published`).
 //!
 //! Events travel over Redis pub/sub. Caching is only trusted while this instance is
 //! subscribed: while the subscription is down, `generation()` is `None` and every request is
