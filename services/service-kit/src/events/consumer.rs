@@ -349,6 +349,13 @@ impl Consumer {
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let link = Arc::new(Link {
+            publisher,
+            acks: Acks {
+                channel: channel.clone(),
+                state: tokio::sync::Mutex::default(),
+            },
+        });
         let queue = self.queue(&subscription.name);
         let mut deliveries = channel
             .basic_consume(
@@ -365,7 +372,7 @@ impl Consumer {
                 let (tx, mut rx) = mpsc::channel::<Delivery>(usize::from(self.settings.prefetch));
                 let this = Arc::clone(self);
                 let subscription = Arc::clone(subscription);
-                let publisher = publisher.clone();
+                let link = Arc::clone(&link);
                 let failed = failed_tx.clone();
                 let queue = queue.clone();
                 tokio::spawn(async move {
@@ -384,9 +391,7 @@ impl Consumer {
                                 Err(_) => break,
                             }
                         }
-                        if let Err(e) = this
-                            .handle_batch(&subscription, &queue, &publisher, batch)
-                            .await
+                        if let Err(e) = this.handle_batch(&subscription, &queue, &link, batch).await
                         {
                             let _ = failed.send(e).await;
                             return;
@@ -403,6 +408,7 @@ impl Consumer {
                         Some(delivery) => delivery?,
                         None => return Err(EventsError::ConsumerEnded(queue)),
                     };
+                    link.acks.dispatched(delivery.delivery_tag).await;
                     let lane = &lanes[lane_of(&delivery.data, lanes.len())];
                     if lane.send(delivery).await.is_err() {
                         return Err(EventsError::ConsumerEnded(queue));
@@ -424,7 +430,7 @@ impl Consumer {
         &self,
         subscription: &Subscription,
         queue: &str,
-        publisher: &Channel,
+        link: &Link,
         batch: Vec<Delivery>,
     ) -> Result<(), EventsError> {
         let mut decoded = Vec::with_capacity(batch.len());
@@ -444,9 +450,8 @@ impl Consumer {
         if decoded.len() > 1 {
             match self.try_together(subscription, queue, decoded).await? {
                 Ok(handled) => {
-                    for delivery in handled {
-                        delivery.ack(BasicAckOptions::default()).await?;
-                    }
+                    let tags: Vec<u64> = handled.iter().map(|d| d.delivery_tag).collect();
+                    link.acks.done(&tags).await?;
                 }
                 Err(back) => one_by_one.extend(back),
             }
@@ -454,8 +459,7 @@ impl Consumer {
             one_by_one.extend(decoded.into_iter().map(|(delivery, _)| delivery));
         }
         for delivery in one_by_one {
-            self.handle(subscription, queue, publisher, delivery)
-                .await?;
+            self.handle(subscription, queue, link, delivery).await?;
         }
         Ok(())
     }
@@ -534,7 +538,7 @@ impl Consumer {
         &self,
         subscription: &Subscription,
         queue: &str,
-        publisher: &Channel,
+        link: &Link,
         delivery: Delivery,
     ) -> Result<(), EventsError> {
         let attempt = attempt_of(&delivery);
@@ -542,14 +546,14 @@ impl Consumer {
             Ok(envelope) => envelope,
             Err(bad) => {
                 return self
-                    .park(queue, publisher, delivery, attempt, &bad.to_string())
+                    .park(queue, link, delivery, attempt, &bad.to_string())
                     .await
             }
         };
         let Some(handler) = subscription.handlers.get(envelope.event_type.as_str()) else {
             let bad = BadMessage::UnknownType(envelope.event_type.clone());
             return self
-                .park(queue, publisher, delivery, attempt, &bad.to_string())
+                .park(queue, link, delivery, attempt, &bad.to_string())
                 .await;
         };
         let mut tx = self.pool.begin().await?;
@@ -565,7 +569,7 @@ impl Consumer {
         if !fresh {
             tx.rollback().await?;
             metrics::counter!("events_duplicates_total", "queue" => queue.to_owned()).increment(1);
-            delivery.ack(BasicAckOptions::default()).await?;
+            link.acks.done(&[delivery.delivery_tag]).await?;
             return Ok(());
         }
         let event_id = envelope.id;
@@ -575,7 +579,7 @@ impl Consumer {
         let failure = match outcome {
             Err(bad) => {
                 return self
-                    .park(queue, publisher, delivery, attempt, &bad.to_string())
+                    .park(queue, link, delivery, attempt, &bad.to_string())
                     .await
             }
             Ok(Ok(tx)) => match tx.commit().await {
@@ -587,22 +591,22 @@ impl Consumer {
         match failure {
             None => {
                 metrics::counter!("events_handled_total", "queue" => queue.to_owned()).increment(1);
-                delivery.ack(BasicAckOptions::default()).await?;
+                link.acks.done(&[delivery.delivery_tag]).await?;
                 Ok(())
             }
             Some(error) if attempt >= self.settings.max_attempts => {
                 tracing::warn!(%queue, event = %event_id, attempt, %error, "event handler failed; parking it");
-                self.park(queue, publisher, delivery, attempt, &error).await
+                self.park(queue, link, delivery, attempt, &error).await
             }
             Some(error) => {
                 tracing::info!(%queue, event = %event_id, attempt, %error, "event handler failed; retrying");
                 let delay = self.settings.delay(attempt);
                 let properties = with_headers(&delivery, attempt + 1, Some(&error), queue)
                     .with_expiration(delay.as_millis().to_string().into());
-                self.forward(publisher, &format!("{queue}.retry"), &delivery, properties)
+                self.forward(link, &format!("{queue}.retry"), &delivery, properties)
                     .await?;
                 metrics::counter!("events_retried_total", "queue" => queue.to_owned()).increment(1);
-                delivery.ack(BasicAckOptions::default()).await?;
+                link.acks.done(&[delivery.delivery_tag]).await?;
                 Ok(())
             }
         }
@@ -611,16 +615,16 @@ impl Consumer {
     async fn park(
         &self,
         queue: &str,
-        publisher: &Channel,
+        link: &Link,
         delivery: Delivery,
         attempt: u32,
         error: &str,
     ) -> Result<(), EventsError> {
         let properties = with_headers(&delivery, attempt, Some(error), queue);
-        self.forward(publisher, &format!("{queue}.parked"), &delivery, properties)
+        self.forward(link, &format!("{queue}.parked"), &delivery, properties)
             .await?;
         metrics::counter!("events_parked_total", "queue" => queue.to_owned()).increment(1);
-        delivery.ack(BasicAckOptions::default()).await?;
+        link.acks.done(&[delivery.delivery_tag]).await?;
         Ok(())
     }
 
@@ -628,12 +632,13 @@ impl Consumer {
     /// waits for the broker's confirm.
     async fn forward(
         &self,
-        publisher: &Channel,
+        link: &Link,
         routing_key: &str,
         delivery: &Delivery,
         properties: BasicProperties,
     ) -> Result<(), EventsError> {
-        let confirm = publisher
+        let confirm = link
+            .publisher
             .basic_publish(
                 self.retry_exchange().as_str().into(),
                 routing_key.into(),
@@ -648,6 +653,58 @@ impl Consumer {
         } else {
             Err(EventsError::Refused(Uuid::nil()))
         }
+    }
+}
+
+/// What the lanes of one consuming channel share: the channel retries and parked messages
+/// go out on, and the acknowledgements.
+struct Link {
+    publisher: Channel,
+    acks: Acks,
+}
+
+/// Acknowledges in bulk: once every delivery up to a tag has been dealt with, whichever lane
+/// dealt with it, one `basic.ack` with `multiple` covers them all, instead of a frame and a
+/// round trip through the client's I/O thread per message.
+struct Acks {
+    channel: Channel,
+    state: tokio::sync::Mutex<AckState>,
+}
+
+#[derive(Default)]
+struct AckState {
+    /// Handed to a lane and not dealt with yet.
+    outstanding: std::collections::BTreeSet<u64>,
+    /// The highest tag dealt with.
+    done: u64,
+    /// Everything up to this tag is acknowledged.
+    acked: u64,
+}
+
+impl Acks {
+    async fn dispatched(&self, tag: u64) {
+        self.state.lock().await.outstanding.insert(tag);
+    }
+
+    /// Marks `tags` dealt with (handled, retried or parked) and acknowledges as far as every
+    /// lower tag is too. Acknowledgements go out under the lock, so they leave in order.
+    async fn done(&self, tags: &[u64]) -> Result<(), lapin::Error> {
+        let mut state = self.state.lock().await;
+        for tag in tags {
+            state.outstanding.remove(tag);
+            state.done = state.done.max(*tag);
+        }
+        let upto = match state.outstanding.first() {
+            Some(lowest) => state.done.min(lowest.saturating_sub(1)),
+            None => state.done,
+        };
+        if upto > state.acked {
+            self.channel
+                .basic_ack(upto, BasicAckOptions { multiple: true })
+                .await?;
+            state.acked = upto;
+        }
+        Ok(())
     }
 }
 
