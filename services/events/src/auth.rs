@@ -106,9 +106,9 @@ impl Event for SessionRevoked {
 /// **The token is a secret.** It travels only in this event. It is protected by what the
 /// broker enforces: only the auth service may publish on its exchange, and only queues
 /// bound by a service's own broker user receive it, so a service reads it only if it
-/// subscribes to this type. The auth service stores only its SHA-256 digest, the token
-/// works once and expires at `expires_at`, and no service may log it or store it beyond
-/// sending it.
+/// subscribes to this type. The auth service stores only its SHA-256 digest, and its outbox
+/// blanks the event once the broker has it (`SECRET_TYPES`); the token works once and
+/// expires at `expires_at`, and no service may log it or store it beyond sending it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordResetRequested {
     pub user_id: Uuid,

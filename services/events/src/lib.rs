@@ -23,6 +23,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn subject(&self) -> String;
 }
 
+/// Types whose payload is a secret (a reset token): the publisher's outbox keeps their
+/// envelope only until the broker has it, then blanks it.
+pub const SECRET_TYPES: &[&str] = &[auth::PasswordResetRequested::TYPE];
+
 /// The service that publishes events of `event_type`: the part before the first dot.
 pub fn publisher(event_type: &str) -> &str {
     event_type.split('.').next().unwrap_or(event_type)

@@ -236,6 +236,33 @@ async fn with_a_broker_a_registration_reaches_a_subscriber_as_a_cloud_event() {
     }
     assert!(published.is_some(), "marked published");
 
+    // A reset request's event carries its token: once the broker has it, the outbox keeps
+    // no copy.
+    let r = app
+        .client
+        .post(app.url("/api/v1/forgot-password"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("forgot");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut kept = None;
+    for _ in 0..100 {
+        let row: Option<(Option<chrono::DateTime<chrono::Utc>>, String)> = sqlx::query_as(
+            "SELECT published_at, envelope FROM event_outbox
+             WHERE event_type = 'auth.password_reset.requested.v1'",
+        )
+        .fetch_optional(&app.db)
+        .await
+        .expect("the outbox");
+        if let Some((Some(_), envelope)) = row {
+            kept = Some(envelope);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kept.as_deref(), Some(""), "published, and blanked");
+
     let _ = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;

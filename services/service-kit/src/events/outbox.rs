@@ -223,10 +223,16 @@ impl Relay {
         }
         // Only the confirmed prefix is marked, so a refused row and those after it go again,
         // in order.
-        sqlx::query("UPDATE event_outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&confirmed)
-            .execute(&mut *lease)
-            .await?;
+        // A secret's envelope (a reset token) is not kept once the broker has it.
+        sqlx::query(
+            "UPDATE event_outbox SET published_at = now(),
+                 envelope = CASE WHEN event_type = ANY($2) THEN '' ELSE envelope END
+             WHERE id = ANY($1)",
+        )
+        .bind(&confirmed)
+        .bind(events::SECRET_TYPES)
+        .execute(&mut *lease)
+        .await?;
         metrics::counter!("events_published_total").increment(confirmed.len() as u64);
         match refused {
             Some(event) => Err(EventsError::Refused(event)),
