@@ -1,7 +1,7 @@
 //! Accounts: creating users, checking passwords, changing them, and the admin's view.
 
 use chrono::{DateTime, Utc};
-use events::auth::{UserRegistered, UserUpdated};
+use events::auth::UserRegistered;
 use secrecy::SecretString;
 use service_kit::{password::PasswordHasher, Email, Password};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -156,27 +156,6 @@ pub async fn tell_registered(conn: &mut PgConnection, user: &UserRecord) -> Resu
         full_name: user.full_name.clone(),
         role: user.role.clone(),
         registered_at: user.created_at,
-    };
-    published::tell(conn, &event).await
-}
-
-/// Tells the other services what an account looks like now, in the transaction that
-/// changed it.
-pub async fn tell_updated(conn: &mut PgConnection, user: Uuid) -> Result<(), AuthError> {
-    let row: Option<(String, Option<String>, bool, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT email, full_name, is_active, updated_at FROM users WHERE id = $1")
-            .bind(user)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((email, full_name, is_active, updated_at)) = row else {
-        return Ok(());
-    };
-    let event = UserUpdated {
-        user_id: user,
-        email,
-        full_name,
-        is_active,
-        updated_at,
     };
     published::tell(conn, &event).await
 }

@@ -55,7 +55,7 @@ pub enum AuthError {
     #[error("rendering a response failed: {0}")]
     Render(String),
     #[error("recording an event failed: {0}")]
-    Events(String),
+    Events(#[from] service_kit::events::EventsError),
 }
 
 impl From<TokenError> for AuthError {

@@ -12,8 +12,6 @@ pub const SERVICE: &str = "auth";
 
 /// Records `event` in the transaction `conn` belongs to.
 pub async fn tell<E: Event>(conn: &mut PgConnection, event: &E) -> Result<(), AuthError> {
-    service_kit::events::record(conn, SERVICE, event)
-        .await
-        .map(|_| ())
-        .map_err(|e| AuthError::Events(e.to_string()))
+    service_kit::events::record(conn, SERVICE, event).await?;
+    Ok(())
 }

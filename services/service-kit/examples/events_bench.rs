@@ -28,15 +28,19 @@ use futures_util::StreamExt as _;
 use lapin::{
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::FieldTable,
-    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Connection, ConnectionProperties,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use service_kit::events::{
-    record, Consumer, ConsumerSettings, Handled, HandlerError, Relay, RelaySettings, Subscription,
+use service_kit::{
+    events::{
+        record, Consumer, ConsumerSettings, Handled, HandlerError, Relay, RelaySettings,
+        Subscription,
+    },
+    testing,
 };
 use sqlx::{postgres::PgPoolOptions, Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
@@ -87,8 +91,7 @@ async fn run() -> Result<(), BoxError> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(20_000);
-    let amqp = std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let amqp = testing::amqp_url();
     let database = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://gravity:gravity@127.0.0.1:5432/postgres".into());
     let broker = Connection::connect(&amqp, ConnectionProperties::default()).await?;
@@ -389,19 +392,7 @@ async fn raw_bound(
 }
 
 async fn declare_exchange(broker: &Connection, exchange: &str) -> Result<(), lapin::Error> {
-    broker
-        .create_channel()
-        .await?
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+    testing::declare_exchange(&broker.create_channel().await?, exchange).await
 }
 
 async fn fresh_database(server: &str, connections: u32) -> Result<PgPool, BoxError> {

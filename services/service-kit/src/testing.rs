@@ -1,5 +1,6 @@
 //! Test support shared by every service's test suite: checking that a running service answers
-//! as its `/openapi.json` says, with [schemathesis](https://schemathesis.readthedocs.io).
+//! as its `/openapi.json` says, with [schemathesis](https://schemathesis.readthedocs.io), and
+//! reaching the broker event tests use.
 //!
 //! Schemathesis is a Python program (no Rust crate generates requests from an OpenAPI document
 //! and checks the answers against it), so this runs it as a child process. `scripts/test.sh`
@@ -29,12 +30,15 @@ pub enum ContractError {
 pub struct Contract {
     schema_url: String,
     headers: Vec<String>,
-    max_examples: u32,
     excluded_paths: Vec<String>,
     included_paths: Vec<String>,
     config: Option<PathBuf>,
-    timeout: Duration,
 }
+
+/// Test cases generated per operation and phase.
+const MAX_EXAMPLES: u32 = 30;
+/// How long one run may take.
+const TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Contract {
     /// Every check (`--checks all`) against every operation of the document at `schema_url`.
@@ -42,23 +46,15 @@ impl Contract {
         Self {
             schema_url: schema_url.into(),
             headers: Vec::new(),
-            max_examples: 30,
             excluded_paths: Vec::new(),
             included_paths: Vec::new(),
             config: None,
-            timeout: Duration::from_secs(600),
         }
     }
 
     /// Sends `name: value` with every request (a token, an identity).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push(format!("{name}: {value}"));
-        self
-    }
-
-    /// Test cases generated per operation and phase.
-    pub fn max_examples(mut self, n: u32) -> Self {
-        self.max_examples = n.max(1);
         self
     }
 
@@ -95,7 +91,7 @@ impl Contract {
             .arg("run")
             .arg(&self.schema_url)
             .args(["--checks", "all"])
-            .args(["--max-examples", &self.max_examples.to_string()])
+            .args(["--max-examples", &MAX_EXAMPLES.to_string()])
             // Repeatable runs: the same seed generates the same cases.
             .args(["--seed", "17"])
             .args(["--request-timeout", "10"])
@@ -126,9 +122,9 @@ impl Contract {
                 program: program.clone(),
                 source,
             })?;
-        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+        let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| ContractError::TimedOut(self.timeout))?
+            .map_err(|_| ContractError::TimedOut(TIMEOUT))?
             .map_err(|source| ContractError::NotRunnable { program, source })?;
         let report = format!(
             "{}{}",
@@ -141,4 +137,26 @@ impl Contract {
             Err(ContractError::Failed(report))
         }
     }
+}
+
+/// The broker event tests use: `TEST_AMQP_URL`, or RabbitMQ's own default user on loopback
+/// (what `scripts/dev-deps.sh` starts).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Declares `name` as `gravity up` declares a service's exchange: a durable topic exchange.
+pub async fn declare_exchange(channel: &lapin::Channel, name: &str) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..lapin::options::ExchangeDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
 }

@@ -18,15 +18,18 @@ use futures_util::StreamExt as _;
 use lapin::{
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, ShortString},
-    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Connection, ConnectionProperties,
 };
 use secrecy::SecretString;
-use service_kit::events::{
-    record, Consumer, ConsumerSettings, Handled, HandlerError, Relay, RelaySettings, Subscription,
-    ERROR_HEADER,
+use service_kit::{
+    events::{
+        record, Consumer, ConsumerSettings, Handled, HandlerError, Relay, RelaySettings,
+        Subscription, ERROR_HEADER,
+    },
+    testing,
 };
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -34,11 +37,6 @@ use uuid::Uuid;
 
 const EVENTS_SQL: &str =
     include_str!("../../../templates/service/migrations/20261202000000_events.sql");
-
-fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -83,7 +81,7 @@ fn name(prefix: char) -> String {
 }
 
 async fn broker() -> Connection {
-    Connection::connect(&amqp_url(), ConnectionProperties::default())
+    Connection::connect(&testing::amqp_url(), ConnectionProperties::default())
         .await
         .expect("cannot reach RabbitMQ; set TEST_AMQP_URL (see README)")
 }
@@ -91,16 +89,7 @@ async fn broker() -> Connection {
 /// Declares a publisher's topic exchange, as `gravity up` does for every service.
 async fn declare_exchange(conn: &Connection, exchange: &str) {
     let channel = conn.create_channel().await.expect("channel");
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    testing::declare_exchange(&channel, exchange)
         .await
         .expect("declare the publisher's exchange");
 }
@@ -489,7 +478,7 @@ async fn two_relays_of_one_outbox_never_publish_an_event_twice() {
         )
         .await
         .expect("bind");
-    let url = SecretString::from(amqp_url());
+    let url = SecretString::from(testing::amqp_url());
     let relays: Vec<_> = (0..2)
         .map(|_| {
             spawn(
@@ -553,7 +542,7 @@ async fn a_failing_handler_is_parked_after_its_attempts_and_bad_messages_at_once
     let (publisher, consumer) = (name('p'), name('c'));
     declare_exchange(&conn, &publisher).await;
     let sink = fresh_database().await;
-    let url = SecretString::from(amqp_url());
+    let url = SecretString::from(testing::amqp_url());
     let attempts = Arc::new(AtomicU32::new(0));
     let consumer_for = |attempts: Arc<AtomicU32>| {
         Consumer::new(
@@ -677,7 +666,7 @@ async fn a_failure_inside_a_batch_retries_only_its_own_event_and_every_effect_ha
     let (publisher, consumer) = (name('p'), name('c'));
     declare_exchange(&conn, &publisher).await;
     let (source, sink) = (fresh_database().await, fresh_database().await);
-    let url = SecretString::from(amqp_url());
+    let url = SecretString::from(testing::amqp_url());
     // Every third user's first attempt fails; the rest succeed at once.
     let failed_once = Arc::new(std::sync::Mutex::new(
         std::collections::HashSet::<Uuid>::new(),

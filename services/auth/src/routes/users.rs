@@ -1,8 +1,8 @@
 //! Admin: accounts. Every handler checks a permission of the caller's role first.
 
 use axum::{extract::State, http::StatusCode};
-use chrono::Utc;
-use events::auth::{UserDeleted, UserRoleChanged};
+use chrono::{DateTime, Utc};
+use events::auth::{UserDeleted, UserRoleChanged, UserUpdated};
 use service_kit::{
     extract::{Json, Path, Query},
     pagination::{Page, PageQuery, PageRequest},
@@ -155,31 +155,40 @@ pub async fn update(
     if body.is_active == Some(false) {
         accounts::ensure_other_admin(&mut tx, id).await?;
     }
-    let updated = sqlx::query(
+    // What the account looks like now, for the event that tells it.
+    let updated: Result<Option<(String, Option<String>, bool, DateTime<Utc>)>, _> = sqlx::query_as(
         "UPDATE users SET
              email = COALESCE($2, email),
              full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
              is_active = COALESCE($5, is_active),
              updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING email, full_name, is_active, updated_at",
     )
     .bind(id)
     .bind(email.as_ref().map(Email::as_str))
     .bind(full_name.is_some())
     .bind(full_name.flatten())
     .bind(body.is_active)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await;
-    match updated {
-        Ok(done) if done.rows_affected() == 0 => return Err(AuthError::NotFound("user")),
-        Ok(_) => {}
+    let (email, full_name, is_active, updated_at) = match updated {
+        Ok(Some(now)) => now,
+        Ok(None) => return Err(AuthError::NotFound("user")),
         Err(e) if is_unique_violation(&e) => return Err(AuthError::EmailTaken),
         Err(e) => return Err(e.into()),
-    }
+    };
     if body.is_active == Some(false) {
         sessions::revoke_all(&mut tx, id, None, "account disabled").await?;
     }
-    accounts::tell_updated(&mut tx, id).await?;
+    let event = UserUpdated {
+        user_id: id,
+        email,
+        full_name,
+        is_active,
+        updated_at,
+    };
+    published::tell(&mut tx, &event).await?;
     tx.commit().await?;
     state.events.publish("user-updated").await;
     let user = accounts::find(&state.db, id)

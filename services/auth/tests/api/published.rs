@@ -5,16 +5,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use lapin::{
-    options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
-    },
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
-    ExchangeKind,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use service_kit::events::Envelope;
+use service_kit::{events::Envelope, testing};
 use uuid::Uuid;
 
 use crate::helpers::{access, spawn_app, spawn_with, test_env, PASSWORD};
@@ -131,24 +127,14 @@ async fn every_change_to_an_account_is_told_once_in_order() {
 
 #[tokio::test]
 async fn with_a_broker_a_registration_reaches_a_subscriber_as_a_cloud_event() {
-    let amqp = std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let amqp = testing::amqp_url();
     let broker = lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default())
         .await
         .expect("cannot reach RabbitMQ; set TEST_AMQP_URL (see README)");
     let channel = broker.create_channel().await.expect("channel");
     // This test's own exchange, standing in for the platform's `auth`.
     let exchange = format!("auth-test-{}", Uuid::new_v4().simple());
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    testing::declare_exchange(&channel, &exchange)
         .await
         .expect("exchange");
     let queue = format!("{exchange}.registered");

@@ -69,7 +69,13 @@ pub struct Handled<E> {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Outcome = Result<Result<Transaction<'static, Postgres>, HandlerError>, BadMessage>;
 type Erased =
-    Arc<dyn Fn(Envelope, u32, Transaction<'static, Postgres>) -> BoxFuture<Outcome> + Send + Sync>;
+    Arc<dyn Fn(&Envelope, u32, Transaction<'static, Postgres>) -> BoxFuture<Outcome> + Send + Sync>;
+
+/// A delivery and its envelope, decoded once when it arrives.
+struct Incoming {
+    delivery: Delivery,
+    envelope: Result<Envelope, BadMessage>,
+}
 
 /// One durable queue of a consuming service and the handlers of the event types it takes.
 pub struct Subscription {
@@ -107,20 +113,17 @@ impl Subscription {
         Fut: Future<Output = Result<Transaction<'static, Postgres>, HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let erased: Erased = Arc::new(move |envelope: Envelope, attempt, tx| {
+        let erased: Erased = Arc::new(move |envelope: &Envelope, attempt, tx| {
             let handler = Arc::clone(&handler);
-            Box::pin(async move {
-                let event = envelope.data::<E>()?;
-                Ok(handler(Handled {
-                    event,
-                    id: envelope.id,
-                    subject: envelope.subject,
-                    traceparent: envelope.traceparent,
-                    attempt,
-                    tx,
-                })
-                .await)
-            })
+            let handled = envelope.data::<E>().map(|event| Handled {
+                event,
+                id: envelope.id,
+                subject: envelope.subject.clone(),
+                traceparent: envelope.traceparent.clone(),
+                attempt,
+                tx,
+            });
+            Box::pin(async move { Ok(handler(handled?).await) })
         });
         self.handlers.insert(E::TYPE, erased);
         self
@@ -367,9 +370,9 @@ impl Consumer {
             .await?;
         tracing::info!(%queue, "consuming events");
         let (failed_tx, mut failed_rx) = mpsc::channel::<EventsError>(1);
-        let lanes: Vec<mpsc::Sender<Delivery>> = (0..self.settings.lanes.max(1))
+        let lanes: Vec<mpsc::Sender<Incoming>> = (0..self.settings.lanes.max(1))
             .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Delivery>(usize::from(self.settings.prefetch));
+                let (tx, mut rx) = mpsc::channel::<Incoming>(usize::from(self.settings.prefetch));
                 let this = Arc::clone(self);
                 let subscription = Arc::clone(subscription);
                 let link = Arc::clone(&link);
@@ -387,7 +390,7 @@ impl Consumer {
                         };
                         while batch.len() < most {
                             match rx.try_recv() {
-                                Ok(delivery) => batch.push(delivery),
+                                Ok(incoming) => batch.push(incoming),
                                 Err(_) => break,
                             }
                         }
@@ -409,8 +412,9 @@ impl Consumer {
                         None => return Err(EventsError::ConsumerEnded(queue)),
                     };
                     link.acks.dispatched(delivery.delivery_tag).await;
-                    let lane = &lanes[lane_of(&delivery.data, lanes.len())];
-                    if lane.send(delivery).await.is_err() {
+                    let envelope = Envelope::decode(&delivery.data);
+                    let lane = &lanes[lane_of(&delivery.data, envelope.as_ref().ok(), lanes.len())];
+                    if lane.send(Incoming { delivery, envelope }).await.is_err() {
                         return Err(EventsError::ConsumerEnded(queue));
                     }
                 }
@@ -431,47 +435,42 @@ impl Consumer {
         subscription: &Subscription,
         queue: &str,
         link: &Link,
-        batch: Vec<Delivery>,
+        batch: Vec<Incoming>,
     ) -> Result<(), EventsError> {
-        let mut decoded = Vec::with_capacity(batch.len());
-        let mut one_by_one = Vec::new();
-        for delivery in batch {
-            match Envelope::decode(&delivery.data) {
-                Ok(envelope)
-                    if subscription
-                        .handlers
-                        .contains_key(envelope.event_type.as_str()) =>
-                {
-                    decoded.push((delivery, envelope));
-                }
-                _ => one_by_one.push(delivery),
-            }
-        }
-        if decoded.len() > 1 {
-            match self.try_together(subscription, queue, decoded).await? {
-                Ok(handled) => {
-                    let tags: Vec<u64> = handled.iter().map(|d| d.delivery_tag).collect();
-                    link.acks.done(&tags).await?;
-                }
-                Err(back) => one_by_one.extend(back),
+        let (together, mut one_by_one): (Vec<_>, Vec<_>) = batch.into_iter().partition(|i| {
+            i.envelope
+                .as_ref()
+                .is_ok_and(|e| subscription.handlers.contains_key(e.event_type.as_str()))
+        });
+        if together.len() > 1 {
+            match self.try_together(subscription, queue, &together).await? {
+                Some(tags) => link.acks.done(&tags).await?,
+                None => one_by_one.extend(together),
             }
         } else {
-            one_by_one.extend(decoded.into_iter().map(|(delivery, _)| delivery));
+            one_by_one.extend(together);
         }
-        for delivery in one_by_one {
-            self.handle(subscription, queue, link, delivery).await?;
+        for incoming in one_by_one {
+            self.handle(subscription, queue, link, incoming).await?;
         }
         Ok(())
     }
 
-    /// The batch in one transaction: `Ok(Ok(deliveries))` committed, to acknowledge;
-    /// `Ok(Err(deliveries))` rolled back, to handle one by one.
+    /// The batch in one transaction: `Some(delivery tags)` committed, to acknowledge; `None`
+    /// rolled back, to handle one by one.
     async fn try_together(
         &self,
         subscription: &Subscription,
         queue: &str,
-        decoded: Vec<(Delivery, Envelope)>,
-    ) -> Result<Result<Vec<Delivery>, Vec<Delivery>>, EventsError> {
+        batch: &[Incoming],
+    ) -> Result<Option<Vec<u64>>, EventsError> {
+        let decoded: Vec<(&Delivery, &Envelope)> = batch
+            .iter()
+            .filter_map(|i| Some((&i.delivery, i.envelope.as_ref().ok()?)))
+            .collect();
+        if decoded.len() < batch.len() {
+            return Ok(None);
+        }
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = decoded.iter().map(|(_, e)| e.id).collect();
         let fresh: Vec<Uuid> = sqlx::query_scalar(
@@ -484,51 +483,35 @@ impl Consumer {
         .fetch_all(&mut *tx)
         .await?;
         let mut fresh: std::collections::HashSet<Uuid> = fresh.into_iter().collect();
-        let mut deliveries = Vec::with_capacity(decoded.len());
         let mut duplicates = 0u64;
-        let mut failed = false;
-        let mut open = Some(tx);
-        for (delivery, envelope) in decoded {
+        for (delivery, envelope) in &decoded {
             // An id seen before, or twice in this batch, is a duplicate: acknowledged, not
             // handled again.
-            let Some(current) = open.take().filter(|_| !failed) else {
-                deliveries.push(delivery);
-                continue;
-            };
             if !fresh.remove(&envelope.id) {
                 duplicates += 1;
-                open = Some(current);
-                deliveries.push(delivery);
                 continue;
             }
             let Some(handler) = subscription.handlers.get(envelope.event_type.as_str()) else {
-                failed = true;
-                deliveries.push(delivery);
-                continue;
+                return Ok(None);
             };
-            let attempt = attempt_of(&delivery);
-            let context = context_of(&envelope);
-            match crate::telemetry::scope_request(context, handler(envelope, attempt, current))
-                .await
-            {
-                Ok(Ok(tx)) => open = Some(tx),
-                _ => failed = true,
+            let attempt = attempt_of(delivery);
+            let context = context_of(envelope);
+            match crate::telemetry::scope_request(context, handler(envelope, attempt, tx)).await {
+                Ok(Ok(back)) => tx = back,
+                // The transaction went with the failure: the batch is rolled back.
+                _ => return Ok(None),
             }
-            deliveries.push(delivery);
         }
-        let Some(tx) = open.filter(|_| !failed) else {
-            return Ok(Err(deliveries));
-        };
         if tx.commit().await.is_err() {
-            return Ok(Err(deliveries));
+            return Ok(None);
         }
-        let handled = deliveries.len() as u64 - duplicates;
+        let handled = decoded.len() as u64 - duplicates;
         metrics::counter!("events_handled_total", "queue" => queue.to_owned()).increment(handled);
         if duplicates > 0 {
             metrics::counter!("events_duplicates_total", "queue" => queue.to_owned())
                 .increment(duplicates);
         }
-        Ok(Ok(deliveries))
+        Ok(Some(decoded.iter().map(|(d, _)| d.delivery_tag).collect()))
     }
 
     /// Handles one delivery to its end: acknowledged after its effect commits (or after it
@@ -539,10 +522,11 @@ impl Consumer {
         subscription: &Subscription,
         queue: &str,
         link: &Link,
-        delivery: Delivery,
+        incoming: Incoming,
     ) -> Result<(), EventsError> {
+        let Incoming { delivery, envelope } = incoming;
         let attempt = attempt_of(&delivery);
-        let envelope = match Envelope::decode(&delivery.data) {
+        let envelope = match envelope {
             Ok(envelope) => envelope,
             Err(bad) => {
                 return self
@@ -575,7 +559,7 @@ impl Consumer {
         let event_id = envelope.id;
         let context = context_of(&envelope);
         let outcome =
-            crate::telemetry::scope_request(context, handler(envelope, attempt, tx)).await;
+            crate::telemetry::scope_request(context, handler(&envelope, attempt, tx)).await;
         let failure = match outcome {
             Err(bad) => {
                 return self
@@ -722,18 +706,11 @@ fn context_of(envelope: &Envelope) -> crate::telemetry::RequestContext {
 }
 
 /// The lane of a delivery: by its subject, so one subject's events keep their order.
-fn lane_of(body: &[u8], lanes: usize) -> usize {
-    #[derive(serde::Deserialize)]
-    struct Subject<'a> {
-        #[serde(borrow)]
-        subject: Option<std::borrow::Cow<'a, str>>,
-    }
+fn lane_of(body: &[u8], envelope: Option<&Envelope>, lanes: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    match serde_json::from_slice::<Subject>(body) {
-        Ok(Subject {
-            subject: Some(subject),
-        }) => subject.hash(&mut hasher),
-        _ => body.hash(&mut hasher),
+    match envelope.and_then(|e| e.subject.as_deref()) {
+        Some(subject) => subject.hash(&mut hasher),
+        None => body.hash(&mut hasher),
     }
     (hasher.finish() % lanes.max(1) as u64) as usize
 }
