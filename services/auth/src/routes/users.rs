@@ -156,7 +156,7 @@ pub async fn update(
         accounts::ensure_other_admin(&mut tx, id).await?;
     }
     // What the account looks like now, for the event that tells it.
-    let updated: Result<Option<(String, Option<String>, bool, DateTime<Utc>)>, _> = sqlx::query_as(
+    let updated: Result<Option<Updated>, _> = sqlx::query_as(
         "UPDATE users SET
              email = COALESCE($2, email),
              full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
@@ -172,7 +172,12 @@ pub async fn update(
     .bind(body.is_active)
     .fetch_optional(&mut *tx)
     .await;
-    let (email, full_name, is_active, updated_at) = match updated {
+    let Updated {
+        email,
+        full_name,
+        is_active,
+        updated_at,
+    } = match updated {
         Ok(Some(now)) => now,
         Ok(None) => return Err(AuthError::NotFound("user")),
         Err(e) if is_unique_violation(&e) => return Err(AuthError::EmailTaken),
@@ -195,6 +200,15 @@ pub async fn update(
         .await?
         .ok_or(AuthError::NotFound("user"))?;
     Ok(Json(user.into()))
+}
+
+/// An account as an update left it.
+#[derive(sqlx::FromRow)]
+struct Updated {
+    email: String,
+    full_name: Option<String>,
+    is_active: bool,
+    updated_at: DateTime<Utc>,
 }
 
 /// Delete an account and everything that hangs off it (sessions, reset tokens). Its tokens
