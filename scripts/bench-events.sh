@@ -2,15 +2,18 @@
 # Benchmarks the event backbone end to end against the raw bound of the same broker, in one
 # run on this machine (services/service-kit/examples/events_bench.rs):
 #   - raw bound: a bare publisher with publisher confirms (500 in flight) and a bare consumer
-#     with manual acks (prefetch 64), no database;
+#     with manual acks (prefetch 64), persistent messages through a durable queue (as every
+#     subscription's queue is), no database; the same through a transient queue is printed
+#     for reference;
 #   - Gravity: 16 writers committing changes with their events into the outbox
 #     (EVENTS_PER_CHANGE per transaction), the relay publishing with confirms, a consumer
-#     handling the events with their inbox rows and effects (the defaults: prefetch 256, 8
-#     lanes, up to 64 deliveries of a lane per transaction).
+#     handling the events with their inbox rows and effects (the defaults: prefetch 256, 2
+#     lanes for a batched subscription, up to 64 deliveries of a lane per transaction).
 # Each round runs once with one event per change, once with EVENTS_PER_CHANGE_BIG (10), and
 # once draining (DRAIN=1): the relay starts after every change committed, which measures how
 # fast relay, broker and consumer empty a full outbox, apart from the commit rate.
-# Knobs for exploring (environment): LANES, PREFETCH, BATCH, RELAY_BATCH.
+# Knobs for exploring (environment): LANES (of the batched subscription), PREFETCH, BATCH,
+# RELAY_BATCH.
 # Target: Gravity at least 60% of the raw bound, every effect exactly once. Also the resident
 # memory of the broker and of the process relaying and consuming, idle and under the load.
 #

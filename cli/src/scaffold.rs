@@ -48,6 +48,10 @@ const RESERVED: &[(&str, &str)] = &[
     ("grafana", "the platform's dashboards"),
     ("jaeger", "the platform's tracing"),
     ("gravity", "the platform manager"),
+    (
+        "events",
+        "the event payload crate and the exchange every event passes through",
+    ),
     ("cli", "the platform manager's folder"),
     ("service-kit", "the library every service shares"),
     ("templates", "a workspace folder"),

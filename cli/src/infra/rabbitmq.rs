@@ -44,6 +44,9 @@ const ADMIN_USER: &str = "admin";
 const AMQP_PORT: u16 = 5672;
 const UI_PORT: u16 = 15672;
 const HOME: &str = "/var/lib/rabbitmq";
+/// The exchange every service's exchange is bound to (service-kit's `EVERY_EVENT_EXCHANGE`;
+/// the CLI does not link service-kit).
+const EVERY_EVENT_EXCHANGE: &str = "events";
 /// The global parameter holding the digest of the definitions last applied.
 const APPLIED: &str = "gravity-definitions";
 
@@ -371,7 +374,18 @@ fn definitions(
     let resource = instance.name.as_str();
     let mut users = Vec::new();
     let mut permissions = Vec::new();
-    let mut exchanges = Vec::new();
+    // Every event of the platform also passes through one exchange (a subscription to every
+    // event, the audit log's, binds there), so that a service added later is included.
+    let mut exchanges = vec![json!({
+        "name": EVERY_EVENT_EXCHANGE,
+        "vhost": "/",
+        "type": "topic",
+        "durable": true,
+        "auto_delete": false,
+        "internal": false,
+        "arguments": {},
+    })];
+    let mut bindings = Vec::new();
     for d in dependents {
         let svc = d.name.as_str();
         let password = secrets.infra_user(resource, svc);
@@ -397,8 +411,21 @@ fn definitions(
             "internal": false,
             "arguments": {},
         }));
+        bindings.push(json!({
+            "source": svc,
+            "vhost": "/",
+            "destination": EVERY_EVENT_EXCHANGE,
+            "destination_type": "exchange",
+            "routing_key": "#",
+            "arguments": {},
+        }));
     }
-    json!({ "users": users, "permissions": permissions, "exchanges": exchanges })
+    json!({
+        "users": users,
+        "permissions": permissions,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })
 }
 
 /// RabbitMQ's `rabbit_password_hashing_sha256`: base64 of a 4-byte salt followed by

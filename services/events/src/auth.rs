@@ -107,7 +107,7 @@ impl Event for SessionRevoked {
 /// broker enforces: only the auth service may publish on its exchange, and only queues
 /// bound by a service's own broker user receive it, so a service reads it only if it
 /// subscribes to this type. The auth service stores only its SHA-256 digest, and its outbox
-/// blanks the event once the broker has it (`SECRET_TYPES`); the token works once and
+/// deletes the event once the broker has confirmed it; the token works once and
 /// expires at `expires_at`, and no service may log it or store it beyond sending it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordResetRequested {

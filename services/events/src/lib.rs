@@ -23,9 +23,15 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn subject(&self) -> String;
 }
 
-/// Types whose payload is a secret (a reset token): the publisher's outbox keeps their
-/// envelope only until the broker has it, then blanks it.
-pub const SECRET_TYPES: &[&str] = &[auth::PasswordResetRequested::TYPE];
+/// The fields of an event type's payload that hold a secret (a reset token): a consumer
+/// that keeps events wholesale (the audit log) must drop them.
+pub fn secret_fields(event_type: &str) -> &'static [&'static str] {
+    if event_type == auth::PasswordResetRequested::TYPE {
+        &["token"]
+    } else {
+        &[]
+    }
+}
 
 /// The service that publishes events of `event_type`: the part before the first dot.
 pub fn publisher(event_type: &str) -> &str {

@@ -45,8 +45,10 @@ use service_kit::{
 use sqlx::{postgres::PgPoolOptions, Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-const EVENTS_SQL: &str =
-    include_str!("../../../templates/service/migrations/20261202000000_events.sql");
+const EVENTS_SQL: &str = concat!(
+    include_str!("../../../templates/service/migrations/20261202000000_events.sql"),
+    include_str!("../../../templates/service/migrations/20261202120000_outbox_deletes.sql"),
+);
 /// Concurrent writers, each committing one event per transaction.
 const WRITERS: usize = 16;
 /// Publishes in flight before the raw publisher waits for their confirms (the relay's batch).
@@ -98,9 +100,15 @@ async fn run() -> Result<(), BoxError> {
     let id = Uuid::new_v4().simple().to_string();
 
     let memory = Memory::start();
+    // The bound: the broker doing what it does for Gravity (a durable queue, persistent
+    // messages, so nothing confirmed is lost if it restarts). The same through a transient
+    // queue, which the broker keeps in memory only, is printed for reference.
     let (raw_rate, raw_p50, raw_p99) =
-        raw_bound(&broker, &format!("bench-raw-{id}"), total).await?;
+        raw_bound(&broker, &format!("bench-raw-{id}"), total, true).await?;
+    let (transient_rate, _, _) =
+        raw_bound(&broker, &format!("bench-rawt-{id}"), total, false).await?;
     println!("raw_events_per_sec={raw_rate:.0}");
+    println!("raw_transient_queue_events_per_sec={transient_rate:.0}");
     println!("raw_p50_ms={raw_p50:.2}");
     println!("raw_p99_ms={raw_p99:.2}");
 
@@ -119,7 +127,7 @@ async fn run() -> Result<(), BoxError> {
             .and_then(|v| v.parse::<usize>().ok())
     };
     if let Some(lanes) = knob("LANES") {
-        consumer_settings.lanes = lanes;
+        consumer_settings.batched_lanes = lanes;
     }
     if let Some(prefetch) = knob("PREFETCH") {
         consumer_settings.prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
@@ -197,10 +205,9 @@ async fn run() -> Result<(), BoxError> {
     if let Some(task) = relay_task.take() {
         relay = Some(tokio::spawn(task));
     }
-    let behind: (i64,) =
-        sqlx::query_as("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
-            .fetch_one(&source)
-            .await?;
+    let behind: (i64,) = sqlx::query_as("SELECT count(*) FROM event_outbox")
+        .fetch_one(&source)
+        .await?;
     let handled: (i64,) = sqlx::query_as("SELECT count(*) FROM effects")
         .fetch_one(&sink)
         .await?;
@@ -288,11 +295,13 @@ async fn effect(
     Ok(handled.tx)
 }
 
-/// A bare publisher with confirms (`WINDOW` in flight) and a bare consumer with manual acks.
+/// A bare publisher with confirms (`WINDOW` in flight) and a bare consumer with manual acks,
+/// through a durable queue (as every subscription's) or a transient one.
 async fn raw_bound(
     broker: &Connection,
     exchange: &str,
     total: u64,
+    durable: bool,
 ) -> Result<(f64, f64, f64), BoxError> {
     declare_exchange(broker, exchange).await?;
     let consuming = broker.create_channel().await?;
@@ -302,7 +311,8 @@ async fn raw_bound(
         .queue_declare(
             queue.as_str().into(),
             QueueDeclareOptions {
-                exclusive: true,
+                durable,
+                exclusive: !durable,
                 ..QueueDeclareOptions::default()
             },
             FieldTable::default(),
@@ -383,9 +393,11 @@ async fn raw_bound(
             / 1e6
     };
     let rate = latencies.len() as f64 / (last - first).as_secs_f64();
-    let _ = broker
-        .create_channel()
-        .await?
+    let channel = broker.create_channel().await?;
+    let _ = channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+    let _ = channel
         .exchange_delete(exchange.into(), Default::default())
         .await;
     Ok((rate, pct(0.5), pct(0.99)))

@@ -147,10 +147,12 @@ impl Service {
             RelaySettings::new(events.amqp_url.clone(), events.exchange.clone()),
         );
         self.tasks.push(Box::pin(relay.run(std::future::pending())));
-        let consumer = subscribe(Consumer::new(
-            db.clone(),
-            ConsumerSettings::new(events.amqp_url.clone(), events.exchange.clone()),
-        ));
+        let mut settings = ConsumerSettings::new(events.amqp_url.clone(), events.exchange.clone());
+        settings.exchanges.insert(
+            crate::events::EVERY_EVENT_EXCHANGE.to_owned(),
+            events.every_event_exchange.clone(),
+        );
+        let consumer = subscribe(Consumer::new(db.clone(), settings));
         if consumer.has_subscriptions() {
             self.tasks
                 .push(Box::pin(consumer.run(std::future::pending())));

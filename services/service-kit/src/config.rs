@@ -280,6 +280,10 @@ pub struct EventSettings {
     pub amqp_url: SecretString,
     /// The service's own exchange, named after the service.
     pub exchange: String,
+    /// `AMQP_EVERY_EVENT_EXCHANGE`: the exchange every service's exchange is bound to
+    /// (default `events`, as `gravity up` declares it); a subscription to every event binds
+    /// there.
+    pub every_event_exchange: String,
 }
 
 impl EventSettings {
@@ -312,7 +316,15 @@ impl EventSettings {
                 problem: "must be the service's name: 1 to 64 of a-z, 0-9, '-' and '_'".into(),
             });
         }
-        Ok(Some(Self { amqp_url, exchange }))
+        let every_event_exchange: String = env.optional(
+            "AMQP_EVERY_EVENT_EXCHANGE",
+            crate::events::EVERY_EVENT_EXCHANGE.to_owned(),
+        )?;
+        Ok(Some(Self {
+            amqp_url,
+            exchange,
+            every_event_exchange,
+        }))
     }
 }
 

@@ -35,8 +35,10 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-const EVENTS_SQL: &str =
-    include_str!("../../../templates/service/migrations/20261202000000_events.sql");
+const EVENTS_SQL: &str = concat!(
+    include_str!("../../../templates/service/migrations/20261202000000_events.sql"),
+    include_str!("../../../templates/service/migrations/20261202120000_outbox_deletes.sql"),
+);
 
 fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -407,11 +409,7 @@ async fn ten_thousand_events_survive_the_broker_stopped_twice_and_a_killed_consu
         "each event's effect exactly once"
     );
     assert_eq!(
-        scalar(
-            &source,
-            "SELECT count(*) FROM event_outbox WHERE published_at IS NULL"
-        )
-        .await,
+        scalar(&source, "SELECT count(*) FROM event_outbox").await,
         0
     );
     // Nothing was parked, and the relay and the consumer still work.
@@ -712,14 +710,7 @@ async fn a_failure_inside_a_batch_retries_only_its_own_event_and_every_effect_ha
     );
     wait_until("all published", Duration::from_secs(30), || {
         let source = source.clone();
-        async move {
-            scalar(
-                &source,
-                "SELECT count(*) FROM event_outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        }
+        async move { scalar(&source, "SELECT count(*) FROM event_outbox").await == 0 }
     })
     .await;
     let worker = spawn(subscriber.run(std::future::pending()));

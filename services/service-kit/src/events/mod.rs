@@ -10,15 +10,15 @@
 //!   makes every effect happen once, retries with backoff and a parking queue.
 //!
 //! The tables both need are in every service's migrations (the template's
-//! `migrations/20261202000000_events.sql`).
+//! `migrations/20261202000000_events.sql` and `20261202120000_outbox_deletes.sql`).
 
 mod consumer;
 mod envelope;
 mod outbox;
 
 pub use consumer::{
-    Consumer, ConsumerSettings, Handled, HandlerError, Subscription, ATTEMPT_HEADER, ERROR_HEADER,
-    QUEUE_HEADER,
+    Consumer, ConsumerSettings, Handled, HandledEnvelope, HandlerError, Subscription,
+    ATTEMPT_HEADER, ERROR_HEADER, EVERY_EVENT_EXCHANGE, QUEUE_HEADER,
 };
 pub use envelope::{BadMessage, Envelope};
 pub use outbox::{record, Relay, RelaySettings};
