@@ -1,0 +1,66 @@
+//! The Audit service's HTTP surface, and the OpenAPI 3.1 document generated from it.
+
+pub mod chain;
+pub mod records;
+
+use axum::{http::header, response::IntoResponse, routing::get, Router};
+use service_kit::openapi::{GatewayIdentity, StandardResponses};
+use utoipa::{Modify as _, OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_scalar::{Scalar, Servable as _};
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gravity Audit service",
+        description = "A tamper-evident log of who did what to what, when and from where. \
+            Called through the gateway, which verifies the caller's access token."
+    ),
+    modifiers(&GatewayIdentity),
+    tags(
+        (name = "records", description = "Reporting to the log and searching it"),
+        (name = "chain", description = "Proving the log is whole: verify, export, checkpoints")
+    )
+)]
+struct ApiDoc;
+
+/// The API routes with their OpenAPI description.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(records::report))
+        .routes(routes!(records::report_batch))
+        .routes(routes!(records::search))
+        .routes(routes!(chain::verify))
+        .routes(routes!(chain::export))
+        .routes(routes!(chain::checkpoint))
+        .routes(routes!(chain::latest_checkpoint))
+        .routes(routes!(chain::key))
+        .split_for_parts();
+    // The answers service-kit gives on the handlers' behalf (bad bodies, no caller, ...).
+    StandardResponses.modify(&mut openapi);
+    (router, openapi)
+}
+
+/// The whole application: API, `/openapi.json`, `/docs`, health and metrics.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let document = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
+    let readiness = service_kit::health::Readiness {
+        db: Some(state.db.clone()),
+        redis: None,
+    };
+    api.with_state(state)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
+            }),
+        )
+        .merge(Scalar::with_url("/docs", openapi))
+        .merge(service_kit::health::router(readiness))
+        .merge(service_kit::metrics::router())
+        .fallback(|| async { service_kit::Problem::for_status(axum::http::StatusCode::NOT_FOUND) })
+}
