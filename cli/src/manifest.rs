@@ -166,6 +166,10 @@ pub struct ServiceSpec {
     pub route: Option<ServiceRoute>,
     /// On the gateway only: the limits it applies to every routed request.
     pub rate_limit: Option<GatewayLimits>,
+    /// `signing_key = true`: the service gets the platform's signing key
+    /// (`PLATFORM_SIGNING_KEY`), with which it signs what the platform vouches for (the
+    /// audit log's checkpoints). No other service sees it.
+    pub signing_key: bool,
 }
 
 /// `[services.NAME.rate_limit]`, on the gateway service: requests per client address and
@@ -254,6 +258,8 @@ struct RawService {
     migrations: Option<Spanned<String>>,
     route: Option<Spanned<ServiceRoute>>,
     rate_limit: Option<Spanned<GatewayLimits>>,
+    #[serde(default)]
+    signing_key: bool,
 }
 
 /// Turns byte offsets into 1-based line and column for error messages.
@@ -618,6 +624,7 @@ impl Manifest {
                     migrations,
                     route,
                     rate_limit,
+                    signing_key: spec.signing_key,
                 },
             );
         }

@@ -155,6 +155,12 @@ impl Plan {
                     read_at_start,
                 }
             });
+            if spec.signing_key && !secrets.signing_key.is_empty() {
+                env.insert(
+                    "PLATFORM_SIGNING_KEY".to_owned(),
+                    secrets.signing_key.clone(),
+                );
+            }
             for (k, v) in &spec.env {
                 env.insert(k.clone(), v.clone());
             }

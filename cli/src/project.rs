@@ -256,6 +256,13 @@ impl Project {
                 }
             }
         }
+        if self.manifest.services.values().any(|s| s.signing_key) && secrets.signing_key.is_empty()
+        {
+            if let Some(key) = crate::identity::generate() {
+                secrets.signing_key = key;
+                changed = true;
+            }
+        }
         changed
     }
 
@@ -301,6 +308,14 @@ impl Project {
                 detail: "identity_key is not an Ed25519 PKCS#8 key in base64url".to_owned(),
             });
         }
+        if !secrets.signing_key.is_empty()
+            && crate::identity::public_key(&secrets.signing_key).is_none()
+        {
+            return Err(ProjectError::Secrets {
+                path: path.display().to_string(),
+                detail: "signing_key is not an Ed25519 PKCS#8 key in base64url".to_owned(),
+            });
+        }
         if changed {
             write_secrets(&path, &secrets)?;
         }
@@ -324,6 +339,10 @@ pub struct Secrets {
     /// assertions with; services get its public half.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub identity_key: String,
+    /// The platform's signing key (Ed25519 PKCS#8, unpadded base64url), given only to the
+    /// services with `signing_key = true` (the audit log signs its checkpoints with it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signing_key: String,
     /// Every other infrastructure instance's secrets, by its name (PostgreSQL keeps the two
     /// fields above, which predate this table).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -112,8 +112,9 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// The canonical JSON of a record's covered fields.
-fn canonical_bytes(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+/// The canonical JSON of a record's covered fields: with the previous hash before it, the
+/// bytes its hash covers.
+pub fn canonical_bytes(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
     serde_json_canonicalizer::to_vec(&Canonical {
         seq: record.seq,
         event_id: record.event_id,

@@ -5,8 +5,8 @@
 //! a chain that ends before `n`, or whose record `n` has another hash, is caught by
 //! `verify` and by an export's own verification.
 //!
-//! The key is the platform's (`AUDIT_SIGNING_KEY`, PKCS#8 in base64url, which `gravity up`
-//! passes on). A service run on its own without one generates a key once and keeps it in its
+//! The key is the platform's (`PLATFORM_SIGNING_KEY`, PKCS#8 in base64url, which `gravity up`
+//! passes to services with `signing_key = true`). A service run on its own without one generates a key once and keeps it in its
 //! database, so its checkpoints stay verifiable across restarts.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -24,7 +24,7 @@ use crate::chain::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("AUDIT_SIGNING_KEY is not an Ed25519 PKCS#8 key in base64url")]
+    #[error("PLATFORM_SIGNING_KEY is not an Ed25519 PKCS#8 key in base64url")]
     Invalid,
     #[error("cannot generate a signing key")]
     Generate,
@@ -32,10 +32,12 @@ pub enum KeyError {
     Database(#[from] sqlx::Error),
 }
 
-/// The key checkpoints are signed with.
+/// The key checkpoints are signed with, and the public keys of earlier ones this service
+/// still trusts (those it generated itself, before a platform key was configured).
 pub struct Signer {
     pair: Ed25519KeyPair,
     key_id: String,
+    earlier: Vec<String>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -56,7 +58,11 @@ impl Signer {
         let pair =
             Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| KeyError::Invalid)?;
         let key_id = key_id(pair.public_key().as_ref());
-        Ok(Self { pair, key_id })
+        Ok(Self {
+            pair,
+            key_id,
+            earlier: Vec::new(),
+        })
     }
 
     pub fn from_base64(encoded: &str) -> Result<Self, KeyError> {
@@ -66,8 +72,22 @@ impl Signer {
         Self::from_pkcs8(&der)
     }
 
-    /// The configured key, or the one this database keeps (generated on first use).
+    /// The configured key, or the one this database keeps (generated on first use); either
+    /// way it also trusts the keys this database kept.
     pub async fn load(db: &PgPool, configured: Option<&str>) -> Result<Self, KeyError> {
+        let mut signer = Self::chosen(db, configured).await?;
+        let kept: Vec<Vec<u8>> = sqlx::query_scalar("SELECT pkcs8 FROM audit_keys")
+            .fetch_all(db)
+            .await?;
+        signer.earlier = kept
+            .iter()
+            .filter_map(|der| Self::from_pkcs8(der).ok())
+            .map(|s| s.public_key())
+            .collect();
+        Ok(signer)
+    }
+
+    async fn chosen(db: &PgPool, configured: Option<&str>) -> Result<Self, KeyError> {
         if let Some(encoded) = configured {
             return Self::from_base64(encoded);
         }
@@ -169,9 +189,14 @@ impl Checkpoint {
             .map_err(|_| format!("checkpoint {}: the signature does not verify", self.seq))
     }
 
-    /// Checks the signature against this service's own key.
+    /// Checks the signature against this service's key, or one it kept.
     pub fn check(&self, signer: &Signer) -> Result<(), String> {
-        self.check_signature(Some(&signer.public_key()))
+        let current = signer.public_key();
+        let trusted = std::iter::once(&current)
+            .chain(&signer.earlier)
+            .find(|k| **k == self.public_key)
+            .unwrap_or(&current);
+        self.check_signature(Some(trusted))
     }
 }
 

@@ -12,7 +12,7 @@ use service_kit::{
 pub struct Settings {
     /// HTTP, database, migrations and the event broker, read as every service reads them.
     pub service: ServiceSettings,
-    /// `AUDIT_SIGNING_KEY`: the platform's Ed25519 key (PKCS#8, base64url) checkpoints are
+    /// `PLATFORM_SIGNING_KEY`: the platform's Ed25519 key (PKCS#8, base64url) checkpoints are
     /// signed with. Unset: a key generated once and kept in the database.
     pub signing_key: Option<SecretString>,
     /// `CHECKPOINT_EVERY`: a checkpoint is signed each time the chain grows past a multiple
@@ -25,8 +25,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let signing_key = match env.get("AUDIT_SIGNING_KEY") {
-            Some(_) => Some(env.secret("AUDIT_SIGNING_KEY")?),
+        let signing_key = match env.get("PLATFORM_SIGNING_KEY") {
+            Some(_) => Some(env.secret("PLATFORM_SIGNING_KEY")?),
             None => None,
         };
         let checkpoint_every: i64 = env.optional("CHECKPOINT_EVERY", 1000)?;

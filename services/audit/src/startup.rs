@@ -35,7 +35,7 @@ impl Application {
         let signer = Signer::load(&db, key).await.map_err(|e| match e {
             checkpoints::KeyError::Database(e) => StartupError::Database(e),
             other => StartupError::Config(service_kit::config::ConfigError {
-                var: "AUDIT_SIGNING_KEY".to_owned(),
+                var: "PLATFORM_SIGNING_KEY".to_owned(),
                 problem: other.to_string(),
             }),
         })?;

@@ -10,6 +10,7 @@
 //! (`service_kit::events::Envelope`), routed by its type on the publisher's exchange.
 
 pub mod auth;
+pub mod users;
 
 use serde::{de::DeserializeOwned, Serialize};
 

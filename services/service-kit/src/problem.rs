@@ -153,8 +153,9 @@ impl IntoResponse for Problem {
     }
 }
 
-/// One field of a request that failed to parse, listed under `errors` in a 422 problem.
-pub fn validation(errors: Vec<(&'static str, String)>) -> Problem {
+/// One field of a request that failed to parse, listed under `errors` in a 422 problem. Field
+/// names may be known at compile time (`"name"`) or built (`"attributes.team"`).
+pub fn validation<F: std::fmt::Display>(errors: Vec<(F, String)>) -> Problem {
     let detail = errors
         .iter()
         .map(|(field, msg)| format!("{field}: {msg}"))
@@ -162,7 +163,7 @@ pub fn validation(errors: Vec<(&'static str, String)>) -> Problem {
         .join("; ");
     let list: Vec<Value> = errors
         .into_iter()
-        .map(|(field, msg)| serde_json::json!({ "field": field, "message": msg }))
+        .map(|(field, msg)| serde_json::json!({ "field": field.to_string(), "message": msg }))
         .collect();
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
