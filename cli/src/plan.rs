@@ -370,4 +370,42 @@ depends_on = ["postgres"]
             .iter()
             .any(|r| r.name == "sessions" && r.kind == "infrastructure" && r.port == 21211));
     }
+
+    #[test]
+    fn only_a_service_with_signing_key_gets_the_platforms_signing_key() {
+        let text = r#"
+[platform]
+name = "shop"
+
+[infrastructure.postgres]
+port = 25432
+
+[services.audit]
+port = 28001
+database = "audit"
+signing_key = true
+
+[services.orders]
+port = 28002
+database = "orders"
+"#;
+        let manifest = Manifest::parse("gravity.toml", text).unwrap();
+        let project = Project {
+            manifest,
+            root: PathBuf::from("."),
+            workspace: PathBuf::from("."),
+        };
+        let mut secrets = Secrets::default();
+        assert!(project.complete_secrets(&mut secrets));
+        assert!(crate::identity::public_key(&secrets.signing_key).is_some());
+        let key = secrets.signing_key.clone();
+        project.complete_secrets(&mut secrets);
+        assert_eq!(secrets.signing_key, key, "generated once");
+
+        let plan = Plan::build(&project, &secrets);
+        let audit = &plan.services[&ServiceName::parse("audit").unwrap()];
+        let orders = &plan.services[&ServiceName::parse("orders").unwrap()];
+        assert_eq!(audit.env.get("PLATFORM_SIGNING_KEY"), Some(&key));
+        assert!(!orders.env.contains_key("PLATFORM_SIGNING_KEY"));
+    }
 }
