@@ -425,6 +425,15 @@ impl Manifest {
                     Some("pick another name for the service".to_owned()),
                 ));
             }
+            // Every service's exchange feeds the broker's `events` exchange, which a service
+            // of that name would also be given as its own.
+            if name.as_str() == "events" {
+                return Err(src.error(
+                    key.span(),
+                    "service name \"events\" is reserved: it names the exchange every event passes through",
+                    Some("pick another name for the service".to_owned()),
+                ));
+            }
             let port = claim_port(&src, &mut ports, &spec.port, &name)?;
             let mut depends_on = Vec::new();
             for dep in &spec.depends_on {
@@ -870,6 +879,13 @@ depends_on = ["auth"]
             .unwrap_err();
             assert!(err.message.contains("reserved by PostgreSQL"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_service_cannot_take_the_name_of_the_exchange_every_event_passes_through() {
+        let text = format!("{GOOD}\n[services.events]\nport = 8003\n");
+        let err = Manifest::parse("g.toml", &text).unwrap_err();
+        assert!(err.message.contains("\"events\" is reserved"), "{err}");
     }
 
     #[test]

@@ -520,20 +520,29 @@ fn render(from: &Path, to: &Path, vars: &Value) -> Result<Vec<NewFile>, NewError
     Ok(files)
 }
 
-/// Adds `member` to `[workspace] members`, unless a glob there (`services/*`) covers it.
-/// Returns whether the file changed.
-/// `lib.rs` of the events crate with `pub mod <module>;` after its last `pub mod` line.
+/// `lib.rs` of the events crate with `pub mod <module>;` among its `pub mod` lines, where
+/// rustfmt's order puts it (by name), so the crate stays `cargo fmt`-clean.
 fn add_module(lib: &str, module: &str) -> Result<String, String> {
     let line = format!("pub mod {module};");
     if lib.lines().any(|l| l.trim() == line) {
         return Err(format!("it already has `{line}`"));
     }
     let mut lines: Vec<&str> = lib.lines().collect();
-    let at = lines
+    let name_of = |l: &str| {
+        l.strip_prefix("pub mod ")
+            .and_then(|rest| rest.strip_suffix(';'))
+            .map(str::to_owned)
+    };
+    let last = lines
         .iter()
         .rposition(|l| l.starts_with("pub mod "))
         .ok_or("it has no `pub mod` line to add the new module after")?;
-    lines.insert(at + 1, &line);
+    let at = lines
+        .iter()
+        .position(|l| name_of(l).is_some_and(|name| name.as_str() > module))
+        .filter(|at| *at <= last)
+        .unwrap_or(last + 1);
+    lines.insert(at, &line);
     let mut out = lines.join("\n");
     if lib.ends_with('\n') {
         out.push('\n');
@@ -541,6 +550,8 @@ fn add_module(lib: &str, module: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Adds `member` to `[workspace] members`, unless a glob there (`services/*`) covers it.
+/// Returns whether the file changed.
 fn add_member(cargo: &mut DocumentMut, member: &str) -> Result<bool, String> {
     let members = cargo
         .get_mut("workspace")
@@ -873,6 +884,24 @@ mod tests {
         fs::write(dir.join("gravity.toml"), gravity).unwrap();
         let project = Project::load(&dir.join("gravity.toml")).unwrap();
         (dir, project)
+    }
+
+    #[test]
+    fn a_new_module_goes_where_rustfmt_orders_it() {
+        let lib = "//! Events.\n\npub mod auth;\npub mod users;\n\npub trait Event {}\n";
+        let added = add_module(lib, "inventory").unwrap();
+        assert!(
+            added.contains("pub mod auth;\npub mod inventory;\npub mod users;\n"),
+            "{added}"
+        );
+        let added = add_module(lib, "zoo").unwrap();
+        assert!(added.contains("pub mod users;\npub mod zoo;\n"), "{added}");
+        let added = add_module(lib, "accounts").unwrap();
+        assert!(
+            added.contains("pub mod accounts;\npub mod auth;\n"),
+            "{added}"
+        );
+        assert!(add_module(lib, "users").is_err());
     }
 
     fn copy_dir(from: &Path, to: &Path) {
