@@ -55,31 +55,50 @@ pub enum SchemaError {
     Database(#[from] sqlx::Error),
 }
 
-/// A compiled schema.
+/// A schema ready to use. Its validator is compiled on the first check, not on load: reading
+/// a profile needs only the rules.
 pub struct Compiled {
     pub schema: AttributeSchema,
-    validator: jsonschema::Validator,
+    validator: std::sync::OnceLock<Result<jsonschema::Validator, String>>,
 }
 
 impl Compiled {
+    /// Checks now that `schema` is a JSON Schema (for a schema being set).
     pub fn new(schema: AttributeSchema) -> Result<Self, SchemaError> {
-        if !schema.schema.is_object() {
-            return Err(SchemaError::Invalid(
-                "must be an object (a JSON Schema document)".to_owned(),
-            ));
+        let compiled = Self::stored(schema);
+        match compiled.validator() {
+            Ok(_) => Ok(compiled),
+            Err(reason) => Err(SchemaError::Invalid(reason.clone())),
         }
-        let validator = jsonschema::validator_for(&schema.schema)
-            .map_err(|e| SchemaError::Invalid(e.to_string()))?;
-        Ok(Self { schema, validator })
+    }
+
+    /// A schema already in force (checked when it was set), compiled when first needed.
+    fn stored(schema: AttributeSchema) -> Self {
+        Self {
+            schema,
+            validator: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn validator(&self) -> &Result<jsonschema::Validator, String> {
+        self.validator.get_or_init(|| {
+            if !self.schema.schema.is_object() {
+                return Err("must be an object (a JSON Schema document)".to_owned());
+            }
+            jsonschema::validator_for(&self.schema.schema).map_err(|e| e.to_string())
+        })
     }
 
     /// Why `attributes` does not fit, one line per failure (at most 20); empty when it does.
     pub fn misfit(&self, attributes: &Value) -> Vec<String> {
-        self.validator
-            .iter_errors(attributes)
-            .take(20)
-            .map(|e| e.to_string())
-            .collect()
+        match self.validator() {
+            Ok(validator) => validator
+                .iter_errors(attributes)
+                .take(20)
+                .map(|e| e.to_string())
+                .collect(),
+            Err(reason) => vec![format!("the schema in force does not compile: {reason}")],
+        }
     }
 
     pub fn rule(&self, attribute: &str) -> Rule {
@@ -114,11 +133,11 @@ pub async fn current(conn: &mut PgConnection, lock: bool) -> Result<Compiled, Sc
     };
     let (version, schema, rules): (i32, Value, Value) =
         sqlx::query_as(sql).fetch_one(&mut *conn).await?;
-    Compiled::new(AttributeSchema {
+    Ok(Compiled::stored(AttributeSchema {
         version,
         schema,
         rules: serde_json::from_value(rules)?,
-    })
+    }))
 }
 
 /// A profile that no longer fits a new schema.
