@@ -283,9 +283,9 @@ pub struct Walker {
     prev: Vec<u8>,
     records: i64,
     broken: Option<Broken>,
-    /// The recomputed hash of every record at a checkpoint's seq wanted later.
-    at: std::collections::HashMap<i64, Vec<u8>>,
-    wanted: std::collections::HashSet<i64>,
+    /// The checkpoint's seq, and the hash recomputed there once the walk passes it.
+    wanted: Option<i64>,
+    at_wanted: Option<Vec<u8>>,
 }
 
 impl Walker {
@@ -300,7 +300,7 @@ impl Walker {
 
     /// Remembers the recomputed hash at `seq`, to check a checkpoint against.
     pub fn want(&mut self, seq: i64) {
-        self.wanted.insert(seq);
+        self.wanted = Some(seq);
     }
 
     /// Checks the next record; false once the chain is broken (the walk can stop).
@@ -345,8 +345,8 @@ impl Walker {
                 false
             }
             None => {
-                if self.wanted.contains(&record.seq) {
-                    self.at.insert(record.seq, self.prev.clone());
+                if self.wanted == Some(record.seq) {
+                    self.at_wanted = Some(self.prev.clone());
                 }
                 self.expected_seq += 1;
                 self.records += 1;
@@ -370,7 +370,7 @@ impl Walker {
                             checkpoint.seq
                         ),
                     });
-                } else if let Some(hash) = self.at.get(&checkpoint.seq) {
+                } else if let Some(hash) = &self.at_wanted {
                     if hex(hash) != checkpoint.hash {
                         broken = Some(Broken {
                             seq: checkpoint.seq,
