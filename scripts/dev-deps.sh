@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (Debian/Ubuntu) and starts PostgreSQL, Redis and RabbitMQ on loopback for local runs and
+# Installs (Debian/Ubuntu) and starts PostgreSQL, Redis, RabbitMQ and a mail catcher on loopback for local runs and
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
 # gravity builds images when no registry can be reached, tmux, in which the dashboard's
 # test runs, and schemathesis (from PyPI, in a virtualenv under target/), with which every
@@ -23,6 +23,8 @@ command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 # The event backbone's tests run against a real broker.
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+# The notifications service's tests send mail to the platform's mail catcher, run here.
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root apt-get update -qq
@@ -68,6 +70,22 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
     as_root rabbitmqctl await_startup --timeout 60 >/dev/null
 fi
 
+# The mail catcher gravity runs offline (SMTP, and Mailpit's HTTP API), unless something
+# answers on its SMTP port already (a Mailpit, say: it answers the same API).
+MAIL_SMTP_PORT=${MAIL_SMTP_PORT:-1025}
+MAIL_HTTP_PORT=${MAIL_HTTP_PORT:-8025}
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$MAIL_SMTP_PORT") 2>/dev/null; then
+    mail_dir="$root/target/tools/mail"
+    rm -rf "$mail_dir" && mkdir -p "$mail_dir"
+    MAIL_DIR="$mail_dir" SMTP_PORT="$MAIL_SMTP_PORT" HTTP_PORT="$MAIL_HTTP_PORT" \
+        setsid /usr/bin/python3 "$root/cli/src/infra/mail_catcher.py" >"$root/target/tools/mail-catcher.log" 2>&1 < /dev/null &
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$MAIL_HTTP_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+fi
+
 # schemathesis: a pinned version, so that a run checks the same things everywhere.
 SCHEMATHESIS_VERSION=4.32.5
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/tools/schemathesis"
@@ -85,3 +103,5 @@ echo "TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$pg_port/post
 echo "TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
 echo "TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
 echo "SCHEMATHESIS=$venv/bin/schemathesis"
+echo "TEST_SMTP_URL=smtp://127.0.0.1:$MAIL_SMTP_PORT"
+echo "TEST_MAIL_API=http://127.0.0.1:$MAIL_HTTP_PORT"

@@ -1618,7 +1618,11 @@ async fn the_dashboard_shows_the_platform_live_and_a_stopped_service_within_two_
     assert!(line_of(&table, "auth").contains("running"), "{table}");
 }
 
-/// Copies the workspace (without build output or history) to `to`.
+/// Copies the workspace (without build output or history) to `to`, keeping each file's
+/// modification time. The copy builds into this run's target directory, where cargo names a
+/// workspace crate's output by its path inside the workspace, so the copy's crates and ours
+/// share file names: a copied source newer than our output would make cargo rebuild it from
+/// the copy and overwrite what our later builds (doc-tests among them) link against.
 fn copy_workspace(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create the scratch workspace");
     for entry in std::fs::read_dir(from).expect("read the workspace") {
@@ -1631,7 +1635,17 @@ fn copy_workspace(from: &std::path::Path, to: &std::path::Path) {
         if path.is_dir() {
             copy_workspace(&path, &to.join(&name));
         } else {
-            std::fs::copy(&path, to.join(&name)).expect("copy a workspace file");
+            let copy = to.join(&name);
+            std::fs::copy(&path, &copy).expect("copy a workspace file");
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .expect("a workspace file's modification time");
+            std::fs::File::options()
+                .write(true)
+                .open(&copy)
+                .and_then(|f| f.set_modified(modified))
+                .expect("keep the copy's modification time");
         }
     }
 }
