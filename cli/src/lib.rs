@@ -15,6 +15,7 @@ pub mod identity;
 pub mod images;
 pub mod infra;
 pub mod logs;
+pub mod mail;
 pub mod manifest;
 pub mod migrate;
 pub mod plan;

@@ -98,6 +98,24 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The mail the platform sent, as the mail catcher caught it: a list, newest first, or
+    /// one message (its envelope and text; `--raw` for all of it).
+    Mail {
+        /// A message's ID from the list, or `latest`.
+        id: Option<String>,
+        /// Only mail to this address.
+        #[arg(long)]
+        to: Option<String>,
+        /// How many to list.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        limit: u32,
+        /// The message as received: every header and MIME part.
+        #[arg(long, requires = "id")]
+        raw: bool,
+        /// Print JSON instead of a table or text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show each resource's state, health and port.
     Ps {
         /// Print a JSON array instead of a table.
@@ -330,6 +348,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", serde_json::json!({ "replayed": replayed }));
                     } else {
                         println!("{replayed} message(s) sent back to their queues");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Mail {
+            id,
+            to,
+            limit,
+            raw,
+            json,
+        } => {
+            let project = load()?;
+            let catcher = gravity::mail::Catcher::find(&project).await?;
+            match id {
+                None => {
+                    let rows = catcher.list(to.as_deref(), limit).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        print!("{}", gravity::mail::table(&rows));
+                    }
+                }
+                Some(id) if raw => print!("{}", catcher.raw(&id, to.as_deref()).await?),
+                Some(id) => {
+                    let mail = catcher.show(&id, to.as_deref()).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&mail)?);
+                    } else {
+                        print!("{}", gravity::mail::render(&mail));
                     }
                 }
             }

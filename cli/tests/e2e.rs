@@ -221,6 +221,29 @@ REDIS_KEY_PREFIX = "accounts:"
         format!("http://127.0.0.1:{}{path}", self.auth)
     }
 
+    /// The newest mail to `to` whose subject is `subject`, as `gravity mail` prints it,
+    /// once caught (polled for up to 20 s).
+    async fn caught(&self, to: &str, subject: &str) -> Value {
+        for _ in 0..80 {
+            let out = self.gravity(&["mail", "--to", to, "--json"]);
+            assert!(out.status.success(), "{}", text(&out));
+            let listed: Value = serde_json::from_slice(&out.stdout).expect("mail --json is JSON");
+            let found = listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["Subject"] == subject)
+                .and_then(|m| m["ID"].as_str().map(str::to_owned));
+            if let Some(id) = found {
+                let out = self.gravity(&["mail", &id, "--json"]);
+                assert!(out.status.success(), "{}", text(&out));
+                return serde_json::from_slice(&out.stdout).expect("mail ID --json is JSON");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("no mail {subject:?} to {to} caught in 20 s");
+    }
+
     /// Registers `email` through the gateway (`/auth/...`), logs in there and returns the
     /// access token.
     async fn token_through_gateway(&self, client: &reqwest::Client, email: &str) -> String {
@@ -1884,4 +1907,221 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     let theirs = sqlx::PgPool::connect_with(role("auth").database("inventory")).await;
     let err = theirs.expect_err("auth's role must not reach inventory's database");
     assert!(err.to_string().contains("permission denied"), "{err}");
+}
+
+/// The shipped platform (gravity.toml as it is, on this run's ports) as a user meets it: an
+/// account registers through the gateway and its welcome mail is caught; a reset is asked
+/// for and `gravity mail` shows the mail, whose token resets the password, and the new
+/// password logs in; the audit log holds both events and verifies.
+#[tokio::test]
+async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_password() {
+    let _alone = BUILDS_THE_GATEWAY.lock().await;
+    let mut p = Platform::new("mail");
+    let [broker, mail, audit, users, notifications] = free_ports();
+    let taken = [p.pg, p.redis, p.auth, p.accounts, p.gateway];
+    assert!(
+        [broker, mail, audit, users, notifications]
+            .iter()
+            .all(|port| !taken.contains(port)),
+        "ten distinct ports"
+    );
+    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let shipped =
+        std::fs::read_to_string(format!("{workspace}/gravity.toml")).expect("gravity.toml");
+    let manifest = shipped
+        .replace(
+            "name = \"gravity\"",
+            &format!("name = \"{}\"\nworkspace = \"{workspace}\"", p.name),
+        )
+        .replace("port = 55432", &format!("port = {}", p.pg))
+        .replace("port = 56379", &format!("port = {}", p.redis))
+        .replace("port = 55672", &format!("port = {broker}"))
+        .replace("port = 51025", &format!("port = {mail}"))
+        .replace("port = 8000", &format!("port = {}", p.auth))
+        .replace("port = 8001", &format!("port = {audit}"))
+        .replace("port = 8002", &format!("port = {users}"))
+        .replace("port = 8003", &format!("port = {notifications}"))
+        .replace("port = 8080", &format!("port = {}", p.gateway));
+    std::fs::write(p.dir.join("gravity.toml"), &manifest).expect("write gravity.toml");
+    p.root = p.dir.clone();
+
+    let up = p.gravity(&["up", "--json", "--timeout", "300"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let mail_row = p
+        .ps()
+        .into_iter()
+        .find(|r| r["resource"] == "mail")
+        .expect("gravity ps lists the mail catcher");
+    assert_eq!(mail_row["state"], "running", "{mail_row}");
+
+    let client = reqwest::Client::new();
+    let gateway = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
+    let email = format!("ada-{}@example.com", &p.name[p.name.len() - 8..]);
+    let registered = client
+        .post(gateway("/auth/api/v1/register"))
+        .json(&serde_json::json!({
+            "email": email, "password": "correct horse battery", "full_name": "Ada Lovelace"
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    let welcome = p.caught(&email, "Welcome, Ada Lovelace").await;
+    assert!(
+        welcome["Text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&email),
+        "{welcome}"
+    );
+
+    let asked = client
+        .post(gateway("/auth/api/v1/forgot-password"))
+        .json(&serde_json::json!({ "email": email }))
+        .send()
+        .await
+        .expect("forgot-password");
+    assert_eq!(asked.status(), 202);
+    let reset = p.caught(&email, "Reset your password").await;
+    let body = reset["Text"].as_str().unwrap_or_default().to_owned();
+    let token = body
+        .lines()
+        .find_map(|l| l.strip_prefix("Your reset token: "))
+        .unwrap_or_else(|| panic!("a token in the reset mail:\n{body}"))
+        .trim()
+        .to_owned();
+    let raw = p.gravity(&["mail", "latest", "--to", &email, "--raw"]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    let raw = String::from_utf8_lossy(&raw.stdout);
+    assert!(
+        raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{raw}"
+    );
+
+    let done = client
+        .post(gateway("/auth/api/v1/reset-password"))
+        .json(&serde_json::json!({ "token": token, "new_password": "another horse battery" }))
+        .send()
+        .await
+        .expect("reset-password");
+    assert_eq!(
+        done.status(),
+        204,
+        "{}",
+        done.text().await.unwrap_or_default()
+    );
+    let old = client
+        .post(gateway("/auth/api/v1/login"))
+        .form(&[
+            ("username", email.as_str()),
+            ("password", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(old.status(), 401);
+    let new: Value = client
+        .post(gateway("/auth/api/v1/login"))
+        .form(&[
+            ("username", email.as_str()),
+            ("password", "another horse battery"),
+        ])
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("tokens");
+    let access = new["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    let me: Value = client
+        .get(gateway("/auth/api/v1/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("me");
+    let user = me["id"].as_str().expect("an id").to_owned();
+
+    // Both events are in the audit log, whose chain verifies (read as an admin).
+    let password = "an admin pass phrase 42";
+    let out = p.gravity_with_stdin(
+        &[
+            "create-superuser",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let admin: Value = client
+        .post(gateway("/auth/api/v1/login"))
+        .form(&[("username", "root@example.com"), ("password", password)])
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("tokens");
+    let admin = admin["access_token"]
+        .as_str()
+        .expect("an admin token")
+        .to_owned();
+    let records = json_once_answered(200, || {
+        client
+            .get(gateway(&format!("/audit/api/v1/records?target={user}")))
+            .bearer_auth(&admin)
+    })
+    .await
+    .expect("the audit log answers");
+    let mut actions: Vec<String> = Vec::new();
+    for _ in 0..40 {
+        let page: Value = client
+            .get(gateway(&format!("/audit/api/v1/records?target={user}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("records")
+            .json()
+            .await
+            .expect("a page");
+        actions = page["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["action"].as_str().map(str::to_owned))
+            .collect();
+        if actions
+            .iter()
+            .any(|a| a == "auth.password_reset.requested.v1")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        actions.iter().any(|a| a == "auth.user.registered.v1"),
+        "{actions:?} {records}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a == "auth.password_reset.requested.v1"),
+        "{actions:?}"
+    );
+    let verified: Value = client
+        .get(gateway("/audit/api/v1/verify"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("a verdict");
+    assert_eq!(verified["ok"], true, "{verified}");
 }

@@ -1,5 +1,5 @@
 //! Infrastructure as data: every kind of infrastructure Gravity can run (PostgreSQL, Redis,
-//! RabbitMQ, ...) is one module implementing [`Kind`], registered once in [`KINDS`]. A kind
+//! RabbitMQ, a mail catcher, ...) is one module implementing [`Kind`], registered once in [`KINDS`]. A kind
 //! says which image it runs and how to build that image from Debian packages, where its data
 //! lives, how to tell it really answers, what a service that depends on it receives in its
 //! environment, and what each such service gets provisioned for it (its own database, ACL
@@ -9,6 +9,7 @@
 //! **Invariant:** every kind isolates its dependents from each other: a service's credentials
 //! reach only what belongs to that service.
 
+mod mail;
 mod postgres;
 mod rabbitmq;
 mod redis;
@@ -17,6 +18,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use futures_util::future::BoxFuture;
 
+pub use mail::{Mail, NAME as MAIL_KIND};
 pub use postgres::{admin_options as postgres_admin, Postgres, PG_VOLUME_PATH};
 pub use rabbitmq::{queues as broker_queues, BrokerQueue, RabbitMq};
 pub use redis::Redis;
@@ -34,7 +36,7 @@ pub const POSTGRES_KIND: &str = postgres::NAME;
 
 /// Every kind Gravity knows, by the name gravity.toml uses (`kind = "..."`, or the table's
 /// name when `kind` is left out).
-pub const KINDS: &[&'static dyn Kind] = &[&Postgres, &Redis, &RabbitMq];
+pub const KINDS: &[&'static dyn Kind] = &[&Postgres, &Redis, &RabbitMq, &Mail];
 
 /// One kind of infrastructure. Implementations are unit structs; each instance in
 /// gravity.toml (`[infrastructure.NAME]`) is an [`Instance`] of one.
