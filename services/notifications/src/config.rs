@@ -25,6 +25,11 @@ pub struct Settings {
     /// (`DEFAULT_LOCALE`, `en`).
     pub default_locale: String,
     pub sender: SenderSettings,
+    /// Text message providers, in failover order (`SMS_PROVIDERS`; see `sms.rs`); none
+    /// means SMS is refused.
+    pub sms: Vec<crate::sms::Provider>,
+    /// Per provider request (`SMS_TIMEOUT_SECONDS`, 10).
+    pub sms_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +117,21 @@ impl Settings {
                 });
             }
         }
+        let sms = env
+            .get("SMS_PROVIDERS")
+            .map(|list| {
+                list.split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .enumerate()
+                    .map(|(i, p)| crate::sms::Provider::parse(i + 1, p))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| ConfigError {
+                var: "SMS_PROVIDERS".to_owned(),
+                problem: e.to_string(),
+            })?
+            .unwrap_or_default();
         let mut service = ServiceSettings::from_env(env)?;
         if env.get("BODY_LIMIT_BYTES").is_none() {
             // A template (three parts, up to 50,000 characters each, up to 6 bytes each as
@@ -130,6 +150,8 @@ impl Settings {
                 retry_after: env.seconds("SEND_RETRY_SECONDS", 30, 3600)?,
                 poll: env.seconds("SEND_POLL_SECONDS", 1, 60)?,
             },
+            sms,
+            sms_timeout: env.seconds("SMS_TIMEOUT_SECONDS", 10, 120)?,
         })
     }
 }
@@ -169,6 +191,7 @@ mod tests {
             ("NOTIFICATIONS_PUBLIC_URL", "nowhere"),
             ("SEND_BATCH", "0"),
             ("SMTP_CONNECTIONS", "1000"),
+            ("SMS_PROVIDERS", "twilio+https://api.twilio.com/?from=x"),
         ] {
             let err = Settings::from_env(&base.clone().with(var, value)).unwrap_err();
             assert_eq!(err.var, var, "{err}");

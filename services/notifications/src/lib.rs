@@ -14,6 +14,7 @@ pub mod messages;
 pub mod recipients;
 pub mod routes;
 pub mod sender;
+pub mod sms;
 pub mod startup;
 pub mod state;
 pub mod subscriptions;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 pub struct Recipient {
     pub user_id: Uuid,
     pub email: String,
+    pub phone: Option<String>,
     pub locale: Option<String>,
     pub opted_out: bool,
     pub channels: Json<Channels>,
@@ -29,6 +30,9 @@ pub struct Preferences {
     /// null for the platform's default.
     #[schema(max_length = 35, pattern = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")]
     pub locale: Option<String>,
+    /// Where text messages go: an E.164 number (`+15550001111`); null for none.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
+    pub phone: Option<String>,
     /// Channels turned on or off; one not named is on.
     pub channels: Channels,
     /// Categories turned on or off (`general`, `account`, `digest`, ...; each 1 to 64 of
@@ -45,13 +49,14 @@ pub struct Channels {
     pub sms: Option<bool>,
 }
 
-const COLUMNS: &str = "user_id, email, locale, opted_out, channels, categories";
+const COLUMNS: &str = "user_id, email, phone, locale, opted_out, channels, categories";
 
 impl Recipient {
     pub fn preferences(&self) -> Preferences {
         Preferences {
             opted_out: self.opted_out,
             locale: self.locale.clone(),
+            phone: self.phone.clone(),
             channels: self.channels.0.clone(),
             categories: self.categories.0.clone(),
         }
@@ -102,7 +107,7 @@ pub async fn set_preferences(
 ) -> Result<Option<Recipient>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE recipients SET opted_out = $2, locale = $3, channels = $4, categories = $5,
-             updated_at = now()
+             phone = $6, updated_at = now()
          WHERE user_id = $1 RETURNING {COLUMNS}"
     ))
     .bind(user_id)
@@ -110,6 +115,7 @@ pub async fn set_preferences(
     .bind(&preferences.locale)
     .bind(Json(&preferences.channels))
     .bind(Json(&preferences.categories))
+    .bind(&preferences.phone)
     .fetch_optional(conn)
     .await
 }

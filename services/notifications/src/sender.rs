@@ -51,6 +51,8 @@ struct Done {
     next_attempt_at: DateTime<Utc>,
     subject: Option<String>,
     unsubscribe: Option<Vec<u8>>,
+    /// Who took (or last refused) it: `smtp`, or the SMS provider.
+    provider: Option<&'static str>,
 }
 
 /// Runs until the task is dropped: a batch whenever the queue is notified, at least every
@@ -122,7 +124,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, sqlx::Error> {
         .settings
         .smtp
         .as_ref()
-        .map_or(1, |s| s.connections as usize);
+        .map_or(8, |s| s.connections as usize);
     let done: Vec<Done> = stream::iter(due)
         .map(|message| deliver(state, message))
         .buffer_unordered(concurrency)
@@ -142,6 +144,7 @@ async fn deliver(state: &AppState, message: Due) -> Done {
         next_attempt_at: Utc::now(),
         subject: None,
         unsubscribe: None,
+        provider: None,
     };
     if message.suppressed {
         done.status = "suppressed";
@@ -181,17 +184,19 @@ fn backoff(state: &AppState, attempts: i32) -> chrono::Duration {
 }
 
 async fn attempt(state: &AppState, message: &Due, done: &mut Done) -> Outcome {
-    if message.channel != "email" {
-        return Outcome::Failed(format!(
-            "no provider is configured for {} messages",
-            message.channel
-        ));
+    // What can carry the message, before anything is rendered.
+    match message.channel.as_str() {
+        "email" if state.mailer.is_none() => {
+            return Outcome::Failed(
+                "no SMTP server is configured: set SMTP_URL (and MAIL_FROM)".to_owned(),
+            )
+        }
+        "sms" if state.texter.is_none() => {
+            return Outcome::Failed("no SMS provider is configured: set SMS_PROVIDERS".to_owned())
+        }
+        "email" | "sms" => {}
+        other => return Outcome::Failed(format!("no channel {other}")),
     }
-    let Some(mailer) = state.mailer.as_ref() else {
-        return Outcome::Failed(
-            "no SMTP server is configured: set SMTP_URL (and MAIL_FROM)".to_owned(),
-        );
-    };
     let template = {
         let mut conn = match state.db.acquire().await {
             Ok(c) => c,
@@ -220,6 +225,16 @@ async fn attempt(state: &AppState, message: &Due, done: &mut Done) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("the template does not render: {e}")),
     };
+    if let Some(texter) = state.texter.as_ref().filter(|_| message.channel == "sms") {
+        done.subject = Some(content.subject.clone());
+        let (outcome, provider) = texter.send(&message.address, &content.text).await;
+        done.provider = provider;
+        return outcome;
+    }
+    let Some(mailer) = state.mailer.as_ref() else {
+        return Outcome::Failed("no SMTP server is configured".to_owned());
+    };
+    done.provider = Some("smtp");
     let token = OpaqueToken::generate();
     let unsubscribe = format!(
         "{}/api/v1/unsubscribe/{}",
@@ -249,6 +264,7 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
     let mut next = Vec::with_capacity(done.len());
     let mut subjects = Vec::with_capacity(done.len());
     let mut unsubscribes = Vec::with_capacity(done.len());
+    let mut providers = Vec::with_capacity(done.len());
     for d in done {
         ids.push(d.id);
         attempts.push(d.attempt);
@@ -258,8 +274,8 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
         next.push(d.next_attempt_at);
         subjects.push(d.subject);
         unsubscribes.push(d.unsubscribe);
+        providers.push(d.provider);
     }
-    let provider = "smtp";
     let mut tx = state.db.begin().await?;
     sqlx::query(
         "UPDATE messages m SET status = d.status, leased_until = NULL, updated_at = now(),
@@ -268,10 +284,10 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
              sent_at = CASE WHEN d.status = 'sent' THEN now() ELSE m.sent_at END,
              subject = coalesce(d.subject, m.subject),
              unsubscribe_digest = coalesce(d.unsubscribe, m.unsubscribe_digest),
-             provider = CASE WHEN d.outcome IS NULL THEN m.provider ELSE $7 END,
+             provider = coalesce(d.provider, m.provider),
              data = CASE WHEN d.status = 'queued' THEN m.data END
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $8::text[])
-             AS d(id, status, detail, next_at, subject, unsubscribe, outcome)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::text[])
+             AS d(id, status, detail, next_at, subject, unsubscribe, provider)
          WHERE m.id = d.id",
     )
     .bind(&ids)
@@ -280,14 +296,14 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
     .bind(&next)
     .bind(&subjects)
     .bind(&unsubscribes)
-    .bind(provider)
-    .bind(&outcomes)
+    .bind(&providers)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO attempts (message_id, attempt, outcome, provider, detail)
-         SELECT d.id, d.attempt, d.outcome, $5, d.detail
-         FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[]) AS d(id, attempt, outcome, detail)
+         SELECT d.id, d.attempt, d.outcome, d.provider, d.detail
+         FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
+             AS d(id, attempt, outcome, detail, provider)
          WHERE d.outcome IS NOT NULL
          ON CONFLICT (message_id, attempt) DO UPDATE SET outcome = EXCLUDED.outcome,
              detail = EXCLUDED.detail, at = now()",
@@ -296,7 +312,7 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
     .bind(&attempts)
     .bind(&outcomes)
     .bind(&details)
-    .bind(provider)
+    .bind(&providers)
     .execute(&mut *tx)
     .await?;
     tx.commit().await

@@ -9,6 +9,7 @@ use crate::{
     config::Settings,
     email::Mailer,
     routes, sender,
+    sms::Texter,
     state::{AppState, Handles},
     subscriptions,
 };
@@ -42,10 +43,22 @@ impl Application {
                 None
             }
         };
+        let texter = if settings.sms.is_empty() {
+            None
+        } else {
+            let texter = Texter::new(settings.sms.clone(), settings.sms_timeout).map_err(|e| {
+                StartupError::Config(service_kit::config::ConfigError {
+                    var: "SMS_PROVIDERS".to_owned(),
+                    problem: format!("cannot make an HTTP client: {e}"),
+                })
+            })?;
+            Some(texter)
+        };
         let state = AppState::new(Handles {
             db: db.clone(),
             settings,
             mailer,
+            texter,
             templates: Default::default(),
         });
         let settings = &state.settings.service;

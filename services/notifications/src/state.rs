@@ -12,6 +12,8 @@ pub struct Handles {
     pub settings: Settings,
     /// The SMTP server's connections, when one is configured.
     pub mailer: Option<Mailer>,
+    /// Text message providers, when any is configured.
+    pub texter: Option<crate::sms::Texter>,
     /// Templates compiled once per version.
     pub templates: templates::Cache,
 }

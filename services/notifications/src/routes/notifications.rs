@@ -32,12 +32,15 @@ pub const NOTIFIER: &str = "notifier";
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Who a message goes to: an account (its address and locale are this service's), or an
-/// address.
+/// Who a message goes to: an account (its address, number and locale are this service's),
+/// or an address (`email`) or number (`phone`). Exactly one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct To {
     pub user_id: Option<Uuid>,
+    /// An E.164 number, for `sms`.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$")]
+    pub phone: Option<String>,
     /// An email address (with a dot in its domain).
     #[schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
     pub email: Option<String>,
@@ -127,8 +130,26 @@ pub async fn send(
     let checks = [
         (
             "to",
-            (request.to.user_id.is_some() == request.to.email.is_some())
-                .then(|| "give either user_id or email".to_owned()),
+            ([
+                request.to.user_id.is_some(),
+                request.to.email.is_some(),
+                request.to.phone.is_some(),
+            ]
+            .iter()
+            .filter(|given| **given)
+            .count()
+                != 1)
+                .then(|| "give one of user_id, email or phone".to_owned()),
+        ),
+        (
+            "to.phone",
+            match (&request.to.phone, request.channel) {
+                (Some(p), _) if !valid_phone(p) => {
+                    Some("must be an E.164 number such as +15550001111".to_owned())
+                }
+                (Some(_), Channel::Email) => Some("is for sms; email needs an address".to_owned()),
+                _ => None,
+            },
         ),
         (
             "to.email",
@@ -136,8 +157,10 @@ pub async fn send(
                 .to
                 .email
                 .as_deref()
-                .and_then(|e| Email::parse(e).err())
-                .map(|e| e.to_string()),
+                .and_then(|e| match request.channel {
+                    Channel::Sms => Some("is for email; sms needs a phone".to_owned()),
+                    Channel::Email => Email::parse(e).err().map(|e| e.to_string()),
+                }),
         ),
         (
             "template",
@@ -181,17 +204,22 @@ pub async fn send(
                     .to_owned(),
             ))
         }
-        Channel::Sms => {
+        Channel::Sms if state.texter.is_none() => {
             return Err(ApiError::ChannelUnavailable(
-                "No SMS provider is configured for the notifications service.".to_owned(),
+                "No SMS provider is configured: set SMS_PROVIDERS for the notifications service."
+                    .to_owned(),
             ))
         }
-        Channel::Email => {}
+        Channel::Email | Channel::Sms => {}
     }
     // The request as sent, for telling a replay from a reuse of its key.
     let digest = Sha256::digest(
         serde_json::to_vec(&serde_json::json!({
-            "to": [request.to.user_id, request.to.email],
+            "to": [
+                serde_json::json!(request.to.user_id),
+                serde_json::json!(request.to.email),
+                serde_json::json!(request.to.phone),
+            ],
             "channel": request.channel,
             "template": request.template,
             "locale": request.locale,
@@ -204,20 +232,26 @@ pub async fn send(
     .to_vec();
 
     let mut tx = state.db.begin().await?;
-    let (user_id, address, recipient_locale) = match (request.to.user_id, &request.to.email) {
-        (Some(user), _) => {
-            let recipient = recipients::find(&mut tx, user)
-                .await?
-                .ok_or_else(|| ApiError::field("to.user_id", "no such account"))?;
-            (
-                Some(user),
-                recipient.email.clone(),
-                recipient.locale.clone(),
-            )
-        }
-        (None, Some(email)) => (None, email.trim().to_lowercase(), None),
-        (None, None) => return Err(ApiError::field("to", "give either user_id or email")),
-    };
+    let (user_id, address, recipient_locale) =
+        match (request.to.user_id, &request.to.email, &request.to.phone) {
+            (Some(user), _, _) => {
+                let recipient = recipients::find(&mut tx, user)
+                    .await?
+                    .ok_or_else(|| ApiError::field("to.user_id", "no such account"))?;
+                let address = match request.channel {
+                    Channel::Email => recipient.email.clone(),
+                    Channel::Sms => recipient.phone.clone().ok_or_else(|| {
+                        ApiError::field("to.user_id", "the account has no phone number")
+                    })?,
+                };
+                (Some(user), address, recipient.locale.clone())
+            }
+            (None, Some(email), _) => (None, email.trim().to_lowercase(), None),
+            (None, None, Some(phone)) => (None, phone.clone(), None),
+            (None, None, None) => {
+                return Err(ApiError::field("to", "give one of user_id, email or phone"))
+            }
+        };
     let fallback = &state.settings.default_locale;
     let locale = request
         .locale
@@ -281,6 +315,15 @@ pub fn valid_key(key: &str) -> bool {
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+/// E.164: a plus, then 7 to 15 digits, the first not zero.
+pub fn valid_phone(phone: &str) -> bool {
+    phone.strip_prefix('+').is_some_and(|digits| {
+        (7..=15).contains(&digits.len())
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 pub fn valid_locale(locale: &str) -> bool {

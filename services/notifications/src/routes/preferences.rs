@@ -61,6 +61,14 @@ pub async fn put(
                 .map(|_| "must be a BCP 47 language tag such as en or fr-CA".to_owned()),
         ),
         (
+            "phone",
+            preferences
+                .phone
+                .as_deref()
+                .filter(|p| !super::notifications::valid_phone(p))
+                .map(|_| "must be an E.164 number such as +15550001111".to_owned()),
+        ),
+        (
             "categories",
             (preferences.categories.len() > 100
                 || preferences.categories.keys().any(|c| !valid_key(c)))

@@ -7,4 +7,5 @@ mod contract;
 mod events;
 mod helpers;
 mod sending;
+mod sms;
 mod templates;

@@ -204,7 +204,7 @@ async fn bad_requests_and_missing_channels_are_refused_with_what_to_do() {
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
     }
-    let sms = json!({ "to": { "email": address }, "channel": "sms", "template": "welcome" });
+    let sms = json!({ "to": { "phone": "+15551234567" }, "channel": "sms", "template": "welcome" });
     let r = app.notify(&notifier, "sms", sms).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
