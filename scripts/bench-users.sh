@@ -42,7 +42,10 @@ cleanup() {
 trap cleanup EXIT
 psql "$ADMIN_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$DB_NAME\"" >/dev/null
 
-eval "$("$TARGET_DIR/release/examples/bench_identity" | sed 's/^/export /')"
+# key=value lines; values hold `|`, so they are read, not evaluated.
+while IFS='=' read -r key value; do
+    export "$key=$value"
+done < <("$TARGET_DIR/release/examples/bench_identity")
 
 ready() {
     for _ in $(seq 1 300); do
