@@ -289,6 +289,29 @@ pub async fn find(
     .await
 }
 
+/// A profile with the version of the attribute schema in force when it was read.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Found {
+    #[sqlx(flatten)]
+    pub row: Row,
+    pub schema_version: i32,
+}
+
+/// `find` for reading: the profile and the schema's version in one round trip (the schema
+/// itself comes from `schema::Cache`).
+pub async fn find_with_schema_version(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<Found>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, (SELECT version FROM profile_schema) AS schema_version
+         FROM profiles WHERE user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn save(
     conn: &mut PgConnection,
     user_id: Uuid,

@@ -140,6 +140,36 @@ pub async fn current(conn: &mut PgConnection, lock: bool) -> Result<Compiled, Sc
     }))
 }
 
+/// Schemas kept once read, by version. A version never changes (a new schema gets the next
+/// number), so the kept one is right for as long as the database says its version is
+/// current, whichever instance changed it: a read path asks the database for the version
+/// in the statement that reads the profile, and reads the schema only when it moved.
+#[derive(Default)]
+pub struct Cache(arc_swap::ArcSwapOption<Compiled>);
+
+impl Cache {
+    /// The schema of `version` (or a newer one, if it changed since that was read).
+    pub async fn at(
+        &self,
+        conn: &mut PgConnection,
+        version: i32,
+    ) -> Result<std::sync::Arc<Compiled>, SchemaError> {
+        if let Some(kept) = self.0.load_full().filter(|c| c.schema.version == version) {
+            return Ok(kept);
+        }
+        let read = std::sync::Arc::new(current(conn, false).await?);
+        let newer = self
+            .0
+            .load()
+            .as_ref()
+            .is_none_or(|kept| kept.schema.version < read.schema.version);
+        if newer {
+            self.0.store(Some(read.clone()));
+        }
+        Ok(read)
+    }
+}
+
 /// A profile that no longer fits a new schema.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Misfit {

@@ -32,6 +32,7 @@ impl Application {
         let state = AppState::new(Handles {
             db: db.clone(),
             settings,
+            schemas: Default::default(),
         });
         let settings = &state.settings.service;
         let service = app::Service::bind(SERVICE, &settings.http, routes::router(state.clone()))

@@ -10,6 +10,8 @@ use crate::config::Settings;
 pub struct Handles {
     pub db: PgPool,
     pub settings: Settings,
+    /// The attribute schema, kept by version.
+    pub schemas: crate::schema::Cache,
 }
 
 #[derive(Clone)]

@@ -109,11 +109,11 @@ pub async fn me(
     caller: Identity,
 ) -> Result<Json<Profile>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let schema = schema::current(&mut conn, false).await?;
-    let row = profiles::find(&mut conn, caller.user_id, false)
+    let found = profiles::find_with_schema_version(&mut conn, caller.user_id)
         .await?
         .ok_or(ApiError::NotFound("profile"))?;
-    Ok(Json(row.seen_by(&schema, caller.has_role(ADMIN))))
+    let schema = state.schemas.at(&mut conn, found.schema_version).await?;
+    Ok(Json(found.row.seen_by(&schema, caller.has_role(ADMIN))))
 }
 
 /// Change the caller's profile with a JSON Merge Patch.

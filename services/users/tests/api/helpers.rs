@@ -20,6 +20,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's own database, to check what a request stored.
     pub db: PgPool,
+    database_url: String,
 }
 
 /// Creates a database of its own for one test and returns the URL to reach it.
@@ -59,9 +60,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with `extra` variables set (a broker, say).
 pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_on(fresh_database().await, extra).await
+}
+
+async fn spawn_on(database_url: String, extra: &[(&str, &str)]) -> TestApp {
     service_kit::telemetry::init_for_tests();
     let mut env = Env::from_pairs([
-        ("DATABASE_URL", fresh_database().await),
+        ("DATABASE_URL", database_url.clone()),
         ("HOST", "127.0.0.1".into()),
         ("PORT", "0".into()),
         ("DATABASE_MAX_CONNECTIONS", "5".into()),
@@ -79,7 +84,12 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    TestApp { addr, client, db }
+    TestApp {
+        addr,
+        client,
+        db,
+        database_url,
+    }
 }
 
 /// A caller as the gateway would pass it on, with `roles`.
@@ -92,6 +102,11 @@ pub fn caller(roles: &[&str]) -> Identity {
 }
 
 impl TestApp {
+    /// A second instance of the service on this one's database, as replicas run.
+    pub async fn another_instance(&self) -> TestApp {
+        spawn_on(self.database_url.clone(), &[]).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -243,3 +243,44 @@ async fn preferences_have_defaults_and_refuse_what_they_do_not_know() {
     let r = app.send(&ada, put(json!({ "telepathy": true }))).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Instances keep the attribute schema by version: one changed through another instance is
+/// in force on this one's next read.
+#[tokio::test]
+async fn a_schema_changed_through_another_instance_is_in_force_on_the_next_read() {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let (ada, admin) = (caller(&[]), caller(&["admin"]));
+    first.seed(&ada, "ada@example.com").await;
+    let r = first
+        .merge(
+            &ada,
+            "/api/v1/users/me",
+            json!({ "attributes": { "risk": "low" } }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, me) = first.get_json(&ada, "/api/v1/users/me").await;
+    assert_eq!(me["attributes"]["risk"], "low", "{me}");
+
+    let schema = json!({
+        "schema": { "type": "object" },
+        "rules": { "risk": { "read": "admin", "write": "admin" } }
+    });
+    let request = second
+        .client
+        .put(second.url("/api/v1/schema"))
+        .json(&schema);
+    let r = second.send(&admin, request).await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let (_, me) = first.get_json(&ada, "/api/v1/users/me").await;
+    assert!(
+        me["attributes"].get("risk").is_none(),
+        "hidden from the user now: {me}"
+    );
+    let (_, seen) = first
+        .get_json(&admin, &format!("/api/v1/users/{}", ada.user_id))
+        .await;
+    assert_eq!(seen["attributes"]["risk"], "low", "{seen}");
+}
