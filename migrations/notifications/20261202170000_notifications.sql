@@ -80,8 +80,10 @@ CREATE TABLE messages (
 -- What the sender takes next.
 CREATE INDEX messages_due ON messages (next_attempt_at)
     WHERE status IN ('scheduled', 'queued', 'sending');
--- The open digest of a recipient and key.
-CREATE UNIQUE INDEX messages_open_digest ON messages (address, channel, digest_key)
+-- The open digest of a recipient and key, per sender and template version and locale: items
+-- of another sender or template start their own.
+CREATE UNIQUE INDEX messages_open_digest
+    ON messages (address, channel, digest_key, requested_by, template, template_version, locale)
     WHERE digest_key IS NOT NULL AND status = 'scheduled';
 CREATE INDEX messages_by_requester ON messages (requested_by, created_at DESC, id DESC);
 CREATE INDEX messages_by_user ON messages (user_id, created_at DESC, id DESC);

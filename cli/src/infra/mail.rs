@@ -8,6 +8,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures_util::future::BoxFuture;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 
 use super::{env_name, offline_ref, Dependent, InfraError, Instance, Kind, Reach, Runtime, Ui};
@@ -39,10 +40,14 @@ impl Kind for Mail {
         ("axllent/mailpit", "v1.21")
     }
 
-    /// Any version: the stand-in answers what `gravity mail` asks of every Mailpit.
+    /// Any version: the stand-in answers what `gravity mail` asks of every Mailpit. Its tag
+    /// carries a digest of the catcher's script, so a changed script is a new image rather
+    /// than a cached old one.
     fn offline(&self, _wanted: &ImageRef) -> Option<Offline> {
+        let digest = Sha256::digest(CATCHER.as_bytes());
+        let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         Some(Offline {
-            image: offline_ref("mail-catcher", "1"),
+            image: offline_ref("mail-catcher", &format!("1-{short}")),
             recipe: OfflineRecipe {
                 packages: vec!["python3-aiosmtpd".to_owned()],
                 files: vec![(

@@ -56,22 +56,35 @@ def ids():
     return sorted((n for n in names if ID.match(n)), reverse=True)
 
 
+def header(headers, name, many=False):
+    """A header's value (or values), or what it says in raw text when it does not parse:
+    mail from anywhere may carry anything, and the catcher must keep it all the same."""
+    try:
+        return headers.get_all(name, []) if many else headers.get(name, "")
+    except Exception:
+        raw = [str(v) for k, v in headers.raw_items() if k.lower() == name.lower()]
+        return raw if many else (raw[0] if raw else "")
+
+
 def addresses(values):
-    return [{"Name": n, "Address": a} for n, a in getaddresses(values) if a]
+    try:
+        return [{"Name": n, "Address": a} for n, a in getaddresses([str(v) for v in values]) if a]
+    except Exception:
+        return [{"Name": "", "Address": str(v)} for v in values]
 
 
 def summary(mid, headers, size):
     created = time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(mid[:20], 16) / 1e9)
     )
-    sender = addresses(headers.get_all("From", []))
+    sender = addresses(header(headers, "From", many=True))
     return {
         "ID": mid,
-        "MessageID": (headers.get("Message-ID") or "").strip("<> "),
+        "MessageID": str(header(headers, "Message-ID") or "").strip("<> "),
         "From": sender[0] if sender else {"Name": "", "Address": ""},
-        "To": addresses(headers.get_all("To", [])),
-        "Cc": addresses(headers.get_all("Cc", [])),
-        "Subject": str(headers.get("Subject", "")),
+        "To": addresses(header(headers, "To", many=True)),
+        "Cc": addresses(header(headers, "Cc", many=True)),
+        "Subject": str(header(headers, "Subject") or ""),
         "Created": created,
         "Size": size,
     }
@@ -83,11 +96,11 @@ INDEX_LOCK = threading.Lock()
 
 
 def index(mid, headers, size, recipients):
+    """Adds a message to the index; the caller holds INDEX_LOCK."""
     entry = summary(mid, headers, size)
     wanted = {a["Address"].lower() for a in entry["To"] + entry["Cc"]}
     wanted.update(r.lower() for r in recipients)
-    with INDEX_LOCK:
-        INDEX.append((entry, wanted))
+    INDEX.append((entry, wanted))
 
 
 class Catch:
@@ -105,12 +118,14 @@ class Catch:
         body = envelope.original_content or envelope.content
         if isinstance(body, str):
             body = body.encode("utf-8", "surrogateescape")
-        tmp = path_of(mid) + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(body)
-        os.replace(tmp, path_of(mid))
         headers = BytesHeaderParser(policy=policy.default).parsebytes(body)
-        index(mid, headers, len(body), envelope.rcpt_tos)
+        tmp = path_of(mid) + ".tmp"
+        # Stored and indexed as one step, so a DELETE of everything sees both or neither.
+        with INDEX_LOCK:
+            with open(tmp, "wb") as f:
+                f.write(body)
+            os.replace(tmp, path_of(mid))
+            index(mid, headers, len(body), envelope.rcpt_tos)
         return "250 Message accepted for delivery"
 
 
@@ -184,26 +199,43 @@ class Api(BaseHTTPRequestHandler):
         )
 
 
+def part_text(parsed, kind):
+    try:
+        part = parsed.get_body(preferencelist=(kind,))
+        return part.get_content() if part is not None else ""
+    except Exception:
+        # An unknown charset or a broken part: its bytes, as well as they decode.
+        try:
+            part = parsed.get_body(preferencelist=(kind,))
+            payload = part.get_payload(decode=True) if part is not None else b""
+            return (payload or b"").decode("utf-8", "replace")
+        except Exception:
+            return ""
+
+
 def message(mid, raw):
     parsed = email.message_from_bytes(raw, policy=policy.default)
     found = summary(mid, parsed, len(raw))
-    text = parsed.get_body(preferencelist=("plain",))
-    html = parsed.get_body(preferencelist=("html",))
-    found["Text"] = text.get_content() if text is not None else ""
-    found["HTML"] = html.get_content() if html is not None else ""
+    found["Text"] = part_text(parsed, "plain")
+    found["HTML"] = part_text(parsed, "html")
+    try:
+        items = [(key, str(value)) for key, value in parsed.items()]
+    except Exception:
+        items = [(key, " ".join(str(value).split())) for key, value in parsed.raw_items()]
     found["Headers"] = {}
-    for key, value in parsed.items():
-        found["Headers"].setdefault(key, []).append(str(value))
+    for key, value in items:
+        found["Headers"].setdefault(key, []).append(value)
     return found
 
 
 def main():
     os.makedirs(DATA, exist_ok=True)
     parser = BytesHeaderParser(policy=policy.default)
-    for mid in reversed(ids()):
-        with open(path_of(mid), "rb") as f:
-            raw = f.read()
-        index(mid, parser.parsebytes(raw), len(raw), [])
+    with INDEX_LOCK:
+        for mid in reversed(ids()):
+            with open(path_of(mid), "rb") as f:
+                raw = f.read()
+            index(mid, parser.parsebytes(raw), len(raw), [])
     # As PID 1 a process ignores signals it has no handler for: stop on `docker stop`.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     smtp = Controller(Catch(), hostname="0.0.0.0", port=SMTP_PORT, enable_SMTPUTF8=True)

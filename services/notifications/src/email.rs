@@ -32,6 +32,11 @@ pub struct Mailer {
     domain: String,
 }
 
+fn refused_login(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
+}
+
 /// One mail to send.
 pub struct Mail<'a> {
     pub id: uuid::Uuid,
@@ -81,7 +86,9 @@ impl Mailer {
                 .trim()
                 .to_owned(),
             ),
-            Err(e) if e.is_permanent() => Outcome::Failed(e.to_string()),
+            // A refused login (530, 534, 535, 538) is about this service's credentials, not
+            // the message: worth sending again once they are fixed.
+            Err(e) if e.is_permanent() && !refused_login(&e) => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }

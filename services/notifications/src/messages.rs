@@ -156,15 +156,17 @@ pub async fn accept(conn: &mut PgConnection, new: NewMessage) -> Result<Accepted
         Some(_) => serde_json::json!({ "items": [new.data] }),
         None => new.data.clone(),
     };
-    // An open digest of the address and key takes the item; its first message's settings
-    // (and its id, which the request is then recorded with) stay.
+    // An open digest of the address and key (from the same sender, with the same template
+    // version and locale) takes the item; its first message's settings (and its id, which
+    // the request is then recorded with) stay.
     let delivery: Delivery = sqlx::query_as(&format!(
         "WITH accepted AS (
              INSERT INTO messages (id, requested_by, origin, user_id, channel, address, template,
                  template_version, locale, category, critical, data, digest_key, status, send_at,
                  next_attempt_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
-             ON CONFLICT (address, channel, digest_key)
+             ON CONFLICT (address, channel, digest_key, requested_by, template,
+                          template_version, locale)
                  WHERE digest_key IS NOT NULL AND status = 'scheduled'
              DO UPDATE SET data = jsonb_set(messages.data, '{{items}}',
                                (messages.data -> 'items') || (EXCLUDED.data -> 'items')),
@@ -206,6 +208,32 @@ pub async fn accept(conn: &mut PgConnection, new: NewMessage) -> Result<Accepted
         .execute(&mut *conn)
         .await?;
     Ok(Accepted::New(delivery))
+}
+
+/// What an earlier request with `key` from `by` made, if there was one: its message when
+/// the request was the same (`digest`), `KeyReused` when it was another.
+pub async fn earlier(
+    conn: &mut PgConnection,
+    by: Uuid,
+    key: &str,
+    digest: &[u8],
+) -> Result<Option<Accepted>, sqlx::Error> {
+    let found: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
+        "SELECT request_digest, message_id FROM requests
+         WHERE requested_by = $1 AND idempotency_key = $2",
+    )
+    .bind(by)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((earlier, message)) = found else {
+        return Ok(None);
+    };
+    if earlier != digest {
+        return Ok(Some(Accepted::KeyReused));
+    }
+    let delivery = find(conn, message).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok(Some(Accepted::Replayed(delivery)))
 }
 
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {

@@ -2,10 +2,11 @@
 //! preferences, renders, sends them side by side, and records every outcome of a batch in
 //! one transaction.
 //!
-//! A message taken is leased: if this process dies while sending, another (or this one,
-//! restarted) takes it again once the lease ends. The SMTP server may then have it twice:
-//! mail has no exactly-once, so the message id (its `Message-ID`) stays the same for
-//! receivers that drop duplicates.
+//! A message taken is leased for longer than a batch can take with every send running into
+//! its timeouts, and an outcome is recorded only while its lease holds. If this process dies
+//! while sending, another (or this one, restarted) takes the message again once the lease
+//! ends, and the SMTP server may then have it twice: mail has no exactly-once, so the
+//! message id (its `Message-ID`) stays the same for receivers that drop duplicates.
 
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ use crate::{
     templates,
 };
 
-/// How long a taken message is someone's.
-const LEASE: Duration = Duration::from_secs(300);
+/// The shortest time a taken message is someone's.
+const MIN_LEASE: Duration = Duration::from_secs(300);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -39,6 +40,8 @@ struct Due {
     data: Option<Value>,
     attempts: i32,
     suppressed: bool,
+    /// This sender's lease: outcomes are recorded only while it still holds.
+    leased_until: DateTime<Utc>,
 }
 
 /// What to record of one message.
@@ -53,6 +56,23 @@ struct Done {
     unsubscribe: Option<Vec<u8>>,
     /// Who took (or last refused) it: `smtp`, or the SMS provider.
     provider: Option<&'static str>,
+    leased_until: DateTime<Utc>,
+}
+
+/// How long a batch may take, at worst, with every send running into its timeouts: the
+/// lease is longer, so no other sender takes a message this one is still sending.
+fn lease(state: &AppState) -> Duration {
+    let settings = &state.settings;
+    let concurrency = settings.smtp.as_ref().map_or(8, |s| s.connections.max(1));
+    let rounds = settings.sender.batch.div_ceil(concurrency);
+    // An SMTP send is a handful of commands, each with its own timeout; a text message
+    // asks each provider once.
+    let smtp = settings
+        .smtp
+        .as_ref()
+        .map_or(Duration::ZERO, |s| s.timeout * 6);
+    let sms = settings.sms_timeout * settings.sms.len() as u32;
+    (smtp.max(sms) * rounds + Duration::from_secs(60)).max(MIN_LEASE)
 }
 
 /// Runs until the task is dropped: a batch whenever the queue is notified, at least every
@@ -104,7 +124,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, sqlx::Error> {
              leased_until = now() + $2, updated_at = now()
          FROM due WHERE m.id = due.id
          RETURNING m.id, m.channel, m.address, m.template, m.template_version, m.locale,
-             m.data, m.attempts,
+             m.data, m.attempts, m.leased_until,
              (NOT m.critical AND (
                  EXISTS (SELECT 1 FROM suppressions s
                          WHERE s.address = lower(m.address) AND s.category IN (m.category, '*'))
@@ -113,7 +133,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, sqlx::Error> {
                               OR r.categories ->> m.category = 'false')))) AS suppressed",
     )
     .bind(i64::from(state.settings.sender.batch))
-    .bind(LEASE)
+    .bind(lease(state))
     .fetch_all(&state.db)
     .await?;
     if due.is_empty() {
@@ -130,7 +150,20 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, sqlx::Error> {
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    record(state, done).await?;
+    // What was sent must be recorded, or it is sent again once the lease ends: a failing
+    // write is tried again a few times first.
+    let mut tries = 0u32;
+    loop {
+        match record(state, &done).await {
+            Ok(()) => break,
+            Err(e) if tries < 3 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "recording sent messages failed; trying again");
+                tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(taken)
 }
 
@@ -145,10 +178,18 @@ async fn deliver(state: &AppState, message: Due) -> Done {
         subject: None,
         unsubscribe: None,
         provider: None,
+        leased_until: message.leased_until,
     };
     if message.suppressed {
         done.status = "suppressed";
         done.outcome = None;
+        return done;
+    }
+    // Taken again after a sender stopped during its attempts: past the last one, it is over.
+    if message.attempts > state.settings.sender.max_attempts as i32 {
+        done.status = "given_up";
+        done.outcome = Some("given_up");
+        done.detail = Some("its sender stopped during the last attempt".to_owned());
         return done;
     }
     let outcome = attempt(state, &message, &mut done).await;
@@ -255,7 +296,7 @@ async fn attempt(state: &AppState, message: &Due, done: &mut Done) -> Outcome {
 
 /// Every outcome of a batch, in one transaction: the messages' states and their attempts.
 /// A message that is done with loses its data (which may hold a token).
-async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
+async fn record(state: &AppState, done: &[Done]) -> Result<(), sqlx::Error> {
     let mut ids = Vec::with_capacity(done.len());
     let mut attempts = Vec::with_capacity(done.len());
     let mut statuses = Vec::with_capacity(done.len());
@@ -265,16 +306,18 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
     let mut subjects = Vec::with_capacity(done.len());
     let mut unsubscribes = Vec::with_capacity(done.len());
     let mut providers = Vec::with_capacity(done.len());
+    let mut leases = Vec::with_capacity(done.len());
     for d in done {
         ids.push(d.id);
         attempts.push(d.attempt);
         statuses.push(d.status);
         outcomes.push(d.outcome);
-        details.push(d.detail);
+        details.push(d.detail.clone());
         next.push(d.next_attempt_at);
-        subjects.push(d.subject);
-        unsubscribes.push(d.unsubscribe);
+        subjects.push(d.subject.clone());
+        unsubscribes.push(d.unsubscribe.clone());
         providers.push(d.provider);
+        leases.push(d.leased_until);
     }
     let mut tx = state.db.begin().await?;
     sqlx::query(
@@ -286,9 +329,9 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
              unsubscribe_digest = coalesce(d.unsubscribe, m.unsubscribe_digest),
              provider = coalesce(d.provider, m.provider),
              data = CASE WHEN d.status = 'queued' THEN m.data END
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::text[])
-             AS d(id, status, detail, next_at, subject, unsubscribe, provider)
-         WHERE m.id = d.id",
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::text[], $8::timestamptz[])
+             AS d(id, status, detail, next_at, subject, unsubscribe, provider, leased)
+         WHERE m.id = d.id AND m.status = 'sending' AND m.leased_until = d.leased",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -297,6 +340,7 @@ async fn record(state: &AppState, done: Vec<Done>) -> Result<(), sqlx::Error> {
     .bind(&subjects)
     .bind(&unsubscribes)
     .bind(&providers)
+    .bind(&leases)
     .execute(&mut *tx)
     .await?;
     sqlx::query(

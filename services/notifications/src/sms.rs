@@ -136,7 +136,8 @@ impl Provider {
                 };
                 if status.is_success() {
                     Outcome::Sent(format!("twilio {} {}", status.as_u16(), answer(&body)))
-                } else if status.as_u16() == 429 || status.is_server_error() {
+                } else if matches!(status.as_u16(), 401 | 403 | 429) || status.is_server_error() {
+                    // Refused credentials are the platform's to fix, not the message's fault.
                     Outcome::Retry(format!("twilio {} {}", status.as_u16(), answer(&body)))
                 } else {
                     Outcome::Failed(format!("twilio {} {}", status.as_u16(), answer(&body)))
@@ -151,8 +152,11 @@ impl Provider {
                     .unwrap_or("");
                 match (status.is_success(), code) {
                     (true, "0") => Outcome::Sent(format!("vonage 0 {detail}")),
-                    // 1: throttled; 5: the provider's internal error.
-                    (true, "1" | "5") => Outcome::Retry(format!("vonage {code} {detail}")),
+                    // 1: throttled; 4: credentials refused; 5: the provider's internal
+                    // error; 9: the account's quota.
+                    (true, "1" | "4" | "5" | "9") => {
+                        Outcome::Retry(format!("vonage {code} {detail}"))
+                    }
                     (true, _) => Outcome::Failed(format!("vonage {code} {detail}")),
                     (false, _) if status.as_u16() == 429 || status.is_server_error() => {
                         Outcome::Retry(format!("vonage {}", status.as_u16()))

@@ -197,21 +197,6 @@ pub async fn send(
     if checks.iter().any(|(_, e)| e.is_some()) {
         return Err(ApiError::fields(checks));
     }
-    match request.channel {
-        Channel::Email if state.mailer.is_none() => {
-            return Err(ApiError::ChannelUnavailable(
-                "No SMTP server is configured: set SMTP_URL (and MAIL_FROM) for the notifications service."
-                    .to_owned(),
-            ))
-        }
-        Channel::Sms if state.texter.is_none() => {
-            return Err(ApiError::ChannelUnavailable(
-                "No SMS provider is configured: set SMS_PROVIDERS for the notifications service."
-                    .to_owned(),
-            ))
-        }
-        Channel::Email | Channel::Sms => {}
-    }
     // The request as sent, for telling a replay from a reuse of its key.
     let digest = Sha256::digest(
         serde_json::to_vec(&serde_json::json!({
@@ -232,6 +217,27 @@ pub async fn send(
     .to_vec();
 
     let mut tx = state.db.begin().await?;
+    // A request seen before answers as it did, whatever changed since (a template, an
+    // account, the configuration): first.
+    if let Some(earlier) = messages::earlier(&mut tx, caller.user_id, &key, &digest).await? {
+        tx.rollback().await?;
+        return replayed(earlier);
+    }
+    match request.channel {
+        Channel::Email if state.mailer.is_none() => {
+            return Err(ApiError::ChannelUnavailable(
+                "No SMTP server is configured: set SMTP_URL (and MAIL_FROM) for the notifications service."
+                    .to_owned(),
+            ))
+        }
+        Channel::Sms if state.texter.is_none() => {
+            return Err(ApiError::ChannelUnavailable(
+                "No SMS provider is configured: set SMS_PROVIDERS for the notifications service."
+                    .to_owned(),
+            ))
+        }
+        Channel::Email | Channel::Sms => {}
+    }
     let (user_id, address, recipient_locale) =
         match (request.to.user_id, &request.to.email, &request.to.phone) {
             (Some(user), _, _) => {
@@ -296,8 +302,17 @@ pub async fn send(
             tx.commit().await?;
             Ok((StatusCode::ACCEPTED, axum::Json(delivery)).into_response())
         }
-        Accepted::Replayed(delivery) => {
+        earlier => {
             tx.rollback().await?;
+            replayed(earlier)
+        }
+    }
+}
+
+/// The answer to a request whose Idempotency-Key was seen before.
+fn replayed(earlier: Accepted) -> Result<Response, ApiError> {
+    match earlier {
+        Accepted::New(delivery) | Accepted::Replayed(delivery) => {
             let mut response = (StatusCode::ACCEPTED, axum::Json(delivery)).into_response();
             response
                 .headers_mut()

@@ -183,6 +183,9 @@ pub async fn preview(
     if !caller.has_role(ADMIN) {
         caller.require_role(NOTIFIER)?;
     }
+    if !valid_key(&key) {
+        return Err(ApiError::NotFound("template"));
+    }
     if let Some(locale) = request.locale.as_deref().filter(|l| !valid_locale(l)) {
         return Err(ApiError::field(
             "locale",

@@ -45,9 +45,28 @@ async fn a_message_is_sent_once_per_key_tracked_and_its_unsubscribe_link_works()
         "urn:gravity:problem:idempotency-key-reused"
     );
 
+    // A replay answers as the first request did, even once the template has changed.
+    let admin = caller(&["admin"]);
+    let changed = app
+        .send(
+            &admin,
+            app.client
+                .put(app.url("/api/v1/templates/welcome/en"))
+                .json(&json!({ "subject": "Hi {{ nickname }}", "text": "{{ nickname }}", "category": "account" })),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::CREATED);
+    let again = app.notify(&notifier, "order-1", welcome(&address)).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
     let sent = app.settled(&notifier, &id).await;
     assert_eq!(sent["status"], "sent", "{sent}");
-    assert_eq!(sent["subject"], "Welcome, Ann");
+    assert_eq!(
+        sent["subject"], "Welcome, Ann",
+        "sent with the version it was accepted with"
+    );
     assert_eq!(sent["attempts"], 1);
     assert_eq!(sent["attempt_log"][0]["outcome"], "sent");
     assert!(
@@ -122,7 +141,13 @@ async fn a_message_is_sent_once_per_key_tracked_and_its_unsubscribe_link_works()
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let next = app.notify(&notifier, "order-2", welcome(&address)).await;
+    // The template's new version prints `nickname`, which later requests must give.
+    let welcome_v2 = |a: &str| {
+        let mut body = welcome(a);
+        body["data"]["nickname"] = json!("Annie");
+        body
+    };
+    let next = app.notify(&notifier, "order-2", welcome_v2(&address)).await;
     let next: Value = next.json().await.unwrap();
     assert_eq!(
         app.settled(&notifier, next["id"].as_str().unwrap()).await["status"],
@@ -140,7 +165,7 @@ async fn a_message_is_sent_once_per_key_tracked_and_its_unsubscribe_link_works()
     let clicked: Value = clicked.json().await.unwrap();
     assert_eq!(clicked["category"], "account");
     assert_eq!(clicked["address"], address);
-    let after = app.notify(&notifier, "order-3", welcome(&address)).await;
+    let after = app.notify(&notifier, "order-3", welcome_v2(&address)).await;
     let after: Value = after.json().await.unwrap();
     let after = app.settled(&notifier, after["id"].as_str().unwrap()).await;
     assert_eq!(after["status"], "suppressed", "{after}");
@@ -409,11 +434,39 @@ async fn a_scheduled_message_waits_and_a_digest_gathers_its_window_into_one_mail
         ids.push(r["id"].clone());
     }
     assert!(ids.iter().all(|id| *id == ids[0]), "one digest: {ids:?}");
+    // Another sender's items under the same key gather apart, into a message of its own.
+    let someone = caller(&["notifier"]);
+    let other = json!({
+        "to": { "email": digested },
+        "template": "digest",
+        "data": { "text": "Eve wrote" },
+        "digest": { "key": "activity", "window_seconds": 2 },
+    });
+    let apart: Value = app
+        .notify(&someone, "d-other", other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(apart["status"], "scheduled", "{apart}");
+    assert_ne!(apart["id"], ids[0], "{apart}");
     let sent = app.settled(&notifier, ids[0].as_str().unwrap()).await;
     assert_eq!(sent["status"], "sent");
-    let mails = caught(&digested, 1).await;
-    assert_eq!(mails.len(), 1);
-    let got = mail(mails[0]["ID"].as_str().unwrap()).await;
+    assert_eq!(
+        app.settled(&someone, apart["id"].as_str().unwrap()).await["status"],
+        "sent"
+    );
+    let mails = caught(&digested, 2).await;
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mails.iter().any(|m| m["Subject"] == "1 new notification"),
+        "{mails:?}"
+    );
+    let digest = mails
+        .iter()
+        .find(|m| m["Subject"] == "3 new notifications")
+        .unwrap_or_else(|| panic!("the digest among {mails:?}"));
+    let got = mail(digest["ID"].as_str().unwrap()).await;
     assert_eq!(got["Subject"], "3 new notifications");
     let text = got["Text"].as_str().unwrap();
     for item in ["Ann commented", "Bob liked", "Cid shared"] {

@@ -111,4 +111,13 @@ async fn a_new_version_is_used_from_then_on_and_previews_pick_the_best_locale() 
         )
         .await;
     assert_eq!(problem_type(unknown).await, "urn:gravity:problem:not-found");
+    let not_a_key = app
+        .send(
+            &admin,
+            app.client
+                .post(app.url("/api/v1/templates/%00/preview"))
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(not_a_key.status(), StatusCode::NOT_FOUND);
 }
