@@ -130,19 +130,10 @@ pub async fn accept(conn: &mut PgConnection, new: NewMessage) -> Result<Accepted
         .await?
         .rows_affected();
         if claimed == 0 {
-            let (earlier, message): (Vec<u8>, Uuid) = sqlx::query_as(
-                "SELECT request_digest, message_id FROM requests
-                 WHERE requested_by = $1 AND idempotency_key = $2",
-            )
-            .bind(by)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-            if &earlier != digest {
-                return Ok(Accepted::KeyReused);
-            }
-            let delivery = find(conn, message).await?.ok_or(sqlx::Error::RowNotFound)?;
-            return Ok(Accepted::Replayed(delivery));
+            // Only an earlier request with the key inserts nothing.
+            return earlier(conn, by, key, digest)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound);
         }
     }
     let now = Utc::now();
@@ -160,8 +151,7 @@ pub async fn accept(conn: &mut PgConnection, new: NewMessage) -> Result<Accepted
     // version and locale) takes the item; its first message's settings (and its id, which
     // the request is then recorded with) stay.
     let delivery: Delivery = sqlx::query_as(&format!(
-        "WITH accepted AS (
-             INSERT INTO messages (id, requested_by, origin, user_id, channel, address, template,
+        "INSERT INTO messages (id, requested_by, origin, user_id, channel, address, template,
                  template_version, locale, category, critical, data, digest_key, status, send_at,
                  next_attempt_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
@@ -171,8 +161,7 @@ pub async fn accept(conn: &mut PgConnection, new: NewMessage) -> Result<Accepted
              DO UPDATE SET data = jsonb_set(messages.data, '{{items}}',
                                (messages.data -> 'items') || (EXCLUDED.data -> 'items')),
                            updated_at = now()
-             RETURNING {DELIVERY_COLUMNS}
-         ) SELECT * FROM accepted"
+             RETURNING {DELIVERY_COLUMNS}"
     ))
     .bind(id)
     .bind(new.requested_by)

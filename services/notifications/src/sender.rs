@@ -8,7 +8,7 @@
 //! ends, and the SMTP server may then have it twice: mail has no exactly-once, so the
 //! message id (its `Message-ID`) stays the same for receivers that drop duplicates.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt as _};
@@ -21,7 +21,7 @@ use crate::{
     email::{Mail, Outcome},
     messages::DUE,
     state::AppState,
-    templates,
+    templates::{self, Compiled},
 };
 
 /// The shortest time a taken message is someone's.
@@ -238,31 +238,18 @@ async fn attempt(state: &AppState, message: &Due, done: &mut Done) -> Outcome {
         "email" | "sms" => {}
         other => return Outcome::Failed(format!("no channel {other}")),
     }
-    let template = {
-        let mut conn = match state.db.acquire().await {
-            Ok(c) => c,
-            Err(e) => return Outcome::Retry(format!("the database: {e}")),
-        };
-        match templates::version(
-            &mut conn,
-            &message.template,
-            &message.locale,
-            message.template_version,
-        )
-        .await
-        {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                return Outcome::Failed(format!(
-                    "template {} ({}) version {} is gone",
-                    message.template, message.locale, message.template_version
-                ))
-            }
-            Err(e) => return Outcome::Retry(format!("the database: {e}")),
-        }
+    let kept = state
+        .templates
+        .kept(&message.template, &message.locale, message.template_version);
+    let compiled = match kept {
+        Some(compiled) => compiled,
+        None => match load(state, message).await {
+            Ok(compiled) => compiled,
+            Err(outcome) => return outcome,
+        },
     };
     let data = message.data.clone().unwrap_or(Value::Null);
-    let content = match state.templates.render(&template, &data) {
+    let content = match compiled.render(&data) {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("the template does not render: {e}")),
     };
@@ -292,6 +279,34 @@ async fn attempt(state: &AppState, message: &Due, done: &mut Done) -> Outcome {
             unsubscribe: &unsubscribe,
         })
         .await
+}
+
+/// The message's template version from the database, compiled and kept; what to record
+/// when it cannot be had.
+async fn load(state: &AppState, message: &Due) -> Result<Arc<Compiled>, Outcome> {
+    let mut conn = state
+        .db
+        .acquire()
+        .await
+        .map_err(|e| Outcome::Retry(format!("the database: {e}")))?;
+    let found = templates::version(
+        &mut conn,
+        &message.template,
+        &message.locale,
+        message.template_version,
+    )
+    .await
+    .map_err(|e| Outcome::Retry(format!("the database: {e}")))?;
+    let template = found.ok_or_else(|| {
+        Outcome::Failed(format!(
+            "template {} ({}) version {} is gone",
+            message.template, message.locale, message.template_version
+        ))
+    })?;
+    state
+        .templates
+        .keep(template)
+        .map_err(|e| Outcome::Failed(format!("the template does not render: {e}")))
 }
 
 /// Every outcome of a batch, in one transaction: the messages' states and their attempts.

@@ -52,38 +52,57 @@ pub enum RenderError {
     Template { part: &'static str, reason: String },
 }
 
-/// Compiled templates by (key, locale, version).
+/// A template version with its parts compiled.
+pub struct Compiled {
+    pub template: Template,
+    env: Environment<'static>,
+}
+
+impl Compiled {
+    pub fn render(&self, data: &Value) -> Result<Rendered, RenderError> {
+        render_with(&self.env, self.template.html.is_some(), data)
+    }
+}
+
+/// Compiled templates by (key, locale, version): a version never changes, so one kept is
+/// right for the life of the process and the database is not asked for it again.
 #[derive(Default)]
 pub struct Cache {
-    compiled: Mutex<HashMap<(String, String, i32), Arc<Environment<'static>>>>,
+    compiled: Mutex<HashMap<(String, String, i32), Arc<Compiled>>>,
 }
 
 impl Cache {
-    /// Renders `template` with `data`, compiling it on first use.
-    pub fn render(&self, template: &Template, data: &Value) -> Result<Rendered, RenderError> {
+    /// The version kept, if it was compiled before.
+    pub fn kept(&self, key: &str, locale: &str, version: i32) -> Option<Arc<Compiled>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(key.to_owned(), locale.to_owned(), version))
+            .cloned()
+    }
+
+    /// Compiles `template` and keeps it.
+    pub fn keep(&self, template: Template) -> Result<Arc<Compiled>, RenderError> {
+        let env = compile(&template)?;
         let id = (
             template.key.clone(),
             template.locale.clone(),
             template.version,
         );
-        let cached = self
-            .compiled
+        let compiled = Arc::new(Compiled { template, env });
+        self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
-        let env = match cached {
-            Some(env) => env,
-            None => {
-                let env = Arc::new(compile(template)?);
-                self.compiled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, env.clone());
-                env
-            }
-        };
-        render_with(&env, template.html.is_some(), data)
+            .insert(id, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Renders `template` with `data`, compiling it on first use.
+    pub fn render(&self, template: &Template, data: &Value) -> Result<Rendered, RenderError> {
+        match self.kept(&template.key, &template.locale, template.version) {
+            Some(compiled) => compiled.render(data),
+            None => self.keep(template.clone())?.render(data),
+        }
     }
 }
 

@@ -32,6 +32,11 @@ pub const NOTIFIER: &str = "notifier";
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// What a refused template key, category, locale or phone number is told.
+pub const KEY_RULE: &str = "must be 1 to 64 of a-z, 0-9, `_`, `.` and `-`";
+pub const LOCALE_RULE: &str = "must be a BCP 47 language tag such as en or fr-CA";
+pub const PHONE_RULE: &str = "must be an E.164 number such as +15550001111";
+
 /// Who a message goes to: an account (its address, number and locale are this service's),
 /// or an address (`email`) or number (`phone`). Exactly one.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -144,9 +149,7 @@ pub async fn send(
         (
             "to.phone",
             match (&request.to.phone, request.channel) {
-                (Some(p), _) if !valid_phone(p) => {
-                    Some("must be an E.164 number such as +15550001111".to_owned())
-                }
+                (Some(p), _) if !valid_phone(p) => Some(PHONE_RULE.to_owned()),
                 (Some(_), Channel::Email) => Some("is for sms; email needs an address".to_owned()),
                 _ => None,
             },
@@ -175,7 +178,7 @@ pub async fn send(
                 .locale
                 .as_deref()
                 .filter(|l| !valid_locale(l))
-                .map(|_| "must be a BCP 47 language tag such as en or fr-CA".to_owned()),
+                .map(|_| LOCALE_RULE.to_owned()),
         ),
         (
             "digest.key",

@@ -10,7 +10,7 @@ use service_kit::{
     Identity,
 };
 
-use super::notifications::{valid_key, valid_locale};
+use super::notifications::{valid_key, valid_locale, LOCALE_RULE, PHONE_RULE};
 use crate::{
     error::ApiError,
     recipients::{self, Preferences, Unsubscribed},
@@ -58,7 +58,7 @@ pub async fn put(
                 .locale
                 .as_deref()
                 .filter(|l| !valid_locale(l))
-                .map(|_| "must be a BCP 47 language tag such as en or fr-CA".to_owned()),
+                .map(|_| LOCALE_RULE.to_owned()),
         ),
         (
             "phone",
@@ -66,7 +66,7 @@ pub async fn put(
                 .phone
                 .as_deref()
                 .filter(|p| !super::notifications::valid_phone(p))
-                .map(|_| "must be an E.164 number such as +15550001111".to_owned()),
+                .map(|_| PHONE_RULE.to_owned()),
         ),
         (
             "categories",

@@ -9,7 +9,7 @@ use service_kit::{
 };
 use utoipa::ToSchema;
 
-use super::notifications::{valid_key, valid_locale, ADMIN, NOTIFIER};
+use super::notifications::{valid_key, valid_locale, ADMIN, KEY_RULE, LOCALE_RULE, NOTIFIER};
 use crate::{
     error::ApiError,
     state::AppState,
@@ -88,14 +88,10 @@ pub async fn put(
         .unwrap_or_else(|| "general".to_owned());
     let too_long = |s: &str| s.chars().count() > MAX_PART;
     let checks = [
-        (
-            "key",
-            (!valid_key(&key)).then(|| "must be 1 to 64 of a-z, 0-9, `_`, `.` and `-`".to_owned()),
-        ),
+        ("key", (!valid_key(&key)).then(|| KEY_RULE.to_owned())),
         (
             "locale",
-            (!valid_locale(&locale))
-                .then(|| "must be a BCP 47 language tag such as en or fr-CA".to_owned()),
+            (!valid_locale(&locale)).then(|| LOCALE_RULE.to_owned()),
         ),
         (
             "subject",
@@ -116,8 +112,7 @@ pub async fn put(
         ),
         (
             "category",
-            (!valid_key(&category))
-                .then(|| "must be 1 to 64 of a-z, 0-9, `_`, `.` and `-`".to_owned()),
+            (!valid_key(&category)).then(|| KEY_RULE.to_owned()),
         ),
     ];
     if checks.iter().any(|(_, e)| e.is_some()) {
