@@ -12,6 +12,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod entries;
 pub mod error;
+pub mod privacy;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -49,7 +49,12 @@ impl Application {
         let service = app::Service::bind(SERVICE, &settings.http, routes::router(state.clone()))
             .await?
             .with_events(&db, settings.events.as_ref(), |consumer| {
-                consumer.subscribe(every_event)
+                consumer
+                    .subscribe(every_event)
+                    .subscribe(service_kit::privacy::subscription(
+                        SERVICE,
+                        crate::privacy::Records,
+                    ))
             })
             .with_task(checkpoint_regularly(state.clone()));
         Ok(Self { service, state })

@@ -162,21 +162,37 @@ pub async fn tell_registered(conn: &mut PgConnection, user: &UserRecord) -> Resu
 
 /// Fails with `LastAdmin` if no active admin other than `user` would remain. Takes a lock on
 /// the admin rows so two concurrent demotions cannot each see the other as the remaining admin.
-pub async fn ensure_other_admin(
-    tx: &mut Transaction<'_, Postgres>,
-    user: Uuid,
-) -> Result<(), AuthError> {
+pub async fn ensure_other_admin(conn: &mut PgConnection, user: Uuid) -> Result<(), AuthError> {
     let others: Vec<Uuid> = sqlx::query_scalar(
         "SELECT u.id FROM users u JOIN roles r ON r.id = u.role_id
          WHERE r.name = $1 AND u.is_active ORDER BY u.id FOR UPDATE OF u",
     )
     .bind(ADMIN_ROLE)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     if others.iter().all(|id| *id == user) && others.contains(&user) {
         return Err(AuthError::LastAdmin);
     }
     Ok(())
+}
+
+/// Deletes an account and everything that hangs off it (sessions, reset tokens), and tells
+/// `auth.user.deleted.v1`; false when there was no such account. The caller checks
+/// `ensure_other_admin` first, in the same transaction.
+pub async fn remove(conn: &mut PgConnection, user: Uuid) -> Result<bool, AuthError> {
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let event = events::auth::UserDeleted {
+        user_id: user,
+        deleted_at: Utc::now(),
+    };
+    published::tell(conn, &event).await?;
+    Ok(true)
 }
 
 /// Fails with `Escalation` when `target`'s role holds permissions the caller lacks: an account

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod invalidation;
 pub mod keys;
+pub mod privacy;
 pub mod published;
 pub mod resets;
 pub mod routes;

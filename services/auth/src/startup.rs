@@ -75,8 +75,16 @@ impl Application {
         let service = &state.settings.service;
         let service = app::Service::bind("auth", &service.http, routes::router(state.clone()))
             .await?
-            // Publishes what other services need to know; consumes nothing yet.
-            .with_events(&db, service.events.as_ref(), |consumer| consumer)
+            // Publishes what other services need to know; answers the users service's
+            // export and erasure requests.
+            .with_events(&db, service.events.as_ref(), |consumer| {
+                consumer.subscribe(service_kit::privacy::subscription(
+                    "auth",
+                    crate::privacy::Accounts {
+                        events: state.events.clone(),
+                    },
+                ))
+            })
             .with_task(keys::reload_periodically(
                 state.keys.clone(),
                 KEY_RELOAD_EVERY,

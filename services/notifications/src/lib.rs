@@ -11,6 +11,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod messages;
+pub mod privacy;
 pub mod recipients;
 pub mod routes;
 pub mod sender;

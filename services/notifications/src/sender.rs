@@ -364,6 +364,8 @@ async fn record(state: &AppState, done: &[Done]) -> Result<(), sqlx::Error> {
          FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
              AS d(id, attempt, outcome, detail, provider)
          WHERE d.outcome IS NOT NULL
+             -- A message erased while it was being sent (its account's erasure) keeps no trace.
+             AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.id)
          ON CONFLICT (message_id, attempt) DO UPDATE SET outcome = EXCLUDED.outcome,
              detail = EXCLUDED.detail, at = now()",
     )

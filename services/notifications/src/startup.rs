@@ -65,7 +65,12 @@ impl Application {
         let service = app::Service::bind(SERVICE, &settings.http, routes::router(state.clone()))
             .await?
             .with_events(&db, settings.events.as_ref(), |consumer| {
-                consumer.subscribe(subscriptions::accounts(&state.settings))
+                consumer
+                    .subscribe(subscriptions::accounts(&state.settings))
+                    .subscribe(service_kit::privacy::subscription(
+                        SERVICE,
+                        crate::privacy::Recipients,
+                    ))
             })
             .with_task(sender::run(state.clone()));
         Ok(Self { service, state })

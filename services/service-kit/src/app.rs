@@ -152,6 +152,11 @@ impl Service {
             crate::events::EVERY_EVENT_EXCHANGE.to_owned(),
             events.every_event_exchange.clone(),
         );
+        // Its own events come from its own exchange (named after it under `gravity up`; a
+        // test's own otherwise).
+        settings
+            .exchanges
+            .insert(self.name.to_owned(), events.exchange.clone());
         let consumer = subscribe(Consumer::new(db.clone(), settings));
         if consumer.has_subscriptions() {
             self.tasks

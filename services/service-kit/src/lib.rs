@@ -21,6 +21,7 @@ pub mod opaque;
 pub mod openapi;
 pub mod pagination;
 pub mod password;
+pub mod privacy;
 pub mod problem;
 pub mod telemetry;
 pub mod testing;

@@ -160,3 +160,27 @@ pub async fn declare_exchange(channel: &lapin::Channel, name: &str) -> Result<()
         )
         .await
 }
+
+/// Waits (up to 20 s) until `queue` has a consumer, so its bindings are in place: a test's
+/// first event is then not published before a subscription that is still starting can take
+/// it. `false` if it never had one.
+pub async fn until_consumed(connection: &lapin::Connection, queue: &str) -> bool {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    for _ in 0..400 {
+        // A passive declare of a queue not there yet closes its channel: one per look.
+        if let Ok(channel) = connection.create_channel().await {
+            let declared = channel
+                .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+                .await;
+            if declared.is_ok_and(|q| q.consumer_count() > 0) {
+                let _ = channel.close(200, "seen".into()).await;
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

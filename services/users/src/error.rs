@@ -25,6 +25,9 @@ pub enum ApiError {
     Events(#[from] service_kit::events::EventsError),
     #[error("the attribute schema: {0}")]
     Schema(#[from] crate::schema::SchemaError),
+    /// The account is being erased: nothing more is gathered about it.
+    #[error("the account is being erased")]
+    ErasureInProgress,
     #[error("{0}")]
     Internal(String),
 }
@@ -49,6 +52,14 @@ impl ApiError {
                     .with_detail(format!("No such {what}."))
             }
             ApiError::Forbidden(missing) => missing.clone().into(),
+            ApiError::ErasureInProgress => Problem::new(
+                StatusCode::CONFLICT,
+                "erasure-in-progress",
+                "The account is being erased",
+            )
+            .with_detail(
+                "An erasure of this account is under way; its report is at /api/v1/erasures/{id}.",
+            ),
             // A pool that cannot hand out a connection, or a dropped connection, is the
             // database being unavailable (503, retry); anything else is a bug (500).
             ApiError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
@@ -88,6 +99,11 @@ mod tests {
         assert_eq!(p.status(), StatusCode::SERVICE_UNAVAILABLE);
         let p = ApiError::from(MissingRole("admin".into())).to_problem();
         assert_eq!((p.status(), p.slug()), (StatusCode::FORBIDDEN, "forbidden"));
+        let p = ApiError::ErasureInProgress.to_problem();
+        assert_eq!(
+            (p.status(), p.slug()),
+            (StatusCode::CONFLICT, "erasure-in-progress")
+        );
         let p = ApiError::Database(sqlx::Error::RowNotFound).to_problem();
         assert_eq!(p.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod config;
 pub mod error;
+pub mod privacy;
 pub mod profiles;
 pub mod routes;
 pub mod schema;

@@ -3,10 +3,11 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use service_kit::{app, http};
+use service_kit::{app, http, privacy::subscription as privacy_subscription};
 
 use crate::{
     config::Settings,
+    privacy::{answers, Profiles},
     routes,
     state::{AppState, Handles},
     subscriptions,
@@ -38,7 +39,10 @@ impl Application {
         let service = app::Service::bind(SERVICE, &settings.http, routes::router(state.clone()))
             .await?
             .with_events(&db, settings.events.as_ref(), |consumer| {
-                consumer.subscribe(subscriptions::accounts())
+                consumer
+                    .subscribe(subscriptions::accounts())
+                    .subscribe(privacy_subscription(SERVICE, Profiles))
+                    .subscribe(answers())
             });
         Ok(Self { service, state })
     }

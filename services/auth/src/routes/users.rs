@@ -2,7 +2,7 @@
 
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
-use events::auth::{UserDeleted, UserRoleChanged, UserUpdated};
+use events::auth::{UserRoleChanged, UserUpdated};
 use service_kit::{
     extract::{Json, Path, Query},
     pagination::{Page, PageQuery, PageRequest},
@@ -231,18 +231,9 @@ pub async fn delete(
     let mut tx = state.db.begin().await?;
     accounts::ensure_can_manage(&mut tx, &principal, id).await?;
     accounts::ensure_other_admin(&mut tx, id).await?;
-    let done = sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
+    if !accounts::remove(&mut tx, id).await? {
         return Err(AuthError::NotFound("user"));
     }
-    let event = UserDeleted {
-        user_id: id,
-        deleted_at: Utc::now(),
-    };
-    published::tell(&mut tx, &event).await?;
     tx.commit().await?;
     state.events.publish("user-deleted").await;
     tracing::info!(user = %id, by = %principal.user.id, "account deleted");

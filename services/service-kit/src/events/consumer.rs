@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use events::Event;
+use events::{Event, Reply};
 use futures_util::StreamExt as _;
 use lapin::{
     message::Delivery,
@@ -65,6 +65,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Handled<E> {
     pub event: E,
     pub id: Uuid,
+    /// The event's type: for a reply ([`Subscription::on_reply`]), it names who replied.
+    pub event_type: String,
     pub subject: Option<String>,
     pub traceparent: Option<String>,
     pub attempt: u32,
@@ -94,6 +96,8 @@ pub struct HandledEnvelope {
 pub struct Subscription {
     name: String,
     handlers: HashMap<&'static str, Erased>,
+    /// Replies by their fact ([`Reply::FACT`]), whoever tells them.
+    replies: HashMap<&'static str, Erased>,
     /// Takes every event that no typed handler takes, from the platform's firehose.
     every: Option<Erased>,
     batched: bool,
@@ -105,6 +109,7 @@ impl Subscription {
         Self {
             name: name.into(),
             handlers: HashMap::new(),
+            replies: HashMap::new(),
             every: None,
             batched: false,
         }
@@ -135,7 +140,13 @@ impl Subscription {
 
     /// The handler for events of `event_type`, if this subscription takes them.
     fn handler(&self, event_type: &str) -> Option<&Erased> {
-        self.handlers.get(event_type).or(self.every.as_ref())
+        self.handlers
+            .get(event_type)
+            .or_else(|| {
+                let (_, fact) = event_type.split_once('.')?;
+                self.replies.get(fact)
+            })
+            .or(self.every.as_ref())
     }
 
     /// Handles deliveries that wait together in one transaction (up to
@@ -156,22 +167,45 @@ impl Subscription {
         F: Fn(Handled<E>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Transaction<'static, Postgres>, HandlerError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let erased: Erased = Arc::new(move |envelope: &Envelope, attempt, tx| {
-            let handler = Arc::clone(&handler);
-            let handled = envelope.data::<E>().map(|event| Handled {
-                event,
-                id: envelope.id,
-                subject: envelope.subject.clone(),
-                traceparent: envelope.traceparent.clone(),
-                attempt,
-                tx,
-            });
-            Box::pin(async move { Ok(handler(handled?).await) })
-        });
-        self.handlers.insert(E::TYPE, erased);
+        self.handlers.insert(E::TYPE, typed(handler));
         self
     }
+
+    /// Handles the reply `R` from every service that tells it (`<service>.<R::FACT>`, see
+    /// [`Reply`]): binds the queue with `*.<R::FACT>` to [`EVERY_EVENT_EXCHANGE`], so a
+    /// service added later is heard too. [`Handled::event_type`] names who replied.
+    pub fn on_reply<R, F, Fut>(mut self, handler: F) -> Self
+    where
+        R: Reply,
+        F: Fn(Handled<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Transaction<'static, Postgres>, HandlerError>> + Send + 'static,
+    {
+        self.replies.insert(R::FACT, typed(handler));
+        self
+    }
+}
+
+/// `handler` behind the erased signature every subscription keeps.
+fn typed<E, F, Fut>(handler: F) -> Erased
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(Handled<E>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Transaction<'static, Postgres>, HandlerError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |envelope: &Envelope, attempt, tx| {
+        let handler = Arc::clone(&handler);
+        let handled = envelope.data::<E>().map(|event| Handled {
+            event,
+            id: envelope.id,
+            event_type: envelope.event_type.clone(),
+            subject: envelope.subject.clone(),
+            traceparent: envelope.traceparent.clone(),
+            attempt,
+            tx,
+        });
+        Box::pin(async move { Ok(handler(handled?).await) })
+    })
 }
 
 /// How a service consumes.
@@ -381,17 +415,25 @@ impl Consumer {
                 )
                 .await?;
         }
+        let every_event = self
+            .settings
+            .exchanges
+            .get(EVERY_EVENT_EXCHANGE)
+            .map_or(EVERY_EVENT_EXCHANGE, String::as_str);
+        let mut firehose_keys: Vec<String> = subscription
+            .replies
+            .keys()
+            .map(|fact| format!("*.{fact}"))
+            .collect();
         if subscription.every.is_some() {
-            let exchange = self
-                .settings
-                .exchanges
-                .get(EVERY_EVENT_EXCHANGE)
-                .map_or(EVERY_EVENT_EXCHANGE, String::as_str);
+            firehose_keys.push("#".to_owned());
+        }
+        for key in firehose_keys {
             channel
                 .queue_bind(
                     queue.as_str().into(),
-                    exchange.into(),
-                    "#".into(),
+                    every_event.into(),
+                    key.as_str().into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )

@@ -1,8 +1,8 @@
 //! The CloudEvents 1.0 envelope (JSON event format) every event travels in.
 
 use chrono::{DateTime, Utc};
-use events::Event;
-use serde::{Deserialize, Serialize};
+use events::{Event, Reply};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Why a message cannot be handled, whatever the handler: it is parked at once, with this
@@ -49,16 +49,42 @@ impl Envelope {
         event: &E,
         traceparent: Option<&str>,
     ) -> Result<Self, serde_json::Error> {
+        Self::of_type(
+            service,
+            E::TYPE.to_owned(),
+            event.subject(),
+            event,
+            traceparent,
+        )
+    }
+
+    /// `service`'s reply `R` (typed `<service>.<R::FACT>`, see [`Reply`]).
+    pub fn reply<R: Reply>(
+        service: &str,
+        reply: &R,
+        traceparent: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
+        let event_type = events::reply_type::<R>(service);
+        Self::of_type(service, event_type, reply.subject(), reply, traceparent)
+    }
+
+    fn of_type(
+        service: &str,
+        event_type: String,
+        subject: String,
+        data: &impl Serialize,
+        traceparent: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             specversion: "1.0".to_owned(),
             id: Uuid::now_v7(),
             source: format!("/gravity/{service}"),
-            event_type: E::TYPE.to_owned(),
-            subject: Some(event.subject()),
+            event_type,
+            subject: Some(subject),
             time: Utc::now(),
             datacontenttype: Some("application/json".to_owned()),
             traceparent: traceparent.map(str::to_owned),
-            data: serde_json::to_value(event)?,
+            data: serde_json::to_value(data)?,
         })
     }
 
@@ -73,7 +99,7 @@ impl Envelope {
     }
 
     /// The payload as `E`.
-    pub fn data<E: Event>(&self) -> Result<E, BadMessage> {
+    pub fn data<E: DeserializeOwned>(&self) -> Result<E, BadMessage> {
         E::deserialize(&self.data).map_err(|e| BadMessage::Payload {
             event_type: self.event_type.clone(),
             reason: e.to_string(),

@@ -21,7 +21,7 @@ pub use consumer::{
     ATTEMPT_HEADER, ERROR_HEADER, EVERY_EVENT_EXCHANGE, QUEUE_HEADER,
 };
 pub use envelope::{BadMessage, Envelope};
-pub use outbox::{record, Relay, RelaySettings};
+pub use outbox::{record, record_reply, Relay, RelaySettings};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Envelope, EventsError};
-use events::Event;
+use events::{Event, Reply};
 
 /// The advisory lock key the relaying instance holds ("gravoutb").
 const LEASE: i64 = 0x6772_6176_6f75_7462;
@@ -47,8 +47,29 @@ pub async fn record<E: Event>(
     event: &E,
 ) -> Result<Uuid, EventsError> {
     let traceparent = crate::telemetry::current_traceparent();
-    let envelope = Envelope::new(service, event, traceparent.as_deref())?;
-    let body = serde_json::to_string(&envelope)?;
+    insert(
+        conn,
+        &Envelope::new(service, event, traceparent.as_deref())?,
+    )
+    .await
+}
+
+/// Records `service`'s reply `R` (typed `<service>.<R::FACT>`), as [`record`] does an event.
+pub async fn record_reply<R: Reply>(
+    conn: &mut PgConnection,
+    service: &str,
+    reply: &R,
+) -> Result<Uuid, EventsError> {
+    let traceparent = crate::telemetry::current_traceparent();
+    insert(
+        conn,
+        &Envelope::reply(service, reply, traceparent.as_deref())?,
+    )
+    .await
+}
+
+async fn insert(conn: &mut PgConnection, envelope: &Envelope) -> Result<Uuid, EventsError> {
+    let body = serde_json::to_string(envelope)?;
     sqlx::query(
         "INSERT INTO event_outbox (event_id, event_type, subject, envelope)
          VALUES ($1, $2, $3, $4)",

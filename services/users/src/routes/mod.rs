@@ -1,5 +1,6 @@
 //! The Users service's HTTP surface, and the OpenAPI 3.1 document generated from it.
 
+pub mod privacy;
 pub mod profiles;
 pub mod schema;
 
@@ -21,7 +22,8 @@ use crate::state::AppState;
     modifiers(&GatewayIdentity),
     tags(
         (name = "profiles", description = "Profiles, preferences and activity"),
-        (name = "schema", description = "The schema of custom attributes")
+        (name = "schema", description = "The schema of custom attributes"),
+        (name = "privacy", description = "An account's export and erasure, across every service")
     )
 )]
 struct ApiDoc;
@@ -35,6 +37,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(profiles::search))
         .routes(routes!(profiles::get, profiles::patch))
         .routes(routes!(schema::get, schema::put))
+        .routes(routes!(privacy::request_export, privacy::export))
+        .routes(routes!(privacy::erase_me))
+        .routes(routes!(privacy::erase_user))
+        .routes(routes!(privacy::erasure))
         .split_for_parts();
     // The answers service-kit gives on the handlers' behalf (bad bodies, no caller, ...).
     StandardResponses.modify(&mut openapi);

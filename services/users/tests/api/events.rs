@@ -59,7 +59,7 @@ async fn a_profile_is_made_fed_and_removed_by_its_accounts_events() {
         .expect("cannot reach RabbitMQ; set TEST_AMQP_URL (see README)");
     let channel = broker.create_channel().await.expect("channel");
     let exchange = format!("test-{}", Uuid::new_v4().simple());
-    for name in [exchange.as_str(), "auth"] {
+    for name in [exchange.as_str(), "auth", "events"] {
         declare_exchange(&channel, name)
             .await
             .expect("declare an exchange");
@@ -135,7 +135,10 @@ async fn a_profile_is_made_fed_and_removed_by_its_accounts_events() {
         .expect("count");
     assert_eq!(left, 0, "the account's activity goes with it");
 
-    for queue in ["accounts", "accounts.retry", "accounts.parked"] {
+    for queue in ["accounts", "privacy", "answers"]
+        .into_iter()
+        .flat_map(|q| [q.to_owned(), format!("{q}.retry"), format!("{q}.parked")])
+    {
         let _ = channel
             .queue_delete(
                 format!("{exchange}.{queue}").as_str().into(),

@@ -5,4 +5,5 @@
 mod contract;
 mod events;
 mod helpers;
+mod privacy;
 mod profiles;
