@@ -3,7 +3,7 @@
 //! makes containers from it, `export compose` writes it out, and `ps`, `status` and `logs`
 //! read its resources; none of them works anything out again (Terraform's plan, then apply).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     gateway,
@@ -82,6 +82,10 @@ impl InfraPlan {
     }
 }
 
+/// The crate of the service that coordinates account export and erasure across the
+/// platform (`PRIVACY_SERVICES`).
+pub const USERS_CRATE: &str = "users";
+
 impl Plan {
     /// The plan for `project` with `secrets` (which must have been ensured for it).
     pub fn build(project: &Project, secrets: &Secrets) -> Plan {
@@ -101,10 +105,15 @@ impl Plan {
             }
             service_env.insert(name, env);
         }
+        // The services on each broker: they hear each other's events.
+        let mut on_broker: Vec<BTreeSet<&ServiceName>> = Vec::new();
         for (name, infra) in &m.infrastructure {
             let instance = Instance { name, infra };
             let dependents = project.dependents(&instance);
             let kind = infra.kind;
+            if kind.carries_events() {
+                on_broker.push(dependents.iter().map(|d| d.name).collect());
+            }
             for d in &dependents {
                 uses.entry(d.name).or_default().push(name.clone());
                 if let Some(env) = service_env.get_mut(d.name) {
@@ -155,6 +164,22 @@ impl Plan {
                     read_at_start,
                 }
             });
+            if spec.crate_name == USERS_CRATE {
+                // The users service asks every service it shares a broker with for an
+                // account's export and erasure, and reports who has not answered.
+                let asked: BTreeSet<&str> = on_broker
+                    .iter()
+                    .filter(|services| services.contains(name))
+                    .flatten()
+                    .map(|s| s.as_str())
+                    .collect();
+                if !asked.is_empty() {
+                    env.insert(
+                        "PRIVACY_SERVICES".to_owned(),
+                        asked.into_iter().collect::<Vec<_>>().join(","),
+                    );
+                }
+            }
             if spec.signing_key && !secrets.signing_key.is_empty() {
                 env.insert(
                     "PLATFORM_SIGNING_KEY".to_owned(),
@@ -407,5 +432,49 @@ database = "orders"
         let orders = &plan.services[&ServiceName::parse("orders").unwrap()];
         assert_eq!(audit.env.get("PLATFORM_SIGNING_KEY"), Some(&key));
         assert!(!orders.env.contains_key("PLATFORM_SIGNING_KEY"));
+    }
+
+    #[test]
+    fn the_users_service_asks_every_service_on_its_broker_for_exports_and_erasures() {
+        let text = r#"
+[platform]
+name = "shop"
+
+[infrastructure.postgres]
+port = 25432
+
+[infrastructure.rabbitmq]
+port = 25672
+
+[services.users]
+port = 28001
+database = "users"
+depends_on = ["rabbitmq"]
+
+[services.orders]
+port = 28002
+database = "orders"
+depends_on = ["rabbitmq"]
+
+[services.reports]
+port = 28003
+database = "reports"
+"#;
+        let manifest = Manifest::parse("gravity.toml", text).unwrap();
+        let project = Project {
+            manifest,
+            root: PathBuf::from("."),
+            workspace: PathBuf::from("."),
+        };
+        let mut secrets = Secrets::default();
+        project.complete_secrets(&mut secrets);
+        let plan = Plan::build(&project, &secrets);
+        let env = |name: &str| &plan.services[&ServiceName::parse(name).unwrap()].env;
+        assert_eq!(
+            env("users").get("PRIVACY_SERVICES").map(String::as_str),
+            Some("orders,users"),
+            "a service off the broker cannot hear the request, so it is not waited for"
+        );
+        assert!(!env("orders").contains_key("PRIVACY_SERVICES"));
     }
 }

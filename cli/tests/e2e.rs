@@ -3,7 +3,7 @@
 //! platform's label when it ends, passed or failed.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::Write as _,
     path::PathBuf,
     process::{Command, Output, Stdio},
@@ -1696,10 +1696,22 @@ async fn json_once_answered(
     status: u16,
     request: impl Fn() -> reqwest::RequestBuilder,
 ) -> Option<Value> {
-    for _ in 0..40 {
+    polled(40, request, |answered, _| answered == status).await
+}
+
+/// Sends `request()` every 250 ms, up to `tries` times, until `done` holds of an answer's
+/// status and JSON body (null when it has none); that body.
+async fn polled(
+    tries: usize,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    done: impl Fn(u16, &Value) -> bool,
+) -> Option<Value> {
+    for _ in 0..tries {
         let r = request().send().await.expect("the gateway answers");
-        if r.status() == status {
-            return Some(r.json().await.expect("a JSON body"));
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(Value::Null);
+        if done(status, &body) {
+            return Some(body);
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
@@ -1912,7 +1924,9 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
 /// The shipped platform (gravity.toml as it is, on this run's ports) as a user meets it: an
 /// account registers through the gateway and its welcome mail is caught; a reset is asked
 /// for and `gravity mail` shows the mail, whose token resets the password, and the new
-/// password logs in; the audit log holds both events and verifies.
+/// password logs in; the audit log holds both events and verifies. Then the account's export
+/// gathers every service's part, and its erasure is confirmed by every service (the audit log
+/// saying why it keeps its records), after which the account no longer logs in.
 #[tokio::test]
 async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_password() {
     let _alone = BUILDS_THE_GATEWAY.lock().await;
@@ -2124,4 +2138,109 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .await
         .expect("a verdict");
     assert_eq!(verified["ok"], true, "{verified}");
+
+    // The account's export gathers what every service on the broker holds about it.
+    let asked = client
+        .post(gateway("/users/api/v1/users/me/export"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(asked.status(), 202);
+    let export = polled(
+        240,
+        || {
+            client
+                .get(gateway("/users/api/v1/users/me/export"))
+                .bearer_auth(&access)
+        },
+        |status, e| status == 200 && e["complete"] == true,
+    )
+    .await
+    .expect("every service's part arrives");
+    let part = |service: &str| export["services"][service]["data"].clone();
+    assert_eq!(part("auth")["account"]["email"], email.as_str(), "{export}");
+    assert_eq!(
+        part("users")["profile"]["email"],
+        email.as_str(),
+        "{export}"
+    );
+    assert!(
+        part("notifications")["messages"]["total"].as_i64() >= Some(2),
+        "the welcome and the reset mail: {export}"
+    );
+    assert!(
+        part("audit")["records"]["total"].as_i64() >= Some(2),
+        "{export}"
+    );
+    assert!(
+        !export.to_string().contains(&token),
+        "no secret is exported"
+    );
+
+    // Erasure reaches every service: each confirms, the audit log says why it keeps its
+    // records, and the account no longer logs in.
+    let asked = client
+        .post(gateway("/users/api/v1/users/me/erasure"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({ "confirm": email }))
+        .send()
+        .await
+        .expect("erasure");
+    assert_eq!(asked.status(), 202);
+    let location = reqwest::Url::parse(&gateway("/users/api/v1/users/me/erasure"))
+        .and_then(|base| base.join(asked.headers()["location"].to_str().unwrap_or("")))
+        .expect("a Location relative to the request");
+    let report = polled(
+        240,
+        || client.get(location.clone()).bearer_auth(&admin),
+        |status, r| status == 200 && r["status"] != "pending",
+    )
+    .await
+    .expect("every service answers the erasure");
+    assert_eq!(report["status"], "complete", "{report}");
+    let outcomes: BTreeMap<String, String> = report["answers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["service"].as_str().unwrap_or_default().to_owned(),
+                a["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("audit", "retained"),
+        ("auth", "erased"),
+        ("notifications", "erased"),
+        ("users", "erased"),
+    ]
+    .into_iter()
+    .map(|(s, o)| (s.to_owned(), o.to_owned()))
+    .collect();
+    assert_eq!(outcomes, expected, "{report}");
+    let gone = client
+        .post(gateway("/auth/api/v1/login"))
+        .form(&[
+            ("username", email.as_str()),
+            ("password", "another horse battery"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(gone.status(), 401, "the account is gone");
+    let verified: Value = client
+        .get(gateway("/audit/api/v1/verify"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("verify")
+        .json()
+        .await
+        .expect("a verdict");
+    assert_eq!(
+        verified["ok"], true,
+        "the audit chain still verifies: {verified}"
+    );
 }

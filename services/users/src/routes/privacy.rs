@@ -32,6 +32,8 @@ pub struct ErasureRequest {
     pub confirm: String,
 }
 
+/// 202 with `Location` a relative reference (RFC 3986 §4.2), so that it holds behind the
+/// gateway's prefix as well as on the service's own port.
 fn accepted<T: serde::Serialize>(location: String, body: T) -> Response {
     (
         StatusCode::ACCEPTED,
@@ -48,7 +50,7 @@ fn accepted<T: serde::Serialize>(location: String, body: T) -> Response {
     post, path = "/api/v1/users/me/export", tag = "privacy", security(("gateway_identity" = [])),
     responses(
         (status = 202, body = Export, description = "Asked; read it at the Location",
-            headers(("Location" = String, description = "/api/v1/users/me/export"))),
+            headers(("Location" = String, description = "`export`: this same path, relative"))),
         (status = 409, description = "The account is being erased", content_type = "application/problem+json"),
     )
 )]
@@ -63,7 +65,7 @@ pub async fn request_export(
         &state.settings.privacy_services,
     )
     .await?;
-    Ok(accepted("/api/v1/users/me/export".to_owned(), export))
+    Ok(accepted("export".to_owned(), export))
 }
 
 /// The caller's latest export, with every service's part that has arrived.
@@ -99,7 +101,8 @@ async fn erase(
         &state.settings.privacy_services,
     )
     .await?;
-    Ok(accepted(format!("/api/v1/erasures/{}", report.id), report))
+    // From `/api/v1/users/{me or id}/erasure`.
+    Ok(accepted(format!("../../erasures/{}", report.id), report))
 }
 
 /// Erase the caller's account on every service: the auth service removes the account, each
@@ -110,7 +113,7 @@ async fn erase(
     request_body = ErasureRequest,
     responses(
         (status = 202, body = ErasureReport, description = "Asked; follow it at the Location",
-            headers(("Location" = String, description = "/api/v1/erasures/{id}"))),
+            headers(("Location" = String, description = "`../../erasures/{id}`: the report, relative to this path"))),
         (status = 404, description = "No profile", content_type = "application/problem+json"),
         (status = 422, description = "`confirm` is not the account's email address", content_type = "application/problem+json"),
     )
@@ -130,7 +133,7 @@ pub async fn erase_me(
     request_body = ErasureRequest,
     responses(
         (status = 202, body = ErasureReport, description = "Asked; follow it at the Location",
-            headers(("Location" = String, description = "/api/v1/erasures/{id}"))),
+            headers(("Location" = String, description = "`../../erasures/{id}`: the report, relative to this path"))),
         (status = 403, content_type = "application/problem+json"),
         (status = 404, description = "No profile", content_type = "application/problem+json"),
         (status = 422, description = "`confirm` is not the account's email address", content_type = "application/problem+json"),
