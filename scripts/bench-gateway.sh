@@ -36,7 +36,8 @@
 #
 # Tunables: ROUNDS (3, medians reported), SECONDS_PER_RUN (10), CONNECTIONS (64),
 # THREADS (2), UPSTREAM_PORT (8801), NGINX_PORT (8802), GATEWAY_PORT (8803),
-# GATEWAY_ADMIN_PORT (8804).
+# GATEWAY_ADMIN_PORT (8804), GATEWAY (a gateway binary to measure instead of building this
+# checkout's).
 
 set -euo pipefail
 
@@ -78,6 +79,7 @@ trap cleanup EXIT
 echo "--- building (release)" >&2
 cargo build --release --locked -p gateway --bin gateway --example bench_upstream >&2
 BIN=target/release
+GATEWAY=${GATEWAY:-$BIN/gateway}
 
 "$BIN/examples/bench_upstream" "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
@@ -138,7 +140,7 @@ start_target() { # $1: target, $2: scenario
 	gateway)
 		gateway_conf "$2" >"$WORK/gateway.toml"
 		GATEWAY_CONFIG=$WORK/gateway.toml GATEWAY_IDENTITY_KEY=$IDENTITY_KEY RUST_LOG=warn \
-			"$BIN/gateway" >>"$OUT/gateway.log" 2>&1 &
+			"$GATEWAY" >>"$OUT/gateway.log" 2>&1 &
 		GATEWAY_PID=$!
 		wait_port "$GATEWAY_PORT"
 		if [[ $2 == edge ]]; then

@@ -16,8 +16,9 @@ use service_kit::Problem;
 
 use crate::{
     config::{Access, Balance},
+    control::Control,
+    probes,
     upstream::UpstreamView,
-    Control,
 };
 
 #[derive(Serialize)]
@@ -91,34 +92,7 @@ async fn live() -> Json<serde_json::Value> {
 
 /// Ready once the auth service's keys are loaded (when any route checks tokens).
 async fn ready(State(control): State<Arc<Control>>) -> Response {
-    readiness(control.gateway.keys.as_ref().is_none_or(|k| k.has_keys()))
-}
-
-pub(crate) fn readiness(ready: bool) -> Response {
-    if !ready {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-        )
-        .with_detail("The auth service's keys are not loaded yet.")
-        .into_response();
-    }
-    Json(serde_json::json!({ "status": "ready" })).into_response()
-}
-
-pub(crate) fn metrics_page() -> Response {
-    match service_kit::metrics::handle() {
-        Some(h) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            h.render(),
-        )
-            .into_response(),
-        None => Problem::internal("no metrics recorder").into_response(),
-    }
+    probes::readiness(control.gateway.keys.as_ref().is_none_or(|k| k.has_keys()))
 }
 
 /// With an admin token configured, `/admin/*` answers only requests that bear it (the
@@ -132,7 +106,7 @@ async fn require_token(
     let Some(token) = control.admin_token() else {
         return next.run(request).await;
     };
-    match crate::proxy::bearer(request.headers()) {
+    match crate::headers::bearer(request.headers()) {
         Some(Ok(presented)) if token.matches(presented) => next.run(request).await,
         _ => Problem::new(
             StatusCode::UNAUTHORIZED,

@@ -38,7 +38,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::connections::{dial, host_of, Pool, SendError, Usable};
+use crate::pool::{dial, host_of, Pool, SendError, Usable};
 
 /// The largest response head read (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -112,7 +112,7 @@ fn release(authority: &Authority, mut conn: Conn) {
 }
 
 /// Closes the calling thread's lean connections idle for too long or closed by the upstream.
-pub(crate) fn sweep(now: Instant) {
+pub fn sweep(now: Instant) {
     let _ = IDLE.try_with(|idle| {
         if let Ok(mut idle) = idle.try_borrow_mut() {
             idle.sweep(now, |conn| matches!(usable(conn), Usable::Yes));

@@ -268,9 +268,45 @@ impl Added {
     }
 }
 
+/// The token of an `Authorization: Bearer` header, as bytes; `Err` when the header is there
+/// but is not a bearer token.
+///
+/// Not checked as text here: a token is hundreds of bytes, and the verifier's cache answers
+/// for the exact bytes it verified, so only a token it has not seen is checked, once, when it
+/// is verified (`KeySet::verify`).
+/// The bearer token of `Authorization`, any case of the scheme, trimmed; `None` without the
+/// header, an error for any other value.
+pub fn bearer(headers: &http::HeaderMap) -> Option<Result<&[u8], &'static str>> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    const SCHEME: &[u8] = b"bearer ";
+    let token = match value.split_at_checked(SCHEME.len()) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
+        _ => return Some(Err("the Authorization header is not a bearer token")),
+    };
+    if token.is_empty() {
+        return Some(Err("the Authorization header is not a bearer token"));
+    }
+    Some(Ok(token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_found_in_any_case_of_the_scheme_and_trimmed() {
+        let with = |value: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            bearer(&h).map(|r| r.map(<[u8]>::to_vec))
+        };
+        assert_eq!(with("Bearer abc.def"), Some(Ok(b"abc.def".to_vec())));
+        assert_eq!(with("bEaReR   abc  "), Some(Ok(b"abc".to_vec())));
+        for bad in ["Basic abc", "Bearer", "Bearer    ", "Bearerabc", ""] {
+            assert!(matches!(with(bad), Some(Err(_))), "{bad:?}");
+        }
+        assert_eq!(bearer(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn traceparent_is_continued_or_started() {

@@ -1,18 +1,29 @@
 //! Gravity's API gateway: the platform's one public entry point.
 //!
-//! Codemap: `config` (gateway.toml, checked types) → `routes` (the table, rebuilt on reload
-//! with upstream state carried over) → `proxy` (the request path) using `upstream` (health,
-//! outlier ejection, breaker, balancing), `exchange` (requests with no body or one in memory,
-//! sent and answered in the request's own task) and `connections` (hyper's connections, for
-//! streamed bodies and upgrades), each with a pool per serving thread, `keys` (JWKS and token verification),
-//! `ratelimit` (GCRA, local and Redis) and `headers`; `coarse_timer` keeps each serving
-//! thread's header-read deadlines; `admin` serves the operator's view.
+//! Codemap, in layers: a module uses only those of the layers below it, so the request path
+//! can be read (and changed) from the bottom up without a cycle.
+//!
+//! 1. Leaves: `config` (gateway.toml, checked types), `headers` (what is stripped, added and
+//!    read: the bearer token, identity, forwarding), `metrics` (the Prometheus series),
+//!    `coarse_timer` (each serving thread's clock and header-read deadlines), `pool` (idle
+//!    upstream connections per serving thread, and dialling).
+//! 2. Upstream I/O: `exchange` (requests with no body or one in memory, sent and answered in
+//!    the request's own task), `connections` (hyper's connections, for streamed bodies and
+//!    upgrades); `upstream` (health, outlier ejection, breaker, balancing), `keys` (JWKS and
+//!    token verification), `ratelimit` (GCRA, local and Redis).
+//! 3. `routes` (the table, rebuilt on reload with upstream state carried over), `refusal`
+//!    (every answer of the gateway's own, as problem+json), `probes` (readiness, metrics).
+//! 4. `proxy`: the request path in stages: route, `admit` (target, `authenticate`, rate
+//!    limits), `read_body`, send (pick an upstream, deadline, retries), `relay`.
+//! 5. `control` (reloads, health-check tasks), then `admin` (the operator's view), then this
+//!    module, which starts it all.
 //!
 //! **Boundary:** the gateway knows services only as upstream URLs from its configuration; it
 //! never reads a service's database and never issues tokens.
 
 pub mod admin;
 pub mod coarse_timer;
+pub mod control;
 /// The configuration file's schema, shared with the platform manager.
 pub use gateway_config as config;
 pub mod connections;
@@ -20,27 +31,20 @@ pub mod exchange;
 pub mod headers;
 pub mod keys;
 pub mod metrics;
+pub mod pool;
+pub mod probes;
 pub mod proxy;
 pub mod ratelimit;
+pub mod refusal;
 pub mod routes;
 pub mod upstream;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::SystemTime,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::{
-    config::{Config, ConfigError},
-    keys::KeySet,
-    proxy::Gateway,
-    ratelimit::Limiter,
-    routes::RouteTable,
-};
+pub use crate::control::{Control, ReloadReport};
+use crate::{config::Config, keys::KeySet, proxy::Gateway, ratelimit::Limiter, routes::RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -100,157 +104,6 @@ impl Drop for Running {
     }
 }
 
-/// What a reload did.
-#[derive(Debug, serde::Serialize)]
-pub struct ReloadReport {
-    pub routes: usize,
-    /// Sections that changed but only take effect after a restart.
-    pub needs_restart: Vec<&'static str>,
-}
-
-/// Route reloading and health-check tasks: shared by the file watcher, SIGHUP and the admin
-/// endpoint.
-pub struct Control {
-    gateway: Arc<Gateway>,
-    path: Option<PathBuf>,
-    started_with: Config,
-    admin_token: Option<config::AdminToken>,
-    health_tasks: Mutex<Vec<JoinHandle<()>>>,
-    last_error: Mutex<Option<String>>,
-    /// Serialises reloads.
-    reloading: tokio::sync::Mutex<Option<(SystemTime, u64)>>,
-}
-
-impl Control {
-    pub fn config_path(&self) -> Option<&std::path::Path> {
-        self.path.as_deref()
-    }
-
-    /// The token `/admin/*` requires, if any.
-    pub fn admin_token(&self) -> Option<&config::AdminToken> {
-        self.admin_token.as_ref()
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-
-    /// Rereads the configuration file and swaps the route table in. On any error the
-    /// running table stays as it was.
-    pub async fn reload(&self) -> Result<ReloadReport, ConfigError> {
-        let _one = self.reloading.lock().await;
-        let Some(path) = &self.path else {
-            return Ok(ReloadReport {
-                routes: self.gateway.table.load().routes().len(),
-                needs_restart: Vec::new(),
-            });
-        };
-        let result = Config::load(path);
-        let config = match result {
-            Ok(c) => c,
-            Err(e) => {
-                crate::metrics::reload("error");
-                tracing::error!(error = %e, "configuration reload failed; keeping the running routes");
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(e.to_string());
-                }
-                return Err(e);
-            }
-        };
-        Ok(self.apply(&config))
-    }
-
-    fn apply(&self, config: &Config) -> ReloadReport {
-        let mut needs_restart = Vec::new();
-        if config.server != self.started_with.server {
-            needs_restart.push("server");
-        }
-        if config.auth != self.started_with.auth {
-            needs_restart.push("auth");
-        }
-        if config.rate_limit != self.started_with.rate_limit {
-            needs_restart.push("rate_limit");
-        }
-        if !needs_restart.is_empty() {
-            tracing::warn!(sections = ?needs_restart,
-                "these sections changed and take effect only after a restart");
-        }
-        let previous = self.gateway.table.load_full();
-        let table = RouteTable::build(&config.routes, Some(&previous));
-        self.gateway.table.store(Arc::new(table));
-        self.restart_health_checks();
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = None;
-        }
-        crate::metrics::reload("ok");
-        tracing::info!(routes = config.routes.len(), "routes reloaded");
-        ReloadReport {
-            routes: config.routes.len(),
-            needs_restart,
-        }
-    }
-
-    fn restart_health_checks(&self) {
-        let Ok(mut tasks) = self.health_tasks.lock() else {
-            return;
-        };
-        for task in tasks.drain(..) {
-            task.abort();
-        }
-        let table = self.gateway.table.load_full();
-        for route in table.routes() {
-            for upstream in &route.pool.upstreams {
-                crate::metrics::upstream_healthy(&upstream.label, upstream.is_healthy());
-                if let Some(check) = &route.config.health_check {
-                    tasks.push(tokio::spawn(upstream::health_loop(
-                        Arc::clone(upstream),
-                        self.gateway.client.clone(),
-                        check.clone(),
-                    )));
-                }
-            }
-        }
-    }
-
-    fn stop_health_checks(&self) {
-        if let Ok(mut tasks) = self.health_tasks.lock() {
-            for task in tasks.drain(..) {
-                task.abort();
-            }
-        }
-    }
-
-    /// Polls the file's modification time and length; reloads when either changes.
-    async fn watch(self: Arc<Self>, interval: std::time::Duration) {
-        let Some(path) = self.path.clone() else {
-            return;
-        };
-        let stamp = |p: &std::path::Path| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-        };
-        *self.reloading.lock().await = stamp(&path);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = stamp(&path);
-            let changed = {
-                let mut seen = self.reloading.lock().await;
-                let changed = now.is_some() && now != *seen;
-                if changed {
-                    *seen = now;
-                }
-                changed
-            };
-            if changed {
-                let _ = self.reload().await;
-            }
-        }
-    }
-}
-
 /// Starts the gateway: binds both listeners, loads keys and Redis in the background, starts
 /// health checks and the file watcher. `path` is the file routes are reloaded from.
 pub async fn start(
@@ -297,15 +150,7 @@ pub async fn start(
         keys.clone(),
         Arc::clone(&limiter),
     ));
-    let control = Arc::new(Control {
-        gateway: Arc::clone(&gateway),
-        path,
-        started_with: config.clone(),
-        admin_token: config.admin_token.clone(),
-        health_tasks: Mutex::new(Vec::new()),
-        last_error: Mutex::new(None),
-        reloading: tokio::sync::Mutex::new(None),
-    });
+    let control = Arc::new(Control::new(Arc::clone(&gateway), path, config.clone()));
     control.restart_health_checks();
 
     let mut background = Vec::new();
@@ -444,6 +289,19 @@ fn listen_reusable(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket_for(addr, true)?.listen(4096)?.into_std()
 }
 
+/// Sweeps the calling thread's pools of idle upstream connections (hyper's and the lean
+/// exchanges') every `pool::IDLE_TIMEOUT / 2`; spawned once per serving thread's runtime.
+async fn sweep_forever() {
+    let mut tick = tokio::time::interval(pool::IDLE_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        connections::sweep(now);
+        exchange::sweep(now);
+    }
+}
+
 /// A serving thread: its own single-threaded runtime, listener and upstream connections
 /// (`connections`), so the tasks of one request never hop between threads. Reports its result on `done`.
 fn spawn_worker(
@@ -462,7 +320,7 @@ fn spawn_worker(
                     .build()?;
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(socket)?;
-                    tokio::spawn(connections::sweep_forever());
+                    tokio::spawn(sweep_forever());
                     tokio::spawn(coarse_timer::tick_forever());
                     let server = gateway.server.clone();
                     let shutdown = async move {
@@ -540,5 +398,117 @@ mod tests {
         drop(listeners);
         let (again, _) = bind_workers(addr, 2).unwrap();
         assert_eq!(again.len(), 2);
+    }
+}
+
+/// The codemap's layers, checked: a module names only modules of lower layers.
+#[cfg(test)]
+mod layering {
+    use std::collections::BTreeSet;
+
+    /// Every module but `config` (another crate), by layer, with its source.
+    const LAYERS: &[&[(&str, &str)]] = &[
+        &[
+            ("headers", include_str!("headers.rs")),
+            ("metrics", include_str!("metrics.rs")),
+            ("coarse_timer", include_str!("coarse_timer.rs")),
+            ("pool", include_str!("pool.rs")),
+        ],
+        &[
+            ("exchange", include_str!("exchange.rs")),
+            ("connections", include_str!("connections.rs")),
+            ("upstream", include_str!("upstream.rs")),
+            ("keys", include_str!("keys.rs")),
+            ("ratelimit", include_str!("ratelimit.rs")),
+        ],
+        &[
+            ("routes", include_str!("routes.rs")),
+            ("refusal", include_str!("refusal.rs")),
+            ("probes", include_str!("probes.rs")),
+        ],
+        &[("proxy", include_str!("proxy.rs"))],
+        &[("control", include_str!("control.rs"))],
+        &[("admin", include_str!("admin.rs"))],
+    ];
+
+    /// The modules of this crate that `source` names through `crate::`, in a path or in a
+    /// `use crate::{...}` group (first segments only).
+    fn named(source: &str) -> BTreeSet<String> {
+        let ident = |text: &str| -> String {
+            text.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let mut found = BTreeSet::new();
+        for (at, _) in source.match_indices("crate::") {
+            let rest = &source[at + "crate::".len()..];
+            let Some(group) = rest.strip_prefix('{') else {
+                found.insert(ident(rest));
+                continue;
+            };
+            // The group up to its closing brace, split at its own commas.
+            let mut depth = 0;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth > 0 => depth -= 1,
+                    '}' | ',' if depth == 0 => {
+                        found.insert(ident(&group[start..i]));
+                        start = i + 1;
+                        if c == '}' {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        found.remove("");
+        found
+    }
+
+    #[test]
+    fn the_parser_finds_paths_and_groups() {
+        let source = "use crate::{\n    config::{A, B},\n    connections, exchange,\n    upstream::{self, Attempt},\n};\nlet x = crate::metrics::f(); use crate::{pool, keys};";
+        let expected: BTreeSet<String> = [
+            "config",
+            "connections",
+            "exchange",
+            "upstream",
+            "metrics",
+            "pool",
+            "keys",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(named(source), expected);
+    }
+
+    #[test]
+    fn every_module_uses_only_lower_layers() {
+        let layer_of = |name: &str| {
+            LAYERS
+                .iter()
+                .position(|layer| layer.iter().any(|(n, _)| *n == name))
+        };
+        for (layer, modules) in LAYERS.iter().enumerate() {
+            for (name, source) in *modules {
+                for used in named(source) {
+                    if used == "config" || used == *name {
+                        continue;
+                    }
+                    match layer_of(&used) {
+                        Some(below) if below < layer => {}
+                        Some(other) => panic!(
+                            "`{name}` (layer {layer}) uses `{used}` (layer {other}): only lower layers"
+                        ),
+                        None => panic!("`{name}` uses `crate::{used}`, which is in no layer"),
+                    }
+                }
+            }
+        }
     }
 }

@@ -16,8 +16,6 @@ use std::sync::OnceLock;
 use http::Method;
 use metrics::{Counter, Histogram};
 
-use crate::upstream::BreakerState;
-
 const STATUSES: usize = 500;
 const METHODS: usize = 8;
 
@@ -117,8 +115,9 @@ pub fn upstream_healthy(upstream: &str, healthy: bool) {
         .set(if healthy { 1.0 } else { 0.0 });
 }
 
-pub fn breaker_state(upstream: &str, state: BreakerState) {
-    metrics::gauge!("gateway_breaker_state", "upstream" => upstream.to_owned()).set(state.gauge());
+/// `gauge` is the breaker's state as `upstream::BreakerState::gauge` numbers it.
+pub fn breaker_state(upstream: &str, gauge: f64) {
+    metrics::gauge!("gateway_breaker_state", "upstream" => upstream.to_owned()).set(gauge);
 }
 
 pub fn rate_limited(scope: &'static str) {

@@ -12,16 +12,12 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use axum::{body::Body, response::IntoResponse as _};
+use axum::body::Body;
 use bytes::Bytes;
 use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::connect::HttpConnector,
-    rt::{TokioExecutor, TokioIo},
-};
-use service_kit::Problem;
+use hyper_util::rt::TokioIo;
 use tower::retry::budget::Budget as _;
 
 use crate::{
@@ -29,25 +25,12 @@ use crate::{
     connections, exchange, headers,
     keys::{AuthError, KeySet},
     metrics::RouteMetrics,
+    pool,
     ratelimit::Limiter,
+    refusal::Refusal,
     routes::{ActiveRoute, RouteTable},
-    upstream::{Attempt, Outcome, Unavailable},
+    upstream::{self, Attempt, Outcome},
 };
-
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
-
-/// An HTTP/1 client for the gateway's own calls to upstreams (health checks); requests go
-/// through each serving thread's `connections` instead.
-pub fn client(server: &Server) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(server.connect_timeout));
-    connector.enforce_http(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(512)
-        .build(connector)
-}
 
 /// How long the rest of a refused request's body is read and dropped.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -68,7 +51,7 @@ fn discard(body: Incoming) {
 
 pub struct Gateway {
     pub table: ArcSwap<RouteTable>,
-    pub client: Client,
+    pub client: upstream::Client,
     pub keys: Option<Arc<KeySet>>,
     pub limiter: Arc<Limiter>,
     pub server: Server,
@@ -84,7 +67,7 @@ impl Gateway {
     ) -> Self {
         Self {
             table: ArcSwap::from_pointee(table),
-            client: client(&server),
+            client: upstream::client(&server),
             keys,
             limiter,
             server,
@@ -116,14 +99,7 @@ impl Gateway {
             .find(host_of(&request), path)
             .map(|(route, rest)| (route, path.len() - rest.len()));
         let (mut response, route_metrics, route_name, upstream) = match found {
-            None => (
-                Problem::new(StatusCode::NOT_FOUND, "no-route", "No route")
-                    .with_detail("No gateway route matches this path.")
-                    .into_response(),
-                &self.unrouted,
-                "-",
-                None,
-            ),
+            None => (Refusal::NoRoute.into_response(), &self.unrouted, "-", None),
             Some((route, rest_at)) => {
                 // Boxed: the forwarding future is a few kilobytes, and the serving code moves
                 // the request's future around before polling it; a box is one copy.
@@ -195,16 +171,22 @@ impl Gateway {
         let path = request.uri().path();
         if self.server.health_path.as_deref() == Some(path) {
             let ready = self.keys.as_ref().is_none_or(|k| k.has_keys());
-            return Some(Box::pin(async move { crate::admin::readiness(ready) }));
+            return Some(Box::pin(async move { crate::probes::readiness(ready) }));
         }
         if self.server.metrics_path.as_deref() == Some(path) {
-            return Some(Box::pin(async { crate::admin::metrics_page() }));
+            return Some(Box::pin(async { crate::probes::metrics_page() }));
         }
         None
     }
 
     /// Sends a request on to its route; `rest_at` is where the path after the route's prefix
     /// starts. Returns the response and which of the route's upstreams answered it, if any.
+    ///
+    /// Stages: `admit` (target, identity headers, `authenticate`, rate limits), the body limit
+    /// and `read_body`, then send with retries, then `relay`. A refusal at any stage is a
+    /// `Refusal`. The stages borrow the request rather than take it: each async stage is a
+    /// future of its own, and a request moved into one is copied (hundreds of bytes, per
+    /// stage, per request).
     async fn forward(
         &self,
         route: &Arc<ActiveRoute>,
@@ -213,95 +195,10 @@ impl Gateway {
         peer: SocketAddr,
         id: &HeaderValue,
     ) -> (Response<Body>, Option<usize>) {
-        let rest = request.uri().path().get(rest_at..).unwrap_or_default();
-        let needs_token = match route.config.access {
-            Access::Public => None,
-            Access::Optional => Some(false),
-            Access::Token => Some(!route.is_public_path(rest)),
+        let admitted = match self.admit(route, rest_at, &mut request, peer).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return (refusal.into_response(), None),
         };
-        let Some(path_and_query) = upstream_path(route, rest, request.uri()) else {
-            return (
-                Problem::for_status(StatusCode::BAD_REQUEST)
-                    .with_detail("The request path cannot be forwarded.")
-                    .into_response(),
-                None,
-            );
-        };
-        let client_ip = client_addr(&request, peer, self.server.trust_forwarded_for);
-        // Clients rarely send any: one pass of comparisons instead of a hashed removal each.
-        if request
-            .headers()
-            .keys()
-            .any(|k| headers::IDENTITY.contains(k))
-        {
-            for name in headers::IDENTITY {
-                request.headers_mut().remove(name);
-            }
-        }
-        // Edge authentication.
-        let mut user = None;
-        let mut identity_headers = None;
-        if let (Some(required), Some(keys)) = (needs_token, &self.keys) {
-            match bearer(request.headers()) {
-                Some(Ok(token)) => {
-                    match keys.verify(token).await {
-                        Ok(identity) => {
-                            user = Some(identity.user);
-                            identity_headers = Some(headers::IdentityHeaders {
-                                plain: [
-                                    identity.user_header,
-                                    identity.roles_header,
-                                    identity.session_header,
-                                ],
-                                assertion: identity.assertion_header,
-                            });
-                        }
-                        Err(AuthError::KeysUnavailable) => return (
-                            Problem::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "keys-unavailable",
-                                "Token keys unavailable",
-                            )
-                            .with_detail(
-                                "The gateway has not been able to load the auth service's keys \
-                                 yet; retry shortly.",
-                            )
-                            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-                            .into_response(),
-                            None,
-                        ),
-                        Err(AuthError::Token(e)) => return (unauthorized(&e.to_string()), None),
-                    }
-                }
-                Some(Err(why)) => return (unauthorized(why), None),
-                None if required => {
-                    return (unauthorized("this route needs a bearer access token"), None)
-                }
-                None => {}
-            }
-        }
-
-        // Rate limits.
-        if self.limiter.is_active() {
-            if let Err(refused) = self.limiter.check(client_ip, user).await {
-                let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                return (
-                    Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate-limited",
-                        "Too many requests",
-                    )
-                    .with_detail(format!(
-                        "The {} rate limit is used up; retry after {secs} s.",
-                        refused.scope.as_str()
-                    ))
-                    .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
-                    .into_response(),
-                    None,
-                );
-            }
-        }
-
         // Body limit: a declared length is checked now, a streamed one while it is read.
         let limit = self.server.body_limit_bytes;
         let declared = request
@@ -311,51 +208,35 @@ impl Gateway {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             discard(request.into_body());
-            return (too_large(limit), None);
+            return (Refusal::TooLarge { limit }.into_response(), None);
         }
-
-        let upgrade = is_upgrade(&request);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let mut upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         let added = headers::Added::new(
             &parts.headers,
-            client_ip,
+            admitted.client_ip,
             self.server.trust_forwarded_for,
             id.clone(),
-            identity_headers,
+            admitted.identity,
         );
-        let idempotent = parts.method.is_idempotent();
-        let mut body = if http_body::Body::is_end_stream(&incoming) {
-            Replay::Empty
-        } else if idempotent && !upgrade {
-            match Limited::new(incoming, limit as usize).collect().await {
-                Ok(collected) => Replay::Bytes(collected.to_bytes()),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return (too_large(limit), None)
-                }
-                Err(_) => {
-                    return (
-                        Problem::for_status(StatusCode::BAD_REQUEST)
-                            .with_detail("The request body could not be read.")
-                            .into_response(),
-                        None,
-                    )
-                }
-            }
-        } else if declared.is_some() {
-            Replay::Once(Some(Body::new(incoming)))
-        } else {
-            Replay::Once(Some(Body::new(Limited::new(incoming, limit as usize))))
+        let replayable = parts.method.is_idempotent() && upgrade.is_none();
+        let mut body = match read_body(incoming, replayable, declared, limit).await {
+            Ok(body) => body,
+            Err(refusal) => return (refusal.into_response(), None),
         };
+        let target = admitted.target;
 
+        // Send, to one of the route's upstreams within the route's deadline, and again to
+        // another when repeating it is harmless (RFC 9110 §9.2.2), its body can be sent again,
+        // the answer was a 502, 503 or 504 or none came, and the route's retry budget allows.
+        // (Inline rather than a stage of its own: a nested future's state is copied in and
+        // out of this one, a measurable cost per request.)
         // From now: the time the client took to send its body, or a key refetch, is not the
         // upstream's to answer for.
         let sent_at = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent_at) + route.config.timeout;
-        // A request is sent again only when repeating it is harmless (RFC 9110 §9.2.2) and
-        // its body can be sent again.
-        let max_attempts = if idempotent && body.replayable() {
+        let max_attempts = if parts.method.is_idempotent() && body.replayable() {
             1 + route.config.retries
         } else {
             1
@@ -374,7 +255,7 @@ impl Gateway {
             };
             let (index, mut attempt) = match route.pool.pick(&tried[..attempts], now) {
                 Ok(picked) => picked,
-                Err(why) => return (unavailable(why), last_upstream),
+                Err(why) => return (Refusal::Unavailable(why).into_response(), last_upstream),
             };
             tried[attempts] = index;
             attempts += 1;
@@ -384,10 +265,10 @@ impl Gateway {
             let authority = &upstream.url.authority;
             let result = match body.in_memory() {
                 // The common case: sent and answered in this task, nothing copied per attempt.
-                Some(bytes) if !upgrade && bytes.len() <= exchange::BODY_LIMIT => {
+                Some(bytes) if upgrade.is_none() && bytes.len() <= exchange::BODY_LIMIT => {
                     let outgoing = exchange::Outgoing {
                         method: &parts.method,
-                        target: &path_and_query,
+                        target: &target,
                         headers: &parts.headers,
                         added: &added,
                         body: bytes,
@@ -400,7 +281,7 @@ impl Gateway {
                 _ => {
                     let mut outgoing = Request::new(body.take());
                     *outgoing.method_mut() = parts.method.clone();
-                    *outgoing.uri_mut() = Uri::from(path_and_query.clone());
+                    *outgoing.uri_mut() = Uri::from(target.clone());
                     *outgoing.headers_mut() = parts.headers.clone();
                     added.apply(outgoing.headers_mut());
                     // Boxed: the rarer path, whose future would otherwise enlarge (and make
@@ -417,7 +298,7 @@ impl Gateway {
             };
             let can_retry = attempts < (max_attempts as usize).min(tried.len());
             match result {
-                Ok(Ok((mut response, mut lease))) => {
+                Ok(Ok((response, lease))) => {
                     let status = response.status();
                     counters.attempt(status.as_u16());
                     let outcome = if status.is_server_error() {
@@ -436,32 +317,15 @@ impl Gateway {
                         route.metrics.retried();
                         continue;
                     }
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
-                        if let (Some(client_side), Some(lease)) = (client_upgrade, lease.take()) {
-                            let upstream_side = hyper::upgrade::on(&mut response);
-                            tokio::spawn(tunnel(client_side, upstream_side, attempt, lease));
-                            let (mut rparts, _) = response.into_parts();
-                            headers::strip_hop_by_hop(&mut rparts.headers, true);
-                            return (Response::from_parts(rparts, Body::empty()), last_upstream);
-                        }
-                    }
-                    let (mut rparts, rbody) = response.into_parts();
-                    headers::strip_hop_by_hop(&mut rparts.headers, false);
-                    let body = Body::new(Tracked {
-                        inner: rbody,
-                        ended: false,
-                        lease,
-                        attempt,
-                        idle_limit: route.config.timeout,
-                        stall: None,
-                        progressed: false,
-                    });
-                    return (Response::from_parts(rparts, body), last_upstream);
+                    let upgrade = upgrade.take();
+                    let relayed = relay(response, lease, attempt, upgrade, route.config.timeout);
+                    return (relayed, last_upstream);
                 }
                 Ok(Err(e)) => {
                     if is_length_limit(&e) {
                         upstream.finish_now(&mut attempt, Outcome::Success);
-                        return (too_large(limit), last_upstream);
+                        let limit = self.server.body_limit_bytes;
+                        return (Refusal::TooLarge { limit }.into_response(), last_upstream);
                     }
                     counters.attempt(0);
                     upstream.finish_now(&mut attempt, Outcome::ConnectionError);
@@ -471,36 +335,174 @@ impl Gateway {
                     }
                     tracing::warn!(upstream = %upstream.label, error = %error_chain(&e),
                         "upstream request failed");
-                    return (
-                        Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
-                            .with_detail(
-                                "The upstream service failed to answer (connection refused, \
-                                 reset or closed early).",
-                            )
-                            .into_response(),
-                        last_upstream,
-                    );
+                    return (Refusal::BadGateway.into_response(), last_upstream);
                 }
                 Err(_) => {
                     counters.attempt(0);
                     upstream.finish_now(&mut attempt, Outcome::ConnectionError);
+                    let after = route.config.timeout;
                     return (
-                        Problem::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "gateway-timeout",
-                            "Gateway timeout",
-                        )
-                        .with_detail(format!(
-                            "The upstream service did not answer within {} ms.",
-                            route.config.timeout.as_millis()
-                        ))
-                        .into_response(),
+                        Refusal::GatewayTimeout { after }.into_response(),
                         last_upstream,
                     );
                 }
             }
         }
     }
+
+    /// The stages before the body: the request's target, identity headers the client sent
+    /// removed, edge authentication and rate limits.
+    async fn admit(
+        &self,
+        route: &ActiveRoute,
+        rest_at: usize,
+        request: &mut Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Admitted, Refusal> {
+        let rest = request.uri().path().get(rest_at..).unwrap_or_default();
+        let needs_token = match route.config.access {
+            Access::Public => None,
+            Access::Optional => Some(false),
+            Access::Token => Some(!route.is_public_path(rest)),
+        };
+        let target = upstream_path(route, rest, request.uri()).ok_or(Refusal::BadTarget)?;
+        let client_ip = client_addr(request, peer, self.server.trust_forwarded_for);
+        // Clients rarely send any: one pass of comparisons instead of a hashed removal each.
+        if request
+            .headers()
+            .keys()
+            .any(|k| headers::IDENTITY.contains(k))
+        {
+            for name in headers::IDENTITY {
+                request.headers_mut().remove(name);
+            }
+        }
+        let caller = match needs_token {
+            Some(required) => self.authenticate(required, request.headers()).await?,
+            None => None,
+        };
+        if self.limiter.is_active() {
+            self.limiter
+                .check(client_ip, caller.as_ref().map(|c| c.0))
+                .await
+                .map_err(|refused| Refusal::RateLimited {
+                    scope: refused.scope.as_str(),
+                    retry_after: refused.retry_after,
+                })?;
+        }
+        Ok(Admitted {
+            target,
+            client_ip,
+            identity: caller.map(|c| c.1),
+        })
+    }
+
+    /// Edge authentication: the caller of the request's bearer token and the identity
+    /// headers to send upstream; `None` when there is no token and `required` is false (or
+    /// the gateway checks no tokens).
+    async fn authenticate(
+        &self,
+        required: bool,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<(uuid::Uuid, headers::IdentityHeaders)>, Refusal> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let token = match headers::bearer(headers) {
+            Some(Ok(token)) => token,
+            Some(Err(why)) => return Err(Refusal::Unauthenticated(why.into())),
+            None if required => {
+                return Err(Refusal::Unauthenticated(
+                    "this route needs a bearer access token".into(),
+                ))
+            }
+            None => return Ok(None),
+        };
+        match keys.verify(token).await {
+            Ok(identity) => Ok(Some((
+                identity.user,
+                headers::IdentityHeaders {
+                    plain: [
+                        identity.user_header,
+                        identity.roles_header,
+                        identity.session_header,
+                    ],
+                    assertion: identity.assertion_header,
+                },
+            ))),
+            Err(AuthError::KeysUnavailable) => Err(Refusal::KeysUnavailable),
+            Err(AuthError::Token(e)) => Err(Refusal::Unauthenticated(e.to_string().into())),
+        }
+    }
+}
+
+/// What `admit` found out about a request it let through.
+struct Admitted {
+    /// The path and query to send upstream.
+    target: PathAndQuery,
+    client_ip: IpAddr,
+    /// The verified caller's headers for the upstream, if there is one.
+    identity: Option<headers::IdentityHeaders>,
+}
+
+/// The request body as it will be sent: held in memory when the request may be sent again
+/// (`replayable`), else streamed once, within `limit` when no length was declared.
+async fn read_body(
+    incoming: Incoming,
+    replayable: bool,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Replay, Refusal> {
+    if http_body::Body::is_end_stream(&incoming) {
+        return Ok(Replay::Empty);
+    }
+    if replayable {
+        return match Limited::new(incoming, limit as usize).collect().await {
+            Ok(collected) => Ok(Replay::Bytes(collected.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(Refusal::TooLarge { limit })
+            }
+            Err(_) => Err(Refusal::UnreadableBody),
+        };
+    }
+    Ok(if declared.is_some() {
+        Replay::Once(Some(Body::new(incoming)))
+    } else {
+        Replay::Once(Some(Body::new(Limited::new(incoming, limit as usize))))
+    })
+}
+
+/// The upstream's response as the client gets it: hop-by-hop headers removed, and the body
+/// tracked (see [`Tracked`]); a switch of protocols becomes a tunnel between the two
+/// upgraded connections.
+fn relay(
+    mut response: Response<Upstream>,
+    mut lease: Option<connections::Lease>,
+    attempt: Attempt,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    idle_limit: std::time::Duration,
+) -> Response<Body> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let (Some(client_side), Some(lease)) = (upgrade, lease.take()) {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_side, upstream_side, attempt, lease));
+            let (mut parts, _) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let body = Body::new(Tracked {
+        inner: body,
+        ended: false,
+        lease,
+        attempt,
+        idle_limit,
+        stall: None,
+        progressed: false,
+    });
+    Response::from_parts(parts, body)
 }
 
 /// A request body that can be sent again for a retry, or only once.
@@ -583,72 +585,7 @@ fn client_addr(request: &Request<Incoming>, peer: SocketAddr, trust_forwarded_fo
     forwarded.unwrap_or(peer.ip())
 }
 
-/// The token of an `Authorization: Bearer` header, as bytes; `Err` when the header is there
-/// but is not a bearer token.
-///
-/// Not checked as text here: a token is hundreds of bytes, and the verifier's cache answers
-/// for the exact bytes it verified, so only a token it has not seen is checked, once, when it
-/// is verified (`KeySet::verify`).
-/// The bearer token of `Authorization`, any case of the scheme, trimmed; `None` without the
-/// header, an error for any other value.
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<Result<&[u8], &'static str>> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    const SCHEME: &[u8] = b"bearer ";
-    let token = match value.split_at_checked(SCHEME.len()) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
-        _ => return Some(Err("the Authorization header is not a bearer token")),
-    };
-    if token.is_empty() {
-        return Some(Err("the Authorization header is not a bearer token"));
-    }
-    Some(Ok(token))
-}
-
-fn unauthorized(why: &str) -> Response<Body> {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "Authentication required",
-    )
-    .with_detail(format!("{why}; sign in again for a new access token."))
-    .with_header(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    )
-    .into_response()
-}
-
-fn too_large(limit: u64) -> Response<Body> {
-    Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
-        .with_detail(format!("The request body is larger than {limit} bytes."))
-        .into_response()
-}
-
-fn unavailable(why: Unavailable) -> Response<Body> {
-    let problem = match why {
-        Unavailable::CircuitOpen => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "circuit-open",
-            "Upstream circuit open",
-        )
-        .with_detail(
-            "The upstream service has been failing; the gateway stopped sending to it for a while.",
-        ),
-        Unavailable::NoHealthy => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream-unavailable",
-            "No healthy upstream",
-        )
-        .with_detail(
-            "Every instance of the upstream service is failing its health checks or ejected.",
-        ),
-    };
-    problem
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        .into_response()
-}
-
-fn is_length_limit(e: &connections::SendError) -> bool {
+fn is_length_limit(e: &pool::SendError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -777,25 +714,5 @@ impl Drop for Tracked {
                 lease.release(&self.attempt.upstream().url.authority);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_tokens_are_found_in_any_case_of_the_scheme_and_trimmed() {
-        let with = |value: &'static str| {
-            let mut h = http::HeaderMap::new();
-            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
-            bearer(&h).map(|r| r.map(<[u8]>::to_vec))
-        };
-        assert_eq!(with("Bearer abc.def"), Some(Ok(b"abc.def".to_vec())));
-        assert_eq!(with("bEaReR   abc  "), Some(Ok(b"abc".to_vec())));
-        for bad in ["Basic abc", "Bearer", "Bearer    ", "Bearerabc", ""] {
-            assert!(matches!(with(bad), Some(Err(_))), "{bad:?}");
-        }
-        assert_eq!(bearer(&http::HeaderMap::new()), None);
     }
 }

@@ -25,6 +25,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The state as `gateway_breaker_state` reports it: 0 closed, 1 open, 2 half-open.
     pub fn gauge(self) -> f64 {
         match self {
             Self::Closed => 0.0,
@@ -327,7 +328,7 @@ impl Upstream {
     }
 
     fn publish(&self, state: BreakerState) {
-        crate::metrics::breaker_state(&self.label, state);
+        crate::metrics::breaker_state(&self.label, state.gauge());
     }
 
     /// Applies one active health check result.
@@ -497,10 +498,28 @@ impl Pool {
     }
 }
 
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
+/// An HTTP/1 client for the gateway's own calls to upstreams (health checks); requests go
+/// through each serving thread's `connections` instead.
+pub fn client(server: &crate::config::Server) -> Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(server.connect_timeout));
+    connector.enforce_http(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
 /// Runs one upstream's active health checks until aborted.
 pub async fn health_loop(
     upstream: Arc<Upstream>,
-    client: crate::proxy::Client,
+    client: Client,
     check: crate::config::HealthCheck,
 ) {
     let uri = format!("{}{}", upstream.url, check.path);
