@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod identity;
 pub mod images;
 pub mod infra;
+pub mod loglines;
 pub mod logs;
 pub mod mail;
 pub mod manifest;

@@ -1,6 +1,7 @@
 //! `gravity logs`: the platform's containers' output merged, each line prefixed with its
 //! resource. Without `-f` the lines are merged in time order; with `-f` they are shown as they
-//! come.
+//! come. Lines pass through a `loglines::Filter` (level, request id, trace id, pattern) and
+//! are rendered for people, or written as JSON objects with `--json`.
 
 use std::{
     io::Write as _,
@@ -12,6 +13,7 @@ use futures_util::{stream, StreamExt as _};
 
 use crate::{
     engine::{resource_of, Engine, EngineError},
+    loglines::{Filter, Line},
     project::{Project, ProjectError},
 };
 
@@ -53,6 +55,9 @@ pub struct LogsOptionsArgs {
     pub since: Option<i64>,
     pub tail: Option<usize>,
     pub color: bool,
+    pub filter: Filter,
+    /// One JSON object per line (`resource` added) instead of rendered lines.
+    pub json: bool,
 }
 
 pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsError> {
@@ -84,7 +89,9 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
     let width = found.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
     let colors = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96];
     let prefix = |i: usize, resource: &str| {
-        if args.color {
+        if args.json {
+            resource.to_owned()
+        } else if args.color {
             format!(
                 "\x1b[{}m{resource:<width$} |\x1b[0m ",
                 colors[i % colors.len()]
@@ -112,12 +119,24 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
             .map(move |chunk| (prefix.clone(), chunk))
     });
     let mut merged = stream::select_all(streams);
+    // The prefix, or in JSON the resource's name.
+    let show = |out: &mut dyn std::io::Write, prefix: &str, raw: &str| -> std::io::Result<()> {
+        let line = Line::parse(raw);
+        if !args.filter.matches(&line) {
+            return Ok(());
+        }
+        if args.json {
+            writeln!(out, "{}", line.to_json(prefix))
+        } else {
+            writeln!(out, "{prefix}{}", line.render(args.color))
+        }
+    };
     if args.follow {
         let mut out = std::io::stdout();
         while let Some((prefix, chunk)) = merged.next().await {
             let Ok(chunk) = chunk else { continue };
             for line in text(chunk).lines() {
-                if writeln!(out, "{prefix}{line}").is_err() {
+                if show(&mut out, &prefix, line).is_err() {
                     return Ok(());
                 }
             }
@@ -143,7 +162,7 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
     lines.sort_by_key(|l| l.0);
     let mut out = std::io::stdout().lock();
     for (_, prefix, line) in lines {
-        if writeln!(out, "{prefix}{line}").is_err() {
+        if show(&mut out, &prefix, &line).is_err() {
             break;
         }
     }

@@ -42,6 +42,34 @@ struct Cli {
     command: Command,
 }
 
+/// Which log lines to show (`gravity logs`, and the dashboard's log pane).
+#[derive(clap::Args, Debug)]
+struct LogFilterArgs {
+    /// Only lines at this level or a more severe one: error, warn, info, debug, trace.
+    #[arg(long)]
+    level: Option<String>,
+    /// Only the lines of this request (its X-Request-Id).
+    #[arg(long)]
+    request_id: Option<String>,
+    /// Only the lines of this W3C trace (the 32 hex digits of a traceparent).
+    #[arg(long)]
+    trace_id: Option<String>,
+    /// Only lines matching this regular expression.
+    #[arg(long)]
+    grep: Option<String>,
+}
+
+impl LogFilterArgs {
+    fn parse(self) -> Result<gravity::loglines::Filter, gravity::loglines::FilterError> {
+        gravity::loglines::Filter::new(
+            self.level.as_deref(),
+            self.request_id,
+            self.trace_id,
+            self.grep.as_deref(),
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum EventsAction {
     /// Send parked messages back to the queues they were parked from, as first attempts.
@@ -134,6 +162,9 @@ enum Command {
         /// Print one JSON snapshot and exit.
         #[arg(long)]
         json: bool,
+        /// Which lines the log pane shows.
+        #[command(flatten)]
+        filter: LogFilterArgs,
     },
     /// Show the platform's logs, merged, each line prefixed with its resource.
     Logs {
@@ -151,6 +182,11 @@ enum Command {
         /// Never colour the prefixes.
         #[arg(long)]
         no_color: bool,
+        #[command(flatten)]
+        filter: LogFilterArgs,
+        /// One JSON object per line, with the resource's name in `resource`.
+        #[arg(long)]
+        json: bool,
     },
     /// Apply each service's pending migrations, or list them with --status.
     #[command(args_conflicts_with_subcommands = true)]
@@ -393,9 +429,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status { once, json } => {
+        Command::Status { once, json, filter } => {
             let project = load()?;
-            gravity::status::status(&project, gravity::status::Output::choose(once, json)).await?;
+            let filter = filter.parse()?;
+            gravity::status::status(
+                &project,
+                gravity::status::Output::choose(once, json),
+                filter,
+            )
+            .await?;
             Ok(())
         }
         Command::Logs {
@@ -404,7 +446,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             since,
             tail,
             no_color,
+            filter,
+            json,
         } => {
+            let filter = filter.parse()?;
             let project = load()?;
             let since = since
                 .map(|s| logs::parse_since(&s, SystemTime::now()))
@@ -420,6 +465,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     since,
                     tail,
                     color,
+                    filter,
+                    json,
                 },
             )
             .await?;

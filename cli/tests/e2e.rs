@@ -1429,6 +1429,73 @@ async fn logs_and_migration_status_of_a_running_platform() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("did you mean \"auth\""));
 
+    // A registration with a request id and a trace: `--request-id` and `--trace-id` find its
+    // lines, rendered for people or as JSON objects; `--level error` leaves them out.
+    let registered = reqwest::Client::new()
+        .post(p.url("/api/v1/register"))
+        .header("x-request-id", "logs-e2e-7")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&serde_json::json!({"email": "logs@example.com", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    let found = p.gravity(&["logs", "--request-id", "logs-e2e-7"]);
+    assert!(found.status.success(), "{}", text(&found));
+    let found = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        found
+            .lines()
+            .any(|l| l.starts_with("auth ") && l.contains(" INFO  account registered")),
+        "{found}"
+    );
+    assert!(
+        found
+            .lines()
+            .all(|l| l.contains("request_id=logs-e2e-7") && !l.contains('{')),
+        "only that request's lines, rendered: {found}"
+    );
+    let traced = p.gravity(&[
+        "logs",
+        "--json",
+        "--trace-id",
+        "4BF92F3577B34DA6A3CE929D0E0E4736",
+    ]);
+    assert!(traced.status.success(), "{}", text(&traced));
+    let traced: Vec<Value> = String::from_utf8_lossy(&traced.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert!(
+        traced
+            .iter()
+            .any(|l| l["resource"] == "auth" && l["message"] == "account registered"),
+        "{traced:?}"
+    );
+    assert!(traced
+        .iter()
+        .all(|l| l["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"));
+    let errors = p.gravity(&[
+        "logs",
+        "auth",
+        "--level",
+        "error",
+        "--request-id",
+        "logs-e2e-7",
+    ]);
+    assert!(errors.status.success(), "{}", text(&errors));
+    assert!(errors.stdout.is_empty(), "{}", text(&errors));
+    let bad = p.gravity(&["logs", "--level", "loud"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("error, warn, info, debug or trace"),
+        "{}",
+        text(&bad)
+    );
+
     // The passwords file lost while the data stays: `up` refuses and says what to do, before
     // changing anything.
     std::fs::rename(p.dir.join(".gravity"), p.dir.join(".gravity-backup")).expect("move");

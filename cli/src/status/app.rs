@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::model::{Row, Snapshot};
+use crate::loglines::{Filter, Level, Line};
 
 /// Lines of log kept for the selected resource.
 pub const LOG_LINES: usize = 2000;
@@ -38,7 +39,9 @@ pub struct App {
     pub filter: String,
     /// The filter is being typed.
     pub editing_filter: bool,
-    pub logs: VecDeque<String>,
+    pub logs: VecDeque<Line>,
+    /// Which of them the log pane shows (`gravity status --level ...`; `v` steps the level).
+    pub log_filter: Filter,
     pub log_resource: Option<String>,
     /// The container whose log is followed: a restart or recreation changes it.
     pub log_container: Option<String>,
@@ -56,6 +59,7 @@ impl App {
             filter: String::new(),
             editing_filter: false,
             logs: VecDeque::new(),
+            log_filter: Filter::default(),
             log_resource: None,
             log_container: None,
             message: String::new(),
@@ -94,14 +98,19 @@ impl App {
         self.follow_if_changed()
     }
 
-    pub fn push_log(&mut self, resource: &str, line: String) {
+    pub fn push_log(&mut self, resource: &str, line: &str) {
         if self.log_resource.as_deref() != Some(resource) {
             return;
         }
         if self.logs.len() == LOG_LINES {
             self.logs.pop_front();
         }
-        self.logs.push_back(line);
+        self.logs.push_back(Line::parse(line));
+    }
+
+    /// The kept lines of the followed log that the log filter lets through.
+    pub fn shown_logs(&self) -> impl DoubleEndedIterator<Item = &Line> {
+        self.logs.iter().filter(|l| self.log_filter.matches(l))
     }
 
     fn clamp(&mut self) {
@@ -161,6 +170,12 @@ impl App {
             (_, KeyCode::Up | KeyCode::Char('k')) => {
                 self.selected = self.selected.saturating_sub(1);
                 return self.follow_if_changed();
+            }
+            (_, KeyCode::Char('v')) => {
+                self.log_filter.level = match self.log_filter.level {
+                    None => Some(Level::Error),
+                    Some(level) => level.lower(),
+                };
             }
             (_, KeyCode::Char('/')) => {
                 self.editing_filter = true;

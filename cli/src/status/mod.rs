@@ -25,6 +25,7 @@ use self::{
 };
 use crate::{
     engine::{Engine, EngineError},
+    loglines::Filter,
     project::Project,
 };
 
@@ -59,7 +60,12 @@ impl Output {
     }
 }
 
-pub async fn status(project: &Project, output: Output) -> Result<(), StatusError> {
+/// `log_filter` chooses the lines the live dashboard's log pane shows.
+pub async fn status(
+    project: &Project,
+    output: Output,
+    log_filter: Filter,
+) -> Result<(), StatusError> {
     let engine = Engine::connect().await?;
     let mut collector = Collector::new(engine.clone(), project.clone());
     if output != Output::Live {
@@ -77,7 +83,7 @@ pub async fn status(project: &Project, output: Output) -> Result<(), StatusError
         }
         return Ok(());
     }
-    live(project, engine, collector).await
+    live(project, engine, collector, log_filter).await
 }
 
 enum Update {
@@ -86,7 +92,12 @@ enum Update {
     Message(String),
 }
 
-async fn live(project: &Project, engine: Engine, collector: Collector) -> Result<(), StatusError> {
+async fn live(
+    project: &Project,
+    engine: Engine,
+    collector: Collector,
+    log_filter: Filter,
+) -> Result<(), StatusError> {
     let (tx, mut rx) = mpsc::channel::<Update>(1024);
     let refresh = Arc::new(Notify::new());
     let collect = tokio::spawn(collect_loop(collector, tx.clone(), refresh.clone()));
@@ -103,6 +114,7 @@ async fn live(project: &Project, engine: Engine, collector: Collector) -> Result
         platform: project.name().to_owned(),
         ..Snapshot::default()
     });
+    app.log_filter = log_filter;
     let mut keys = EventStream::new();
     let mut follower: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
@@ -119,7 +131,7 @@ async fn live(project: &Project, engine: Engine, collector: Collector) -> Result
             update = rx.recv() => match update {
                 Some(Update::Snapshot(s)) => app.update(s),
                 Some(Update::Log(resource, line)) => {
-                    app.push_log(&resource, line);
+                    app.push_log(&resource, &line);
                     None
                 }
                 Some(Update::Message(m)) => {

@@ -274,17 +274,21 @@ fn broker_lines(app: &App) -> Vec<Line<'static>> {
 }
 
 fn draw_logs(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let title = match &app.log_resource {
-        Some(r) => format!(" log: {r} "),
-        None => " log ".to_owned(),
+    let filter = app.log_filter.describe();
+    let title = match (&app.log_resource, filter.is_empty()) {
+        (Some(r), true) => format!(" log: {r} "),
+        (Some(r), false) => format!(" log: {r} ({filter}) "),
+        (None, _) => " log ".to_owned(),
     };
     let height = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line<'_>> = app
-        .logs
-        .iter()
-        .skip(app.logs.len().saturating_sub(height))
-        .map(|l| Line::from(l.as_str()))
+    // The last `height` lines the filter lets through, rendered as `gravity logs` does.
+    let mut lines: Vec<Line<'_>> = app
+        .shown_logs()
+        .rev()
+        .take(height)
+        .map(|l| Line::from(l.render(false)))
         .collect();
+    lines.reverse();
     frame.render_widget(
         Paragraph::new(lines)
             .block(Block::default().borders(Borders::ALL).title(title))
@@ -299,7 +303,7 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
     } else if !app.message.is_empty() {
         format!(" {}", app.message)
     } else {
-        " ↑↓/jk select · l logs · r restart · / filter · ? help · q quit".to_owned()
+        " ↑↓/jk select · l logs · v log level · r restart · / filter · ? help · q quit".to_owned()
     };
     frame.render_widget(
         Paragraph::new(text).style(Style::default().fg(Color::Gray)),
@@ -313,6 +317,7 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
         "",
         "↑ ↓ or j k   select a resource",
         "l            its log full screen (l or Esc back)",
+        "v            log level shown: error, warn, info, debug, all",
         "r            restart it (through the Docker Engine)",
         "/            filter resources by name (Esc clears)",
         "?            this help (any key closes)",
@@ -379,7 +384,7 @@ mod tests {
             brokers: Vec::new(),
         });
         app.log_resource = Some("postgres".to_owned());
-        app.push_log("postgres", "database system is ready".to_owned());
+        app.push_log("postgres", "database system is ready");
         app
     }
 
@@ -467,7 +472,7 @@ mod tests {
         assert!(text.contains("redis") && !text.contains("orders"), "{text}");
 
         app.on_key(key('l'));
-        app.push_log("redis", "Ready to accept connections".to_owned());
+        app.push_log("redis", "Ready to accept connections");
         let text = render(&app, 80, 12);
         assert!(text.contains("log: redis"), "{text}");
         assert!(text.contains("Ready to accept connections"), "{text}");
@@ -601,6 +606,39 @@ mod tests {
                 .any(|l| l.contains("orders.payments.parked") && l.contains("dead-letter")),
             "{plain}"
         );
+    }
+
+    #[test]
+    fn the_log_pane_renders_json_lines_and_v_steps_the_level_shown() {
+        let mut app = app();
+        app.push_log(
+            "postgres",
+            r#"{"timestamp":"2026-12-03T08:00:00.123456Z","level":"INFO","message":"all good"}"#,
+        );
+        app.push_log(
+            "postgres",
+            r#"{"timestamp":"2026-12-03T08:00:01.5Z","level":"WARN","message":"pool exhausted","waiting":3}"#,
+        );
+        app.on_key(key('l'));
+        let text = render(&app, 100, 12);
+        assert!(text.contains("08:00:00.123 INFO  all good"), "{text}");
+        assert!(text.contains("WARN  pool exhausted waiting=3"), "{text}");
+        assert!(!text.contains("\"level\""), "rendered, not raw: {text}");
+
+        app.on_key(key('v'));
+        let text = render(&app, 100, 12);
+        assert!(text.contains("level ≥ error"), "{text}");
+        assert!(!text.contains("pool exhausted"), "{text}");
+        app.on_key(key('v'));
+        let text = render(&app, 100, 12);
+        assert!(text.contains("level ≥ warn"), "{text}");
+        assert!(text.contains("pool exhausted"), "{text}");
+        assert!(!text.contains("all good"), "{text}");
+        for _ in 0..4 {
+            app.on_key(key('v'));
+        }
+        assert_eq!(app.log_filter.level, None, "after trace, every line again");
+        assert!(render(&app, 100, 12).contains("all good"));
     }
 
     #[test]

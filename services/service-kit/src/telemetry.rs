@@ -98,8 +98,14 @@ pub fn init_for_tests() {
     }
 }
 
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if it has one.
+fn trace_id(traceparent: &str) -> Option<&str> {
+    let id = traceparent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
 /// Writes one event as a line: JSON (`timestamp`, `level`, `message`, the event's fields,
-/// `target`, `request_id`) or, when `pretty`, `timestamp LEVEL message key=value ...`.
+/// `target`, `request_id`, `trace_id`) or, when `pretty`, `timestamp LEVEL message key=value ...`.
 struct Lines {
     pretty: bool,
 }
@@ -121,6 +127,11 @@ where
         if !fields.contains_key("request_id") {
             if let Some(id) = current_request_id() {
                 fields.insert("request_id".into(), Value::String(id));
+            }
+        }
+        if !fields.contains_key("trace_id") {
+            if let Some(id) = current_traceparent().as_deref().and_then(trace_id) {
+                fields.insert("trace_id".into(), Value::String(id.to_owned()));
             }
         }
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

@@ -435,7 +435,7 @@ async fn shutdown_drains_a_request_in_flight_then_stops() {
 }
 
 #[tokio::test]
-async fn logs_are_json_lines_carrying_the_request_id() {
+async fn logs_are_json_lines_carrying_the_request_id_and_trace_id() {
     use tokio::io::{AsyncBufReadExt as _, BufReader};
 
     let env = test_env().await;
@@ -473,6 +473,10 @@ async fn logs_are_json_lines_carrying_the_request_id() {
         }
     };
     assert_eq!(line["request_id"], "find-me-in-the-logs", "{line}");
+    assert!(
+        line.get("trace_id").is_none(),
+        "no traceparent, no trace: {line}"
+    );
     assert_eq!(line["status"], 401, "{line}");
     assert_eq!(line["path"], "/api/v1/me", "{line}");
     assert_eq!(line["level"], "INFO");
@@ -481,6 +485,10 @@ async fn logs_are_json_lines_carrying_the_request_id() {
     client
         .post(format!("http://{addr}/api/v1/register"))
         .header("x-request-id", "registration-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .json(&serde_json::json!({ "email": crate::helpers::unique_email(), "password": "correct horse battery" }))
         .send()
         .await
@@ -492,6 +500,11 @@ async fn logs_are_json_lines_carrying_the_request_id() {
         }
     };
     assert_eq!(line["request_id"], "registration-42", "{line}");
+    // And the caller's trace, so `gravity logs --trace-id` finds it.
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
     child.kill().await.unwrap();
 }
 
