@@ -258,6 +258,11 @@ impl Added {
 
     /// Puts these into `headers`, replacing the request's own (for requests sent through
     /// hyper's client, which takes a whole header map).
+    /// The `traceparent` sent upstream: the caller's trace continued, or a new one.
+    pub fn traceparent(&self) -> &HeaderValue {
+        &self.traceparent
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in REPLACED {
             headers.remove(name);

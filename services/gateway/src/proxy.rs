@@ -98,13 +98,15 @@ impl Gateway {
         let found = table
             .find(host_of(&request), path)
             .map(|(route, rest)| (route, path.len() - rest.len()));
+        // The traceparent sent upstream, kept for the access log only.
+        let mut sent_trace = None;
         let (mut response, route_metrics, route_name, upstream) = match found {
             None => (Refusal::NoRoute.into_response(), &self.unrouted, "-", None),
             Some((route, rest_at)) => {
                 // Boxed: the forwarding future is a few kilobytes, and the serving code moves
                 // the request's future around before polling it; a box is one copy.
-                let (response, upstream) =
-                    Box::pin(self.forward(route, rest_at, request, peer, &id)).await;
+                let forwarding = self.forward(route, rest_at, request, peer, &id, &mut sent_trace);
+                let (response, upstream) = Box::pin(forwarding).await;
                 (
                     response,
                     &*route.metrics,
@@ -117,8 +119,15 @@ impl Gateway {
         let elapsed = started.elapsed().as_secs_f64();
         route_metrics.observe(&method, status, elapsed);
         if let Some(path) = path_for_log {
+            // `00-<trace id>-<span id>-<flags>`; none when the request was refused before a
+            // traceparent was made.
+            let trace_id = sent_trace
+                .as_ref()
+                .and_then(|t| t.to_str().ok())
+                .and_then(|t| t.split('-').nth(1));
             tracing::info!(
                 request_id = id.to_str().unwrap_or("-"),
+                trace_id,
                 method = %method,
                 path,
                 route = route_name,
@@ -194,6 +203,7 @@ impl Gateway {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         id: &HeaderValue,
+        sent_trace: &mut Option<HeaderValue>,
     ) -> (Response<Body>, Option<usize>) {
         let admitted = match self.admit(route, rest_at, &mut request, peer).await {
             Ok(admitted) => admitted,
@@ -220,6 +230,9 @@ impl Gateway {
             id.clone(),
             admitted.identity,
         );
+        if self.server.access_log {
+            *sent_trace = Some(added.traceparent().clone());
+        }
         let replayable = parts.method.is_idempotent() && upgrade.is_none();
         let mut body = match read_body(incoming, replayable, declared, limit).await {
             Ok(body) => body,

@@ -1000,3 +1000,87 @@ async fn with_an_admin_token_the_admin_endpoints_answer_only_its_bearer() {
     // Proxying is untouched.
     assert_eq!(gw.get("/x").await.status(), 200);
 }
+
+/// Log lines the gateway writes in this test process, as JSON objects (a global subscriber,
+/// installed once: the serving threads are not the test's own).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LINES: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&lines);
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(move || Sink(std::sync::Arc::clone(&sink)))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other log subscriber in this test binary: run it without TEST_LOG");
+            lines
+        })
+        .clone()
+}
+
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With the access log on, a request's line names the trace it was sent upstream in (the
+/// caller's, continued), so `gravity logs --trace-id` finds the gateway's line beside the
+/// services'; a request refused before any was made has none.
+#[tokio::test]
+async fn the_access_log_names_the_trace_each_request_was_sent_in() {
+    let logs = captured_logs();
+    let up = Upstream::start("traced").await;
+    let gw = Gateway::start_with("access_log = true", &route("traced", "/t", &[&up], "")).await;
+    let sent = gw
+        .http
+        .get(gw.url("/t/x"))
+        .header("x-request-id", "traced-1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let unrouted = gw
+        .http
+        .get(gw.url("/nowhere"))
+        .header("x-request-id", "traced-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrouted.status(), 404);
+    let line_of = |id: &str| -> Option<Value> {
+        let text = String::from_utf8_lossy(&logs.lock().ok()?).into_owned();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["request_id"] == id && l["message"] == "request")
+    };
+    eventually("both access log lines", || async {
+        line_of("traced-1").is_some() && line_of("traced-2").is_some()
+    })
+    .await;
+    let traced = line_of("traced-1").unwrap();
+    assert_eq!(
+        traced["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{traced}"
+    );
+    assert_eq!(traced["status"], 200, "{traced}");
+    let refused = line_of("traced-2").unwrap();
+    assert!(refused.get("trace_id").is_none(), "{refused}");
+}

@@ -104,7 +104,13 @@ pub struct Service {
     router: axum::Router,
     http: HttpSettings,
     tasks: Vec<Task>,
+    /// Fires once the consumer's queues are bound (or binding gave up for now).
+    bound: Option<tokio::sync::oneshot::Receiver<()>>,
 }
+
+/// How long start-up waits for the broker to bind the service's queues before it serves
+/// anyway (its consumers keep trying).
+const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Service {
     /// Binds the port first (so tests can ask for port 0) and wraps `router` in
@@ -124,6 +130,7 @@ impl Service {
             router: http::with_standard_layers(router, settings),
             http: settings.clone(),
             tasks: Vec::new(),
+            bound: None,
         })
     }
 
@@ -159,8 +166,25 @@ impl Service {
             .insert(self.name.to_owned(), events.exchange.clone());
         let consumer = subscribe(Consumer::new(db.clone(), settings));
         if consumer.has_subscriptions() {
-            self.tasks
-                .push(Box::pin(consumer.run(std::future::pending())));
+            // Queues bound before HTTP is served: an event published before this service's
+            // queue is bound reaches none of its queues and is lost to it, so the service is
+            // not ready (and `gravity up` not done) until they are.
+            let (declared, bound) = tokio::sync::oneshot::channel();
+            self.bound = Some(bound);
+            self.tasks.push(Box::pin(async move {
+                match tokio::time::timeout(BIND_WAIT, consumer.declare()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e,
+                        "event queues not bound yet; serving anyway, the consumers keep trying"),
+                    Err(_) => tracing::warn!(
+                        "the broker did not bind the event queues within {} s; serving anyway, \
+                         the consumers keep trying",
+                        BIND_WAIT.as_secs()
+                    ),
+                }
+                let _ = declared.send(());
+                consumer.run(std::future::pending()).await;
+            }));
         }
         self
     }
@@ -183,8 +207,13 @@ impl Service {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, "{} service listening", self.name);
         let tasks: Vec<_> = self.tasks.into_iter().map(tokio::spawn).collect();
+        if let Some(bound) = self.bound {
+            // Connections wait in the listener's backlog meanwhile; health checks see the
+            // service not ready yet.
+            let _ = bound.await;
+        }
+        tracing::info!(%addr, "{} service listening", self.name);
         let served = http::serve(self.listener, self.router, &self.http, shutdown).await;
         for task in tasks {
             task.abort();

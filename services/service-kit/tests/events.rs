@@ -744,3 +744,97 @@ async fn a_failure_inside_a_batch_retries_only_its_own_event_and_every_effect_ha
     )
     .await;
 }
+
+/// A service answers HTTP only once its queues are bound, so an event published the moment
+/// it is ready (as `gravity up` reports it) reaches its consumer instead of no queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_served_only_once_its_queues_are_bound() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let conn = broker().await;
+    let (own, every) = (name('s'), name('e'));
+    declare_exchange(&conn, &own).await;
+    declare_exchange(&conn, &every).await;
+    let db = fresh_database().await;
+    let http =
+        service_kit::config::HttpSettings::from_env(&service_kit::config::Env::from_pairs([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+        ]))
+        .expect("settings");
+    let events = service_kit::config::EventSettings {
+        amqp_url: SecretString::from(testing::amqp_url()),
+        exchange: own.clone(),
+        every_event_exchange: every.clone(),
+    };
+    let seen = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&seen);
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "up" }));
+    let service = service_kit::app::Service::bind("bound", &http, router)
+        .await
+        .expect("bind")
+        .with_events(&db, Some(&events), move |consumer| {
+            consumer.subscribe(Subscription::new("all").on_every(move |handled| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(handled.tx)
+                }
+            }))
+        });
+    let addr = service.local_addr().expect("an address");
+    let server = tokio::spawn(service.run_until(std::future::pending()));
+
+    // The first answer to a request sent at once (it waits in the backlog until served).
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
+        .await
+        .expect("served within the bind wait")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Served means bound: an event published now reaches the consumer.
+    let envelope = service_kit::events::Envelope::new(
+        "auth",
+        &UserDeleted {
+            user_id: Uuid::now_v7(),
+            deleted_at: chrono::Utc::now(),
+        },
+        None,
+    )
+    .expect("envelope");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .basic_publish(
+            every.as_str().into(),
+            UserDeleted::TYPE.into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&envelope).expect("json"),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
+    wait_until(
+        "the event published at once is consumed",
+        Duration::from_secs(10),
+        || {
+            let seen = Arc::clone(&seen);
+            async move { seen.load(Ordering::SeqCst) == 1 }
+        },
+    )
+    .await;
+    server.abort();
+    clean_up(
+        &conn,
+        &queues_of(&format!("{own}.all")),
+        &[own.clone(), every, format!("{own}.retry")],
+    )
+    .await;
+}

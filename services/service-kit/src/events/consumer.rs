@@ -297,14 +297,23 @@ impl Consumer {
 
     /// Declares every subscription's queues and bindings; `run` does it too. Useful to
     /// make sure nothing published from now on is missed before consuming starts.
+    /// A subscription that cannot be declared (its publisher's exchange does not exist yet)
+    /// does not keep the others from being declared; the first error is returned.
     pub async fn declare(&self) -> Result<(), EventsError> {
         let broker = self.connect().await?;
-        let channel = broker.create_channel().await?;
+        let mut failed = None;
         for subscription in &self.subscriptions {
-            self.declare_one(&channel, subscription).await?;
+            // A channel each: a refused binding closes the channel it was asked on.
+            let declared = match broker.create_channel().await {
+                Ok(channel) => self.declare_one(&channel, subscription).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = declared {
+                failed.get_or_insert(e);
+            }
         }
-        broker.close(200, "declared".into()).await?;
-        Ok(())
+        let _ = broker.close(200, "declared".into()).await;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Consumes until `stop` completes, surviving database and broker outages.
