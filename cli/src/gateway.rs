@@ -51,6 +51,9 @@ pub fn document(
         admin_listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
         health_path: Some(spec.health.clone()),
         metrics_path: Some("/metrics".to_owned()),
+        // The platform's access log: one JSON line per request through the gateway (route,
+        // upstream, status, latency, request and trace ids), which `gravity logs` filters.
+        access_log: true,
         ..Server::default()
     };
 

@@ -2038,8 +2038,10 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
     let client = reqwest::Client::new();
     let gateway = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
     let email = format!("ada-{}@example.com", &p.name[p.name.len() - 8..]);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
     let registered = client
         .post(gateway("/auth/api/v1/register"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
         .json(&serde_json::json!({
             "email": email, "password": "correct horse battery", "full_name": "Ada Lovelace"
         }))
@@ -2048,6 +2050,20 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .expect("register");
     assert_eq!(registered.status(), 201);
     let welcome = p.caught(&email, "Welcome, Ada Lovelace").await;
+    // One trace from the gateway's access log to the service's own lines.
+    let traced = p.gravity(&["logs", "--json", "--trace-id", trace]);
+    assert!(traced.status.success(), "{}", text(&traced));
+    let traced: Vec<Value> = String::from_utf8_lossy(&traced.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let has = |resource: &str, message: &str| {
+        traced
+            .iter()
+            .any(|l| l["resource"] == resource && l["message"] == message)
+    };
+    assert!(has("gateway", "request"), "{traced:?}");
+    assert!(has("auth", "account registered"), "{traced:?}");
     assert!(
         welcome["Text"]
             .as_str()
