@@ -243,6 +243,15 @@ mod tests {
         project::Secrets,
     };
 
+    /// The project a gravity.toml text describes, in the current folder.
+    fn project_of(text: &str) -> Project {
+        Project {
+            manifest: Manifest::parse("gravity.toml", text).unwrap(),
+            root: PathBuf::from("."),
+            workspace: PathBuf::from("."),
+        }
+    }
+
     #[derive(Debug)]
     struct Memcached;
 
@@ -414,12 +423,7 @@ signing_key = true
 port = 28002
 database = "orders"
 "#;
-        let manifest = Manifest::parse("gravity.toml", text).unwrap();
-        let project = Project {
-            manifest,
-            root: PathBuf::from("."),
-            workspace: PathBuf::from("."),
-        };
+        let project = project_of(text);
         let mut secrets = Secrets::default();
         assert!(project.complete_secrets(&mut secrets));
         assert!(crate::identity::public_key(&secrets.signing_key).is_some());
@@ -460,12 +464,7 @@ depends_on = ["rabbitmq"]
 port = 28003
 database = "reports"
 "#;
-        let manifest = Manifest::parse("gravity.toml", text).unwrap();
-        let project = Project {
-            manifest,
-            root: PathBuf::from("."),
-            workspace: PathBuf::from("."),
-        };
+        let project = project_of(text);
         let mut secrets = Secrets::default();
         project.complete_secrets(&mut secrets);
         let plan = Plan::build(&project, &secrets);

@@ -2037,6 +2037,12 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
 
     let client = reqwest::Client::new();
     let gateway = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);
+    let login = |username: &str, password: &str| {
+        client
+            .post(gateway("/auth/api/v1/login"))
+            .form(&[("username", username), ("password", password)])
+            .send()
+    };
     let email = format!("ada-{}@example.com", &p.name[p.name.len() - 8..]);
     let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
     let registered = client
@@ -2107,23 +2113,9 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         "{}",
         done.text().await.unwrap_or_default()
     );
-    let old = client
-        .post(gateway("/auth/api/v1/login"))
-        .form(&[
-            ("username", email.as_str()),
-            ("password", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .expect("login");
+    let old = login(&email, "correct horse battery").await.expect("login");
     assert_eq!(old.status(), 401);
-    let new: Value = client
-        .post(gateway("/auth/api/v1/login"))
-        .form(&[
-            ("username", email.as_str()),
-            ("password", "another horse battery"),
-        ])
-        .send()
+    let new: Value = login(&email, "another horse battery")
         .await
         .expect("login")
         .json()
@@ -2156,10 +2148,7 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         Some(&format!("{password}\n")),
     );
     assert!(out.status.success(), "{}", text(&out));
-    let admin: Value = client
-        .post(gateway("/auth/api/v1/login"))
-        .form(&[("username", "root@example.com"), ("password", password)])
-        .send()
+    let admin: Value = login("root@example.com", password)
         .await
         .expect("login")
         .json()
@@ -2169,6 +2158,17 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .as_str()
         .expect("an admin token")
         .to_owned();
+    let verify = || async {
+        client
+            .get(gateway("/audit/api/v1/verify"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("verify")
+            .json::<Value>()
+            .await
+            .expect("a verdict")
+    };
     let records = json_once_answered(200, || {
         client
             .get(gateway(&format!("/audit/api/v1/records?target={user}")))
@@ -2211,15 +2211,7 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
             .any(|a| a == "auth.password_reset.requested.v1"),
         "{actions:?}"
     );
-    let verified: Value = client
-        .get(gateway("/audit/api/v1/verify"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("verify")
-        .json()
-        .await
-        .expect("a verdict");
+    let verified = verify().await;
     assert_eq!(verified["ok"], true, "{verified}");
 
     // The account's export gathers what every service on the broker holds about it.
@@ -2303,25 +2295,9 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
     .map(|(s, o)| (s.to_owned(), o.to_owned()))
     .collect();
     assert_eq!(outcomes, expected, "{report}");
-    let gone = client
-        .post(gateway("/auth/api/v1/login"))
-        .form(&[
-            ("username", email.as_str()),
-            ("password", "another horse battery"),
-        ])
-        .send()
-        .await
-        .expect("login");
+    let gone = login(&email, "another horse battery").await.expect("login");
     assert_eq!(gone.status(), 401, "the account is gone");
-    let verified: Value = client
-        .get(gateway("/audit/api/v1/verify"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("verify")
-        .json()
-        .await
-        .expect("a verdict");
+    let verified = verify().await;
     assert_eq!(
         verified["ok"], true,
         "the audit chain still verifies: {verified}"

@@ -16,6 +16,9 @@ fn route(name: &str, prefix: &str, upstreams: &[&std::sync::Arc<Upstream>], extr
     )
 }
 
+/// A caller's W3C trace context: trace `4bf92f35…`, parent span `00f067aa0ba902b7`.
+const CALLER_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 #[tokio::test]
 async fn routes_by_prefix_and_strips_or_keeps_it() {
     let users = Upstream::start("users").await;
@@ -64,10 +67,7 @@ async fn request_ids_and_trace_context_are_carried() {
         .http
         .get(gw.url("/a/x"))
         .header("x-request-id", "req-123")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
+        .header("traceparent", CALLER_TRACEPARENT)
         .send()
         .await
         .unwrap();
@@ -1049,10 +1049,7 @@ async fn the_access_log_names_the_trace_each_request_was_sent_in() {
         .http
         .get(gw.url("/t/x"))
         .header("x-request-id", "traced-1")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
+        .header("traceparent", CALLER_TRACEPARENT)
         .send()
         .await
         .unwrap();
