@@ -2,7 +2,7 @@
 # Installs (Debian/Ubuntu) and starts PostgreSQL, Redis, RabbitMQ and a mail catcher on loopback for local runs and
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
 # gravity builds images when no registry can be reached, tmux, in which the dashboard's
-# test runs, and schemathesis (from PyPI, in a virtualenv under target/), with which every
+# test runs, promtool (Debian's prometheus), which checks the rules Gravity ships, and schemathesis (from PyPI, in a virtualenv under target/), with which every
 # service's tests check its answers against its OpenAPI document. Safe to run again: it only does what is missing. Prints the URLs to use.
 set -euo pipefail
 
@@ -25,6 +25,8 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 # The notifications service's tests send mail to the platform's mail catcher, run here.
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+# The CLI's tests check the Prometheus configuration and rules Gravity writes with promtool.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     as_root apt-get update -qq

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::{
     engine::{resource_of, Engine, EngineError},
+    infra::Runtime,
     plan::Plan,
     project::{Project, ProjectError},
 };
@@ -76,6 +77,25 @@ struct Condition {
     condition: &'static str,
 }
 
+/// The files `gravity up` writes into a container (Prometheus's configuration), written by
+/// the container itself in an export: each from an environment variable, before the image's
+/// program starts. Returns the entrypoint that does it and the environment holding them.
+fn with_files(runtime: &Runtime) -> (Option<Vec<String>>, BTreeMap<String, String>) {
+    let mut environment = runtime.env.clone();
+    let (false, Some(program)) = (runtime.files.is_empty(), runtime.program) else {
+        return (None, environment);
+    };
+    let mut script = String::new();
+    for (i, file) in runtime.files.iter().enumerate() {
+        let var = format!("GRAVITY_FILE_{i}");
+        script.push_str(&format!("printf '%s' \"${var}\" > '{}' && ", file.path));
+        environment.insert(var, file.content.clone());
+    }
+    script.push_str("exec \"$0\" \"$@\"");
+    let entrypoint = ["/bin/sh", "-c", &script, program].map(str::to_owned);
+    (Some(entrypoint.to_vec()), environment)
+}
+
 fn healthcheck(test: Vec<String>) -> Option<Healthcheck> {
     Some(Healthcheck {
         test,
@@ -118,13 +138,15 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
         let name = infra.name.to_string();
         let volume = format!("{name}-data");
         let image = image_of(&name)?;
+        let (entrypoint, environment) = with_files(&infra.runtime);
         file.services.insert(
             name.clone(),
             Service {
                 image: image.clone(),
                 hostname: infra.hostname.clone(),
+                entrypoint,
                 command: infra.runtime.cmd.clone(),
-                environment: infra.runtime.env.clone(),
+                environment,
                 ports: std::iter::once(format!(
                     "127.0.0.1:{}:{}",
                     infra.host_port, infra.container_port
@@ -195,40 +217,13 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
             },
         );
     }
-    let value = serde_json::to_value(&file).map_err(|e| ComposeError::Yaml(e.to_string()))?;
-    let mut yaml = String::new();
-    yaml_rust2::YamlEmitter::new(&mut yaml)
-        .dump(&to_yaml(value))
-        .map_err(|e| ComposeError::Yaml(e.to_string()))?;
-    let yaml = yaml.trim_start_matches("---").trim_start();
+    // Compose interpolates `$NAME` in every value; `$$` is a literal `$` (broker permission
+    // patterns end in `$`, the provisioning jobs read their own variables).
+    let yaml =
+        crate::yaml::to_string(&file, |s| s.replace('$', "$$")).map_err(ComposeError::Yaml)?;
     Ok(format!(
         "# Exported by `gravity export compose` from gravity.toml (platform {}).\n# Holds the platform's passwords and gateway admin token: keep it private.\n# Run with: docker-compose -p {} up -d\n{yaml}",
         project.name(),
         project.name()
     ))
-}
-
-/// YAML through an emitter that quotes what YAML 1.1 readers (docker-compose 1.x) would take
-/// for booleans (Redis's `--appendonly yes` must stay the string "yes"), with every `$`
-/// doubled so compose keeps it literal.
-fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
-    use serde_json::Value;
-    use yaml_rust2::Yaml;
-    match value {
-        Value::Null => Yaml::Null,
-        Value::Bool(b) => Yaml::Boolean(b),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Yaml::Integer)
-            .unwrap_or_else(|| Yaml::Real(n.to_string())),
-        // Compose interpolates `$NAME` in every value; `$$` is a literal `$` (broker
-        // permission patterns end in `$`, the provisioning jobs read their own variables).
-        Value::String(s) => Yaml::String(s.replace('$', "$$")),
-        Value::Array(items) => Yaml::Array(items.into_iter().map(to_yaml).collect()),
-        Value::Object(map) => Yaml::Hash(
-            map.into_iter()
-                .map(|(k, v)| (Yaml::String(k), to_yaml(v)))
-                .collect(),
-        ),
-    }
 }

@@ -44,10 +44,10 @@ pub struct ContainerPlan {
     /// what they were before it existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_port: Option<u16>,
-    /// A file kept in the container (the gateway's configuration); only what its process
-    /// reads at start is part of the hash.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live_file: Option<LiveFile>,
+    /// Files kept in the container (the gateway's configuration, Prometheus's); only what
+    /// their process reads at start is part of the hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live_files: Vec<LiveFile>,
     pub network: String,
     /// A host name that survives recreation (RabbitMQ keeps its data under a node name made
     /// from it). Left out of the hash when absent, like `admin_port`.
@@ -211,22 +211,27 @@ pub async fn ensure(
             .is_some_and(|h| *h == plan.spec_hash());
         let running = c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running");
         if same && running {
-            if let Some(file) = &plan.live_file {
+            let mut updated = false;
+            for file in &plan.live_files {
                 if read_file(engine, &id, &file.path).await.as_deref() != Some(&file.content) {
                     write_file(engine, &id, file).await?;
-                    return Ok(Change::Updated);
+                    updated = true;
                 }
             }
-            return Ok(Change::Unchanged);
+            return Ok(if updated {
+                Change::Updated
+            } else {
+                Change::Unchanged
+            });
         }
         if same {
             check_port(engine, plan).await?;
             // A container that cannot start again (its network was pruned, it is `dead`) is
             // made anew from the same plan; anything else would fail the same way every time.
-            let written = match &plan.live_file {
-                Some(file) => write_file(engine, &id, file).await.is_ok(),
-                None => true,
-            };
+            let mut written = true;
+            for file in &plan.live_files {
+                written &= write_file(engine, &id, file).await.is_ok();
+            }
             if written && start(engine, &id).await.is_ok() {
                 return Ok(Change::Started);
             }
@@ -253,7 +258,7 @@ pub async fn ensure(
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(file) = &plan.live_file {
+    for file in &plan.live_files {
         write_file(engine, &id, file).await?;
     }
     start(engine, &id).await?;
@@ -488,7 +493,7 @@ mod tests {
             volume: None,
             healthcheck: vec!["CMD".into(), "probe".into()],
             admin_port,
-            live_file: None,
+            live_files: Vec::new(),
             network: "shop-network".into(),
             hostname: None,
             labels: HashMap::new(),

@@ -54,6 +54,7 @@ pub async fn replay(project: &Project, which: Which<'_>) -> Result<u64, EventsEr
 
 /// The platform's running broker: where the engine published it, and its secrets.
 struct Broker<'p> {
+    platform: &'p crate::manifest::Manifest,
     name: &'p ServiceName,
     infra: &'p Infra,
     ui_port: Option<u16>,
@@ -87,6 +88,7 @@ impl<'p> Broker<'p> {
             .existing_secrets()
             .ok_or_else(|| EventsError::NoSecrets(project.secrets_path().display().to_string()))?;
         Ok(Self {
+            platform: manifest,
             name,
             infra,
             ui_port,
@@ -100,6 +102,7 @@ impl<'p> Broker<'p> {
             instance: crate::infra::Instance {
                 name: self.name,
                 infra: self.infra,
+                platform: self.platform,
             },
             secrets: &self.secrets,
             port: self.infra.port.get(),

@@ -27,3 +27,4 @@ pub mod scaffold;
 pub mod status;
 pub mod superuser;
 pub mod up;
+pub mod yaml;

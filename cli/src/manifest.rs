@@ -334,10 +334,12 @@ impl Manifest {
             .map_err(|m| src.error(raw.platform.name.span(), m, None))?;
 
         let mut infrastructure = BTreeMap::new();
+        let mut infra_spans = BTreeMap::new();
         let mut ports: BTreeMap<Port, String> = BTreeMap::new();
         for (key, spec) in raw.infrastructure {
             let name =
                 ServiceName::parse(key.get_ref()).map_err(|m| src.error(key.span(), m, None))?;
+            infra_spans.insert(name.clone(), key.span());
             let kind_name = spec
                 .kind
                 .as_ref()
@@ -662,6 +664,17 @@ impl Manifest {
             services,
         };
         manifest.check_cycles(&src)?;
+        for (name, infra) in &manifest.infrastructure {
+            let instance = crate::infra::Instance {
+                name,
+                infra,
+                platform: &manifest,
+            };
+            if let Err((message, help)) = infra.kind.check(&instance) {
+                let span = infra_spans.get(name).cloned().unwrap_or(0..0);
+                return Err(src.error(span, message, Some(help)));
+            }
+        }
         Ok(manifest)
     }
 

@@ -9,7 +9,7 @@ use crate::{
     gateway,
     images::Offline,
     infra::{self, Dependent, InitJob, Instance, Kind, Runtime},
-    manifest::{ImageRef, Infra, ServiceName},
+    manifest::{ImageRef, Infra, Manifest, ServiceName},
     project::{Project, Secrets},
 };
 
@@ -74,10 +74,11 @@ pub struct GatewayFile {
 }
 
 impl InfraPlan {
-    pub fn instance(&self) -> Instance<'_> {
+    pub fn instance<'a>(&'a self, platform: &'a Manifest) -> Instance<'a> {
         Instance {
             name: &self.name,
             infra: &self.infra,
+            platform,
         }
     }
 }
@@ -108,7 +109,11 @@ impl Plan {
         // The services on each broker: they hear each other's events.
         let mut on_broker: Vec<BTreeSet<&ServiceName>> = Vec::new();
         for (name, infra) in &m.infrastructure {
-            let instance = Instance { name, infra };
+            let instance = Instance {
+                name,
+                infra,
+                platform: m,
+            };
             let dependents = project.dependents(&instance);
             let kind = infra.kind;
             if kind.carries_events() {
@@ -220,7 +225,13 @@ impl Plan {
             .manifest
             .infrastructure
             .get_key_value(&plan.name)
-            .map(|(name, infra)| project.dependents(&Instance { name, infra }))
+            .map(|(name, infra)| {
+                project.dependents(&Instance {
+                    name,
+                    infra,
+                    platform: &project.manifest,
+                })
+            })
             .unwrap_or_default()
     }
 }
@@ -292,6 +303,7 @@ mod tests {
             Runtime {
                 env: BTreeMap::from([("MEMCACHED_PASSWORD".to_owned(), admin.to_owned())]),
                 cmd: Some(vec!["memcached".to_owned(), "-S".to_owned()]),
+                ..Runtime::default()
             }
         }
         fn healthcheck(&self) -> Vec<String> {

@@ -235,7 +235,11 @@ impl Project {
     pub fn complete_secrets(&self, secrets: &mut Secrets) -> bool {
         let mut changed = false;
         for (name, infra) in &self.manifest.infrastructure {
-            let instance = crate::infra::Instance { name, infra };
+            let instance = crate::infra::Instance {
+                name,
+                infra,
+                platform: &self.manifest,
+            };
             let dependents = self.dependents(&instance);
             changed |= infra.kind.ensure_secrets(&instance, &dependents, secrets);
         }

@@ -318,7 +318,7 @@ impl Ctx {
     fn reach(&self, reached: Reached) -> Reach<'_> {
         let plan = &self.plan.infrastructure[reached.index];
         Reach {
-            instance: plan.instance(),
+            instance: plan.instance(&self.project.manifest),
             secrets: &self.secrets,
             port: reached.port,
             ui_port: reached.ui_port,
@@ -455,7 +455,17 @@ async fn run_infra(ctx: Arc<Ctx>, network: Node<()>, index: usize) -> Result<Rea
             volume: Some((volume, plan.volume_path.to_owned())),
             healthcheck: plan.healthcheck.clone(),
             admin_port: plan.ui_port,
-            live_file: None,
+            // Reread when it reloads: nothing of them is only read at start.
+            live_files: plan
+                .runtime
+                .files
+                .iter()
+                .map(|f| LiveFile {
+                    path: f.path.clone(),
+                    content: f.content.clone(),
+                    read_at_start: String::new(),
+                })
+                .collect(),
             network: ctx.project.network_name(),
             hostname: plan.hostname.clone(),
             labels: ctx.project.labels(Some(&resource)),
@@ -485,6 +495,10 @@ async fn run_infra(ctx: Arc<Ctx>, network: Node<()>, index: usize) -> Result<Rea
             Box::pin(async { Ok(plan.kind.probe(ctx.reach(reached)).await?) })
         };
         wait_healthy(&ctx, &resource, &container.name, probe).await?;
+        if change == Change::Updated {
+            task.message("reloading its configuration");
+            plan.kind.reload(ctx.reach(reached), &ctx.http).await?;
+        }
         let dependents = Plan::dependents(&ctx.project, plan);
         if !dependents.is_empty() {
             task.message("provisioning its users");
@@ -607,18 +621,22 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
         // rather than from its environment: a change of routes alone is then written there
         // and reloaded, without a restart.
         let mut env = service.env.clone();
-        let live_file = service.gateway.as_ref().map(|file| {
-            env.insert(
-                "GATEWAY_CONFIG".to_owned(),
-                crate::gateway::CONFIG_PATH.to_owned(),
-            );
-            LiveFile {
-                path: crate::gateway::CONFIG_PATH.to_owned(),
-                content: file.content.clone(),
-                read_at_start: file.read_at_start.clone(),
-            }
-        });
-        let gateway = live_file.is_some();
+        let live_files: Vec<LiveFile> = service
+            .gateway
+            .iter()
+            .map(|file| {
+                env.insert(
+                    "GATEWAY_CONFIG".to_owned(),
+                    crate::gateway::CONFIG_PATH.to_owned(),
+                );
+                LiveFile {
+                    path: crate::gateway::CONFIG_PATH.to_owned(),
+                    content: file.content.clone(),
+                    read_at_start: file.read_at_start.clone(),
+                }
+            })
+            .collect();
+        let gateway = !live_files.is_empty();
         let plan = ContainerPlan {
             resource: name.clone(),
             name: ctx.project.container_name(&name),
@@ -632,7 +650,7 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             healthcheck: service.healthcheck.clone(),
             // The gateway's admin listener, on an ephemeral loopback port for the dashboard.
             admin_port: gateway.then_some(crate::gateway::ADMIN_PORT),
-            live_file,
+            live_files,
             network: ctx.project.network_name(),
             hostname: None,
             labels: ctx.project.labels(Some(&name)),

@@ -34,15 +34,11 @@ struct Platform {
 }
 
 /// Five distinct free ports: all held at once while chosen, so none is picked twice.
-fn free_ports() -> [u16; 5] {
-    let held: Vec<std::net::TcpListener> = (0..5)
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
         .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect();
-    [ports[0], ports[1], ports[2], ports[3], ports[4]]
+    std::array::from_fn(|i| held[i].local_addr().expect("bound").port())
 }
 
 impl Platform {
@@ -560,6 +556,188 @@ async fn a_changed_service_alone_is_recreated_and_data_goes_only_when_confirmed(
     let confirmed = p.gravity(&["down", "--volumes", "--yes"]);
     assert!(confirmed.status.success(), "{}", text(&confirmed));
     assert!(p.volumes().await.is_empty());
+}
+
+/// What Prometheus on `port` answers at `path` (its HTTP API), as JSON.
+async fn prometheus(port: u16, path: &str) -> Value {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("Prometheus answers")
+        .json()
+        .await
+        .expect("Prometheus answers JSON")
+}
+
+/// Prometheus's active targets once there are `count` of them and every one is up (polled
+/// for up to 60 s: it scrapes every 5 s, and a broker's plugin takes a while to start).
+async fn targets_all_up(port: u16, count: usize) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..240 {
+        last = prometheus(port, "/api/v1/targets?state=active").await;
+        let active = last["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if active.len() == count && active.iter().all(|t| t["health"] == "up") {
+            return active;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("not all {count} targets up:\n{last:#}");
+}
+
+/// The value of a PromQL query that yields one sample.
+async fn promql(port: u16, query: &str) -> String {
+    let body = prometheus(port, &format!("/api/v1/query?query={}", urlencode(query))).await;
+    let result = &body["data"]["result"];
+    assert_eq!(
+        result.as_array().map(Vec::len),
+        Some(1),
+        "{query}: {body:#}"
+    );
+    result[0]["value"][1]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The (job, resource) of every target.
+fn jobs_and_resources(targets: &[Value]) -> std::collections::BTreeSet<(String, String)> {
+    targets
+        .iter()
+        .map(|t| {
+            let labels = &t["labels"];
+            (
+                labels["job"].as_str().unwrap_or_default().to_owned(),
+                labels["resource"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Prometheus as infrastructure: after `gravity up` it scrapes every service, PostgreSQL
+/// and Redis through their exporters (which reach them), and itself, every target up, with
+/// Gravity's rules loaded. A service added to gravity.toml is scraped after the next `up`,
+/// which rewrites Prometheus's configuration in its running container and reloads it: no
+/// restart, its data kept. An exported compose file writes the same configuration.
+#[tokio::test]
+async fn prometheus_scrapes_the_whole_platform_and_a_new_service_after_the_next_up() {
+    let p = Platform::new("metrics");
+    let [prom, pg_exporter, redis_exporter, more] = free_ports();
+    let taken = [p.pg, p.redis, p.auth, p.accounts, p.gateway];
+    assert!(
+        [prom, pg_exporter, redis_exporter, more]
+            .iter()
+            .all(|port| !taken.contains(port)),
+        "nine distinct ports"
+    );
+    let tables = format!(
+        "\n[infrastructure.prometheus]\nport = {prom}\n\n[infrastructure.postgres-exporter]\nport = {pg_exporter}\n\n[infrastructure.redis-exporter]\nport = {redis_exporter}\n"
+    );
+    p.write_manifest_with("", &tables);
+    let first = p.up();
+    for resource in ["prometheus", "postgres-exporter", "redis-exporter"] {
+        assert!(
+            first
+                .get(resource)
+                .is_some_and(|m| m.starts_with("created")),
+            "{resource}: {first:?}"
+        );
+    }
+    let own = |job: &str, resource: &str| (job.to_owned(), resource.to_owned());
+    let targets = targets_all_up(prom, 5).await;
+    assert_eq!(
+        jobs_and_resources(&targets),
+        [
+            own("postgres", "postgres-exporter"),
+            own("prometheus", "prometheus"),
+            own("redis", "redis-exporter"),
+            own("services", "accounts"),
+            own("services", "auth"),
+        ]
+        .into(),
+    );
+    assert_eq!(
+        promql(prom, "pg_up").await,
+        "1",
+        "the exporter reaches PostgreSQL"
+    );
+    assert_eq!(
+        promql(prom, "redis_up").await,
+        "1",
+        "the exporter reaches Redis"
+    );
+    assert_eq!(
+        promql(prom, "count(db_pool_connections_max)").await,
+        "2",
+        "both services report their database pool"
+    );
+    let rules = prometheus(prom, "/api/v1/rules").await;
+    let groups: std::collections::BTreeSet<&str> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "gravity-availability",
+            "gravity-broker",
+            "gravity-requests",
+            "gravity-saturation",
+        ]
+        .into(),
+        "{rules:#}"
+    );
+    let id = p.container_id("prometheus").await;
+
+    let service = format!(
+        "\n[services.more]\ncrate = \"auth\"\nport = {more}\ndatabase = \"more\"\nmigrations = \"migrations/auth\"\ndepends_on = [\"postgres\", \"redis\"]\n\n[services.more.env]\nREDIS_KEY_PREFIX = \"more:\"\n"
+    );
+    p.write_manifest_with("", &format!("{tables}{service}"));
+    let second = p.up();
+    assert!(
+        second["prometheus"].starts_with("running, reloaded in place"),
+        "{second:?}"
+    );
+    assert_eq!(p.container_id("prometheus").await, id, "not recreated");
+    let targets = targets_all_up(prom, 6).await;
+    assert!(
+        jobs_and_resources(&targets).contains(&own("services", "more")),
+        "{targets:#?}"
+    );
+    let third = p.up();
+    assert!(
+        third["prometheus"].starts_with("running, unchanged"),
+        "{third:?}"
+    );
+
+    let export = p.gravity(&["export", "compose", "-o", "-"]);
+    assert!(export.status.success(), "{}", text(&export));
+    let docs = yaml_rust2::YamlLoader::load_from_str(&String::from_utf8_lossy(&export.stdout))
+        .expect("the export is YAML");
+    let exported = &docs[0]["services"]["prometheus"];
+    assert_eq!(
+        exported["entrypoint"][0].as_str(),
+        Some("/bin/sh"),
+        "{exported:?}"
+    );
+    assert!(
+        exported["environment"]["GRAVITY_FILE_0"]
+            .as_str()
+            .is_some_and(|config| config.contains(&format!("more:{more}"))),
+        "{exported:?}"
+    );
 }
 
 /// Held by the two tests that build the gateway: the new-service test builds it in a copy of
@@ -1998,13 +2176,23 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
 async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_password() {
     let _alone = BUILDS_THE_GATEWAY.lock().await;
     let mut p = Platform::new("mail");
-    let [broker, mail, audit, users, notifications] = free_ports();
+    let [broker, mail, audit, users, notifications, prom, pg_exporter, redis_exporter] =
+        free_ports();
     let taken = [p.pg, p.redis, p.auth, p.accounts, p.gateway];
     assert!(
-        [broker, mail, audit, users, notifications]
-            .iter()
-            .all(|port| !taken.contains(port)),
-        "ten distinct ports"
+        [
+            broker,
+            mail,
+            audit,
+            users,
+            notifications,
+            prom,
+            pg_exporter,
+            redis_exporter
+        ]
+        .iter()
+        .all(|port| !taken.contains(port)),
+        "thirteen distinct ports"
     );
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let shipped =
@@ -2018,6 +2206,9 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .replace("port = 56379", &format!("port = {}", p.redis))
         .replace("port = 55672", &format!("port = {broker}"))
         .replace("port = 51025", &format!("port = {mail}"))
+        .replace("port = 59090", &format!("port = {prom}"))
+        .replace("port = 59187", &format!("port = {pg_exporter}"))
+        .replace("port = 59121", &format!("port = {redis_exporter}"))
         .replace("port = 8000", &format!("port = {}", p.auth))
         .replace("port = 8001", &format!("port = {audit}"))
         .replace("port = 8002", &format!("port = {users}"))
@@ -2034,6 +2225,31 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .find(|r| r["resource"] == "mail")
         .expect("gravity ps lists the mail catcher");
     assert_eq!(mail_row["state"], "running", "{mail_row}");
+    // Prometheus scrapes all of it: every service, the gateway's admin listener, the
+    // broker's plugin (totals and per queue), PostgreSQL and Redis through their exporters.
+    let targets = targets_all_up(prom, 10).await;
+    let own = |job: &str, resource: &str| (job.to_owned(), resource.to_owned());
+    assert_eq!(
+        jobs_and_resources(&targets),
+        [
+            own("gateway", "gateway"),
+            own("postgres", "postgres-exporter"),
+            own("prometheus", "prometheus"),
+            own("rabbitmq", "rabbitmq"),
+            own("rabbitmq-queues", "rabbitmq"),
+            own("redis", "redis-exporter"),
+            own("services", "audit"),
+            own("services", "auth"),
+            own("services", "notifications"),
+            own("services", "users"),
+        ]
+        .into(),
+    );
+    assert_ne!(
+        promql(prom, "count(rabbitmq_detailed_queue_messages_ready)").await,
+        "0",
+        "the services' queues, one by one"
+    );
 
     let client = reqwest::Client::new();
     let gateway = |path: &str| format!("http://127.0.0.1:{}{path}", p.gateway);

@@ -97,6 +97,7 @@ impl Kind for Mail {
                 ("MAIL_DIR".to_owned(), DATA.to_owned()),
             ]),
             cmd: None,
+            ..Runtime::default()
         }
     }
 

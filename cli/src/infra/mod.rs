@@ -9,8 +9,10 @@
 //! **Invariant:** every kind isolates its dependents from each other: a service's credentials
 //! reach only what belongs to that service.
 
+mod exporters;
 mod mail;
 mod postgres;
+mod prometheus;
 mod rabbitmq;
 mod redis;
 
@@ -18,15 +20,17 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use futures_util::future::BoxFuture;
 
+pub use exporters::{PostgresExporter, RedisExporter};
 pub use mail::{Mail, NAME as MAIL_KIND};
 pub use postgres::{admin_options as postgres_admin, Postgres, PG_VOLUME_PATH};
+pub use prometheus::{Prometheus, RULES as PROMETHEUS_RULES};
 pub use rabbitmq::{queues as broker_queues, BrokerQueue, RabbitMq};
 pub use redis::Redis;
 
 use crate::{
     database::DatabaseError,
     images::{Offline, OfflineRecipe},
-    manifest::{ImageRef, Infra, ServiceName, ServiceSpec},
+    manifest::{ImageRef, Infra, Manifest, ServiceName, ServiceSpec},
     progress::Task,
     project::Secrets,
 };
@@ -36,7 +40,15 @@ pub const POSTGRES_KIND: &str = postgres::NAME;
 
 /// Every kind Gravity knows, by the name gravity.toml uses (`kind = "..."`, or the table's
 /// name when `kind` is left out).
-pub const KINDS: &[&'static dyn Kind] = &[&Postgres, &Redis, &RabbitMq, &Mail];
+pub const KINDS: &[&'static dyn Kind] = &[
+    &Postgres,
+    &Redis,
+    &RabbitMq,
+    &Mail,
+    &Prometheus,
+    &PostgresExporter,
+    &RedisExporter,
+];
 
 /// One kind of infrastructure. Implementations are unit structs; each instance in
 /// gravity.toml (`[infrastructure.NAME]`) is an [`Instance`] of one.
@@ -66,6 +78,24 @@ pub trait Kind: Sync + fmt::Debug {
     /// makes a new service depend on it.
     fn carries_events(&self) -> bool {
         false
+    }
+    /// Whether gravity.toml's table for it makes sense in its platform (an exporter has
+    /// something to export); the error and a suggestion otherwise.
+    fn check(&self, _instance: &Instance<'_>) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// Where its metrics are, for Prometheus (none by default).
+    fn scrape(&self) -> Vec<Scrape> {
+        Vec::new()
+    }
+    /// Asks it to reread the files of its [`Runtime`] just rewritten in its running
+    /// container (by default it needs nothing: it reads them itself).
+    fn reload<'a>(
+        &'a self,
+        _reach: Reach<'a>,
+        _http: &'a reqwest::Client,
+    ) -> BoxFuture<'a, Result<(), InfraError>> {
+        Box::pin(async { Ok(()) })
     }
     /// Whether `spec` uses this instance. By default: it is named in `depends_on`.
     fn serves(&self, instance: &Instance<'_>, spec: &ServiceSpec) -> bool {
@@ -192,11 +222,24 @@ pub struct Ui {
     pub what: &'static str,
 }
 
-/// One instance of a kind: `[infrastructure.NAME]`.
+/// One instance of a kind: `[infrastructure.NAME]`, in its platform.
 #[derive(Debug, Clone, Copy)]
 pub struct Instance<'a> {
     pub name: &'a ServiceName,
     pub infra: &'a Infra,
+    /// The whole platform (Prometheus scrapes all of it; an exporter finds its target).
+    pub platform: &'a Manifest,
+}
+
+/// Metrics an instance serves on the platform's network, as one Prometheus scrape job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scrape {
+    /// The job's name (`rabbitmq`); instances of one kind share it.
+    pub job: &'static str,
+    pub port: u16,
+    pub path: &'static str,
+    /// URL query parameters (`family=queue_coarse_metrics`).
+    pub params: Vec<(&'static str, &'static str)>,
 }
 
 /// A service that uses an instance.
@@ -213,6 +256,19 @@ pub struct Dependent<'a> {
 pub struct Runtime {
     pub env: BTreeMap<String, String>,
     pub cmd: Option<Vec<String>>,
+    /// Files written into the container before it starts and rewritten in place when they
+    /// change (then [`Kind::reload`] is asked); their folders exist in the image.
+    pub files: Vec<RuntimeFile>,
+    /// The image's entrypoint, for an export that writes `files` before starting it.
+    pub program: Option<&'static str>,
+}
+
+/// A file Gravity keeps in an infrastructure container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeFile {
+    /// An absolute path.
+    pub path: String,
+    pub content: String,
 }
 
 /// An instance as reachable from the host.
@@ -299,6 +355,23 @@ pub fn http_healthcheck(port: u16, path: &str) -> Vec<String> {
 
 fn shell(cmd: &str) -> Vec<String> {
     vec!["CMD-SHELL".to_owned(), cmd.to_owned()]
+}
+
+/// An HTTP GET of `path` in an image that has either busybox's `wget` (the Prometheus
+/// project's official images) or bash (Gravity's Debian-built stand-ins).
+fn http_healthcheck_any(port: u16, path: &str) -> Vec<String> {
+    let bash = &http_healthcheck(port, path)[3];
+    shell(&format!(
+        "wget -q -O /dev/null http://127.0.0.1:{port}{path} 2>/dev/null || bash -c \"{}\"",
+        bash.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// Whether an HTTP GET of `path` on a published loopback port answers 2xx now.
+async fn http_ready(port: u16, path: &str) -> bool {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(reqwest::Client::new);
+    http_answers(client, port, path).await
 }
 
 /// Whether a service's health endpoint answers 2xx now.

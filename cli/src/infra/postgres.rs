@@ -157,6 +157,7 @@ impl Kind for Postgres {
                 ("PGDATA".to_owned(), PGDATA.to_owned()),
             ]),
             cmd: Some(cmd),
+            ..Runtime::default()
         }
     }
 

@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     env_name, offline_ref, Dependent, InfraError, InitJob, Instance, Kind, ParkedMessage, Reach,
-    Runtime, Ui, Which,
+    Runtime, Scrape, Ui, Which,
 };
 use crate::{
     images::{Offline, OfflineRecipe},
@@ -43,6 +43,8 @@ pub struct RabbitMq;
 const ADMIN_USER: &str = "admin";
 const AMQP_PORT: u16 = 5672;
 const UI_PORT: u16 = 15672;
+/// The Prometheus plugin's listener.
+const PROMETHEUS_PORT: u16 = 15692;
 const HOME: &str = "/var/lib/rabbitmq";
 /// The exchange every service's exchange is bound to (service-kit's `EVERY_EVENT_EXCHANGE`;
 /// the CLI does not link service-kit).
@@ -138,6 +140,28 @@ impl Kind for RabbitMq {
         AMQP_PORT
     }
 
+    /// Its Prometheus plugin: the broker's totals, and per queue (depth, unacknowledged,
+    /// consumers; parked messages are in the `<queue>.parked` queues).
+    fn scrape(&self) -> Vec<Scrape> {
+        vec![
+            Scrape {
+                job: "rabbitmq",
+                port: PROMETHEUS_PORT,
+                path: "/metrics",
+                params: vec![],
+            },
+            Scrape {
+                job: "rabbitmq-queues",
+                port: PROMETHEUS_PORT,
+                path: "/metrics/detailed",
+                params: vec![
+                    ("family", "queue_coarse_metrics"),
+                    ("family", "queue_consumer_count"),
+                ],
+            },
+        ]
+    }
+
     fn ui(&self) -> Option<Ui> {
         Some(Ui {
             port: UI_PORT,
@@ -203,7 +227,10 @@ impl Kind for RabbitMq {
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".to_owned(),
             args.join(" "),
         );
-        Runtime { env, cmd: None }
+        Runtime {
+            env,
+            ..Runtime::default()
+        }
     }
 
     /// The AMQP 0-9-1 protocol header, answered by a method frame (type 1): the broker

@@ -114,6 +114,7 @@ impl Kind for Redis {
         Runtime {
             env: Default::default(),
             cmd: Some(cmd),
+            ..Runtime::default()
         }
     }
 

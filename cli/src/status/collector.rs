@@ -254,7 +254,11 @@ impl Collector {
             let views = brokers.iter().filter_map(|(name, port, ui_port)| {
                 let infra = manifest.infrastructure.get(name)?;
                 let reach = crate::infra::Reach {
-                    instance: crate::infra::Instance { name, infra },
+                    instance: crate::infra::Instance {
+                        name,
+                        infra,
+                        platform: manifest,
+                    },
                     secrets,
                     port: *port,
                     ui_port: *ui_port,

@@ -73,6 +73,7 @@ pub async fn database(
     migrator: &'static Migrator,
 ) -> Result<PgPool, StartupError> {
     let db = settings.database.pool()?;
+    crate::metrics::watch_pool(&db);
     if settings.migrate_on_start {
         migrate(&db, migrator).await?;
     } else {

@@ -168,7 +168,26 @@ fn status_label(status: StatusCode) -> SharedString {
     }
 }
 
+static POOL: OnceLock<sqlx::PgPool> = OnceLock::new();
+
+/// Reports the connections of the service's database pool with every scrape
+/// (`db_pool_connections_in_use`, `_idle`, `_max`: Gravity's Prometheus rules alert on its
+/// saturation). The first pool watched in a process is the one reported.
+pub fn watch_pool(pool: &sqlx::PgPool) {
+    let _ = POOL.set(pool.clone());
+}
+
+fn observe_pool() {
+    let Some(pool) = POOL.get() else { return };
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+    metrics::gauge!("db_pool_connections_max").set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!("db_pool_connections_in_use").set(f64::from(size - idle));
+    metrics::gauge!("db_pool_connections_idle").set(f64::from(idle));
+}
+
 async fn render() -> Response {
+    observe_pool();
     match handle() {
         Some(h) => (
             [(
