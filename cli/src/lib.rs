@@ -26,5 +26,6 @@ pub mod ps;
 pub mod scaffold;
 pub mod status;
 pub mod superuser;
+pub mod trace;
 pub mod up;
 pub mod yaml;

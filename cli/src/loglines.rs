@@ -101,8 +101,14 @@ impl Line {
         }
     }
 
-    fn field(&self, name: &str) -> Option<&str> {
+    /// A JSON line's text field.
+    pub fn field(&self, name: &str) -> Option<&str> {
         self.json.as_ref()?.get(name)?.as_str()
+    }
+
+    /// A JSON line's numeric field.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.json.as_ref()?.get(name)?.as_f64()
     }
 
     /// A JSON line's `level`; for a text line, a level word among its first few words

@@ -146,20 +146,7 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
     }
     // Not following: collect, then merge by the engine's timestamps, and show the lines
     // without them.
-    let mut lines: Vec<(i64, String, String)> = Vec::new();
-    while let Some((prefix, chunk)) = merged.next().await {
-        let Ok(chunk) = chunk else { continue };
-        for line in text(chunk).lines() {
-            let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
-            let at = chrono::DateTime::parse_from_rfc3339(ts)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .unwrap_or(0);
-            lines.push((at, prefix.clone(), rest.to_owned()));
-        }
-    }
-    // Stable: lines of one container with equal timestamps keep their order.
-    lines.sort_by_key(|l| l.0);
+    let lines = merged_in_time(merged).await;
     let mut out = std::io::stdout().lock();
     for (_, prefix, line) in lines {
         if show(&mut out, &prefix, &line).is_err() {
@@ -167,6 +154,60 @@ pub async fn logs(project: &Project, args: LogsOptionsArgs) -> Result<(), LogsEr
         }
     }
     Ok(())
+}
+
+/// Every line of timestamped log streams, each with its stream's tag, in time order (lines
+/// of one stream with equal timestamps keep their order), without the timestamps.
+async fn merged_in_time<E>(
+    mut merged: impl futures_util::Stream<Item = (String, Result<LogOutput, E>)> + Unpin,
+) -> Vec<(i64, String, String)> {
+    let mut lines: Vec<(i64, String, String)> = Vec::new();
+    while let Some((tag, chunk)) = merged.next().await {
+        let Ok(chunk) = chunk else { continue };
+        for line in text(chunk).lines() {
+            let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
+            let at = chrono::DateTime::parse_from_rfc3339(ts)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            lines.push((at, tag.clone(), rest.to_owned()));
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    lines
+}
+
+/// Every line the platform's containers wrote, with each one's resource, in time order.
+pub async fn all_lines(project: &Project) -> Result<Vec<(String, Line)>, LogsError> {
+    let engine = Engine::connect().await?;
+    let found: Vec<(String, String)> = engine
+        .containers(project.label_filter())
+        .await?
+        .into_iter()
+        .filter_map(|c| Some((resource_of(&c)?.to_owned(), c.id?)))
+        .collect();
+    if found.is_empty() {
+        return Err(LogsError::NothingRunning);
+    }
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        timestamps: true,
+        tail: "all".to_owned(),
+        ..Default::default()
+    };
+    let streams = found.iter().map(|(resource, id)| {
+        let resource = resource.clone();
+        engine
+            .api()
+            .logs(id, Some(options.clone()))
+            .map(move |chunk| (resource.clone(), chunk))
+    });
+    let lines = merged_in_time(stream::select_all(streams)).await;
+    Ok(lines
+        .into_iter()
+        .map(|(_, resource, raw)| (resource, Line::parse(&raw)))
+        .collect())
 }
 
 fn text(chunk: LogOutput) -> String {

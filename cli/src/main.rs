@@ -126,6 +126,15 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A request's path through the platform as a tree with timings (the gateway, each
+    /// service, the events it published and their consumers), from the services' logs.
+    Trace {
+        /// The request's id (its X-Request-Id), or a trace id.
+        id: String,
+        /// The spans as JSON, depth first, each with its depth and offset.
+        #[arg(long)]
+        json: bool,
+    },
     /// The mail the platform sent, as the mail catcher caught it: a list, newest first, or
     /// one message (its envelope and text; `--raw` for all of it).
     Mail {
@@ -386,6 +395,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{replayed} message(s) sent back to their queues");
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Trace { id, json } => {
+            let project = load()?;
+            let lines = logs::all_lines(&project).await?;
+            let trace = gravity::trace::find(&lines, &id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print!("{}", trace.render());
             }
             Ok(())
         }

@@ -101,6 +101,9 @@ impl Plan {
             env.insert("PORT".to_owned(), spec.port.get().to_string());
             // Gravity applies migrations itself, before the service starts.
             env.insert("MIGRATE_ON_START".to_owned(), "false".to_owned());
+            // One line per request and per event recorded or handled, each with its span:
+            // `gravity logs` and `gravity trace` follow a request through the platform.
+            env.insert("ACCESS_LOG".to_owned(), "true".to_owned());
             if let Some(public) = &identity_public {
                 env.insert("IDENTITY_PUBLIC_KEY".to_owned(), public.clone());
             }

@@ -2271,6 +2271,10 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         .await
         .expect("register");
     assert_eq!(registered.status(), 201);
+    let request_id = registered.headers()["x-request-id"]
+        .to_str()
+        .expect("a request id")
+        .to_owned();
     let welcome = p.caught(&email, "Welcome, Ada Lovelace").await;
     // One trace from the gateway's access log to the service's own lines.
     let traced = p.gravity(&["logs", "--json", "--trace-id", trace]);
@@ -2286,6 +2290,67 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
     };
     assert!(has("gateway", "request"), "{traced:?}");
     assert!(has("auth", "account registered"), "{traced:?}");
+    // `gravity trace`: the registration's path through the platform, from the gateway to
+    // auth, to the event auth recorded, to that event handled by its consumers.
+    let recorded = "recorded auth.user.registered.v1";
+    let mut spans = Vec::new();
+    for _ in 0..40 {
+        let out = p.gravity(&["trace", &request_id, "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let found: Value = serde_json::from_slice(&out.stdout).expect("trace --json is JSON");
+        assert_eq!(found["trace_id"], trace, "{found:#}");
+        spans = found["spans"].as_array().cloned().unwrap_or_default();
+        let handled_by = |resource: &str| {
+            spans.iter().any(|s| {
+                s["resource"] == resource
+                    && s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("handled auth.user.registered.v1"))
+            })
+        };
+        if handled_by("audit") && handled_by("notifications") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let shape: Vec<(u64, String, String)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s["depth"].as_u64().unwrap_or(99),
+                s["resource"].as_str().unwrap_or_default().to_owned(),
+                s["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let at = |depth: u64, resource: &str, name: &str| {
+        shape
+            .iter()
+            .position(|s| *s == (depth, resource.to_owned(), name.to_owned()))
+            .unwrap_or_else(|| panic!("{resource} {name:?} at depth {depth} in {shape:#?}"))
+    };
+    assert_eq!(at(0, "gateway", "POST /auth/api/v1/register → 201"), 0);
+    assert_eq!(at(1, "auth", "POST /api/v1/register → 201"), 1);
+    let event = at(2, "auth", recorded);
+    for consumer in ["audit", "notifications"] {
+        let handled = shape
+            .iter()
+            .position(|(depth, resource, name)| {
+                *depth == 3
+                    && resource == consumer
+                    && name.starts_with("handled auth.user.registered.v1")
+            })
+            .unwrap_or_else(|| panic!("{consumer} handled the event in {shape:#?}"));
+        assert!(handled > event, "after the event was recorded: {shape:#?}");
+        assert!(
+            spans[handled]["start_ms"].as_f64() >= spans[event]["start_ms"].as_f64(),
+            "{spans:#?}"
+        );
+    }
+    let tree = p.gravity(&["trace", &request_id]);
+    assert!(tree.status.success(), "{}", text(&tree));
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    assert!(tree.contains(&format!("└─ auth  {recorded}")), "{tree}");
     assert!(
         welcome["Text"]
             .as_str()

@@ -88,6 +88,10 @@ impl Gateway {
             .server
             .access_log
             .then(|| request.uri().path().to_owned());
+        // The caller's span, the parent of the gateway's own in the access log.
+        let caller_trace = path_for_log
+            .as_ref()
+            .and_then(|_| request.headers().get(headers::TRACEPARENT).cloned());
         if let Some(response) = self.own_path(&request) {
             let mut response = response.await;
             response.headers_mut().insert(headers::REQUEST_ID, id);
@@ -121,13 +125,21 @@ impl Gateway {
         if let Some(path) = path_for_log {
             // `00-<trace id>-<span id>-<flags>`; none when the request was refused before a
             // traceparent was made.
-            let trace_id = sent_trace
+            let sent = sent_trace.as_ref().and_then(|t| t.to_str().ok());
+            let trace_id = sent.and_then(|t| t.split('-').nth(1));
+            // The gateway's span is the parent id it sent; the caller's, when it continued
+            // the caller's trace.
+            let span_id = sent.and_then(|t| t.split('-').nth(2));
+            let parent_span_id = caller_trace
                 .as_ref()
                 .and_then(|t| t.to_str().ok())
-                .and_then(|t| t.split('-').nth(1));
+                .filter(|t| t.split('-').nth(1) == trace_id)
+                .and_then(|t| t.split('-').nth(2));
             tracing::info!(
                 request_id = id.to_str().unwrap_or("-"),
                 trace_id,
+                span_id,
+                parent_span_id,
                 method = %method,
                 path,
                 route = route_name,

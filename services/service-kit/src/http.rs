@@ -105,7 +105,12 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let id = request_id(&request);
-        let traceparent = request.headers().get(TRACEPARENT).cloned();
+        let span = crate::telemetry::Span::child_of(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        );
         let method = request.method().clone();
         let uri = request.uri().clone();
         if let Some(client) = client_addr(self.policy.trust_forwarded_for, &request) {
@@ -118,13 +123,14 @@ where
                 .map(|future| {
                     let context = crate::telemetry::RequestContext {
                         id: id.clone(),
-                        traceparent,
+                        span,
                     };
                     crate::telemetry::scope_request(context, future)
                 });
         EdgeFuture {
             inner,
             id,
+            span,
             started,
             policy: self.policy,
             method,
@@ -138,6 +144,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<tokio::task::futures::TaskLocalFuture<crate::telemetry::RequestContext, F>>,
         id: HeaderValue,
+        span: crate::telemetry::Span,
         started: Instant,
         policy: EdgePolicy,
         method: axum::http::Method,
@@ -174,6 +181,9 @@ where
         {
             tracing::error!(
                 request_id = this.id.to_str().unwrap_or("-"),
+                trace_id = this.span.trace_id(),
+                span_id = this.span.id(),
+                parent_span_id = this.span.parent_id(),
                 method = %this.method,
                 path = this.uri.path(),
                 status,
@@ -182,8 +192,12 @@ where
                 "request failed"
             );
         } else if this.policy.access_log {
+            // With its span: `gravity trace` draws the request's path from these lines.
             tracing::info!(
                 request_id = this.id.to_str().unwrap_or("-"),
+                trace_id = this.span.trace_id(),
+                span_id = this.span.id(),
+                parent_span_id = this.span.parent_id(),
                 method = %this.method,
                 path = this.uri.path(),
                 status,
@@ -350,6 +364,7 @@ pub fn with_standard_layers(router: Router, settings: &HttpSettings) -> Router {
             }
         }
     }
+    crate::telemetry::log_spans(settings.access_log);
     let policy = EdgePolicy {
         trust_forwarded_for: settings.trust_forwarded_for,
         access_log: settings.access_log,

@@ -473,10 +473,14 @@ async fn logs_are_json_lines_carrying_the_request_id_and_trace_id() {
         }
     };
     assert_eq!(line["request_id"], "find-me-in-the-logs", "{line}");
-    assert!(
-        line.get("trace_id").is_none(),
-        "no traceparent, no trace: {line}"
-    );
+    // No traceparent: the request is the root of a new trace, its span logged with it.
+    let hex = |v: &serde_json::Value, len: usize| {
+        v.as_str()
+            .is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    assert!(hex(&line["trace_id"], 32), "a new trace: {line}");
+    assert!(hex(&line["span_id"], 16), "{line}");
+    assert!(line.get("parent_span_id").is_none(), "a root: {line}");
     assert_eq!(line["status"], 401, "{line}");
     assert_eq!(line["path"], "/api/v1/me", "{line}");
     assert_eq!(line["level"], "INFO");
@@ -493,12 +497,29 @@ async fn logs_are_json_lines_carrying_the_request_id_and_trace_id() {
         .send()
         .await
         .unwrap();
-    let line = loop {
-        let line = next_json_line(&mut lines).await;
-        if line["message"] == "account registered" {
-            break line;
+    let (line, access) = {
+        let mut written = None;
+        loop {
+            let line = next_json_line(&mut lines).await;
+            if line["message"] == "account registered" {
+                written = Some(line);
+            } else if line["message"] == "request" && line["request_id"] == "registration-42" {
+                break (written.expect("the handler's line first"), line);
+            }
         }
     };
+    // Its span is the caller's span's child, in the caller's trace.
+    assert_eq!(
+        access["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{access}"
+    );
+    assert_eq!(access["parent_span_id"], "00f067aa0ba902b7", "{access}");
+    assert!(
+        access["span_id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 16 && s != "00f067aa0ba902b7"),
+        "{access}"
+    );
     assert_eq!(line["request_id"], "registration-42", "{line}");
     // And the caller's trace, so `gravity logs --trace-id` finds it.
     assert_eq!(

@@ -616,8 +616,7 @@ impl Consumer {
                 return Ok(None);
             };
             let attempt = attempt_of(delivery);
-            let context = context_of(envelope);
-            match crate::telemetry::scope_request(context, handler(envelope, attempt, tx)).await {
+            match in_span(queue, envelope, handler(envelope, attempt, tx)).await {
                 Ok(Ok(back)) => tx = back,
                 // The transaction went with the failure: the batch is rolled back.
                 _ => return Ok(None),
@@ -678,9 +677,7 @@ impl Consumer {
             return Ok(());
         }
         let event_id = envelope.id;
-        let context = context_of(&envelope);
-        let outcome =
-            crate::telemetry::scope_request(context, handler(&envelope, attempt, tx)).await;
+        let outcome = in_span(queue, &envelope, handler(&envelope, attempt, tx)).await;
         let failure = match outcome {
             Err(bad) => {
                 return self
@@ -813,16 +810,34 @@ impl Acks {
     }
 }
 
+/// Runs a handler in the event's context and span (logged with the span when spans are).
+async fn in_span<F: Future>(queue: &str, envelope: &Envelope, work: F) -> F::Output {
+    let context = context_of(envelope);
+    let span = context.span;
+    let started = std::time::Instant::now();
+    let out = crate::telemetry::scope_request(context, work).await;
+    if crate::telemetry::spans_logged() {
+        tracing::info!(
+            request_id = %envelope.id,
+            trace_id = span.trace_id(),
+            span_id = span.id(),
+            parent_span_id = span.parent_id(),
+            queue,
+            event_type = %envelope.event_type,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "event handled"
+        );
+    }
+    out
+}
+
 /// What a handler runs within: its log lines carry the event's id, and what it publishes
 /// continues the event's trace.
 fn context_of(envelope: &Envelope) -> crate::telemetry::RequestContext {
     crate::telemetry::RequestContext {
         id: axum::http::HeaderValue::from_str(&envelope.id.to_string())
             .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-")),
-        traceparent: envelope
-            .traceparent
-            .as_deref()
-            .and_then(|t| axum::http::HeaderValue::from_str(t).ok()),
+        span: crate::telemetry::Span::child_of(envelope.traceparent.as_deref()),
     }
 }
 

@@ -46,12 +46,32 @@ pub async fn record<E: Event>(
     service: &str,
     event: &E,
 ) -> Result<Uuid, EventsError> {
-    let traceparent = crate::telemetry::current_traceparent();
-    insert(
-        conn,
-        &Envelope::new(service, event, traceparent.as_deref())?,
-    )
-    .await
+    let span = crate::telemetry::current_span().map(|s| s.child());
+    let traceparent = span.map(|s| s.traceparent());
+    let envelope = Envelope::new(service, event, traceparent.as_deref())?;
+    traced(span, &envelope, insert(conn, &envelope)).await
+}
+
+/// Records the event in its own span, the parent of its consumers' (logged with the span
+/// when spans are).
+async fn traced(
+    span: Option<crate::telemetry::Span>,
+    envelope: &Envelope,
+    insert: impl Future<Output = Result<Uuid, EventsError>>,
+) -> Result<Uuid, EventsError> {
+    let started = std::time::Instant::now();
+    let recorded = insert.await;
+    if let (Some(span), true) = (span, crate::telemetry::spans_logged()) {
+        tracing::info!(
+            span_id = span.id(),
+            parent_span_id = span.parent_id(),
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "event recorded"
+        );
+    }
+    recorded
 }
 
 /// Records `service`'s reply `R` (typed `<service>.<R::FACT>`), as [`record`] does an event.
@@ -60,12 +80,10 @@ pub async fn record_reply<R: Reply>(
     service: &str,
     reply: &R,
 ) -> Result<Uuid, EventsError> {
-    let traceparent = crate::telemetry::current_traceparent();
-    insert(
-        conn,
-        &Envelope::reply(service, reply, traceparent.as_deref())?,
-    )
-    .await
+    let span = crate::telemetry::current_span().map(|s| s.child());
+    let traceparent = span.map(|s| s.traceparent());
+    let envelope = Envelope::reply(service, reply, traceparent.as_deref())?;
+    traced(span, &envelope, insert(conn, &envelope)).await
 }
 
 async fn insert(conn: &mut PgConnection, envelope: &Envelope) -> Result<Uuid, EventsError> {
