@@ -632,20 +632,25 @@ fn jobs_and_resources(targets: &[Value]) -> std::collections::BTreeSet<(String, 
 #[tokio::test]
 async fn prometheus_scrapes_the_whole_platform_and_a_new_service_after_the_next_up() {
     let p = Platform::new("metrics");
-    let [prom, pg_exporter, redis_exporter, more] = free_ports();
+    let [prom, pg_exporter, redis_exporter, alerts, more] = free_ports();
     let taken = [p.pg, p.redis, p.auth, p.accounts, p.gateway];
     assert!(
-        [prom, pg_exporter, redis_exporter, more]
+        [prom, pg_exporter, redis_exporter, alerts, more]
             .iter()
             .all(|port| !taken.contains(port)),
-        "nine distinct ports"
+        "ten distinct ports"
     );
     let tables = format!(
-        "\n[infrastructure.prometheus]\nport = {prom}\n\n[infrastructure.postgres-exporter]\nport = {pg_exporter}\n\n[infrastructure.redis-exporter]\nport = {redis_exporter}\n"
+        "\n[infrastructure.prometheus]\nport = {prom}\n\n[infrastructure.postgres-exporter]\nport = {pg_exporter}\n\n[infrastructure.redis-exporter]\nport = {redis_exporter}\n\n[infrastructure.alertmanager]\nport = {alerts}\n"
     );
     p.write_manifest_with("", &tables);
     let first = p.up();
-    for resource in ["prometheus", "postgres-exporter", "redis-exporter"] {
+    for resource in [
+        "prometheus",
+        "postgres-exporter",
+        "redis-exporter",
+        "alertmanager",
+    ] {
         assert!(
             first
                 .get(resource)
@@ -654,10 +659,11 @@ async fn prometheus_scrapes_the_whole_platform_and_a_new_service_after_the_next_
         );
     }
     let own = |job: &str, resource: &str| (job.to_owned(), resource.to_owned());
-    let targets = targets_all_up(prom, 5).await;
+    let targets = targets_all_up(prom, 6).await;
     assert_eq!(
         jobs_and_resources(&targets),
         [
+            own("alertmanager", "alertmanager"),
             own("postgres", "postgres-exporter"),
             own("prometheus", "prometheus"),
             own("redis", "redis-exporter"),
@@ -699,6 +705,17 @@ async fn prometheus_scrapes_the_whole_platform_and_a_new_service_after_the_next_
         .into(),
         "{rules:#}"
     );
+    // Its alerts go to the platform's Alertmanager.
+    let notified = prometheus(prom, "/api/v1/alertmanagers").await;
+    let active = notified["data"]["activeAlertmanagers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(active.len(), 1, "{notified:#}");
+    assert_eq!(
+        active[0]["url"], "http://alertmanager:9093/api/v2/alerts",
+        "{notified:#}"
+    );
     let id = p.container_id("prometheus").await;
 
     let service = format!(
@@ -711,7 +728,7 @@ async fn prometheus_scrapes_the_whole_platform_and_a_new_service_after_the_next_
         "{second:?}"
     );
     assert_eq!(p.container_id("prometheus").await, id, "not recreated");
-    let targets = targets_all_up(prom, 6).await;
+    let targets = targets_all_up(prom, 7).await;
     assert!(
         jobs_and_resources(&targets).contains(&own("services", "more")),
         "{targets:#?}"

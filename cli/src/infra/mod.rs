@@ -9,6 +9,7 @@
 //! **Invariant:** every kind isolates its dependents from each other: a service's credentials
 //! reach only what belongs to that service.
 
+mod alertmanager;
 mod exporters;
 mod mail;
 mod postgres;
@@ -20,6 +21,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use futures_util::future::BoxFuture;
 
+pub use alertmanager::Alertmanager;
 pub use exporters::{PostgresExporter, RedisExporter};
 pub use mail::{Mail, NAME as MAIL_KIND};
 pub use postgres::{admin_options as postgres_admin, Postgres, PG_VOLUME_PATH};
@@ -46,6 +48,7 @@ pub const KINDS: &[&'static dyn Kind] = &[
     &RabbitMq,
     &Mail,
     &Prometheus,
+    &Alertmanager,
     &PostgresExporter,
     &RedisExporter,
 ];

@@ -175,37 +175,49 @@ impl Kind for Prometheus {
         reach: Reach<'a>,
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<(), InfraError>> {
-        Box::pin(async move {
-            let failed = |detail: String| InfraError::Request {
-                title: self.title(),
-                port: reach.port,
-                detail,
-            };
-            let response = http
-                .post(format!("http://127.0.0.1:{}/-/reload", reach.port))
-                .timeout(std::time::Duration::from_secs(10))
-                .send()
-                .await
-                .map_err(|e| failed(format!("reloading its configuration: {e}")))?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                Err(failed(format!(
-                    "it refused the rewritten configuration ({status}): {}",
-                    body.trim()
-                )))
-            }
-        })
+        post_reload(self.title(), reach, http)
     }
 }
 
-/// `prometheus.yml` for a platform: one job per kind of target.
+/// `POST /-/reload`, as Prometheus and Alertmanager both take it: they reread their
+/// configuration, or refuse it and keep the one they run.
+pub(super) fn post_reload<'a>(
+    title: &'static str,
+    reach: Reach<'a>,
+    http: &'a reqwest::Client,
+) -> BoxFuture<'a, Result<(), InfraError>> {
+    Box::pin(async move {
+        let failed = |detail: String| InfraError::Request {
+            title,
+            port: reach.port,
+            detail,
+        };
+        let response = http
+            .post(format!("http://127.0.0.1:{}/-/reload", reach.port))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| failed(format!("reloading its configuration: {e}")))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(failed(format!(
+            "it refused the rewritten configuration ({status}): {}",
+            body.trim()
+        )))
+    })
+}
+
+/// `prometheus.yml` for a platform: one job per kind of target, and every Alertmanager of
+/// the platform alerted.
 pub fn config(platform: &Manifest) -> String {
     #[derive(Serialize)]
     struct File {
         global: Global,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alerting: Option<serde_json::Value>,
         rule_files: Vec<&'static str>,
         scrape_configs: Vec<Job>,
     }
@@ -270,7 +282,18 @@ pub fn config(platform: &Manifest) -> String {
             );
         }
     }
+    let alertmanagers: Vec<String> = platform
+        .infrastructure
+        .iter()
+        .filter(|(_, i)| i.kind.name() == super::alertmanager::NAME)
+        .map(|(name, _)| format!("{name}:{}", super::alertmanager::PORT))
+        .collect();
     let file = File {
+        alerting: (!alertmanagers.is_empty()).then(|| {
+            serde_json::json!({
+                "alertmanagers": [{ "static_configs": [{ "targets": alertmanagers }] }]
+            })
+        }),
         global: Global {
             scrape_interval: INTERVAL,
             evaluation_interval: INTERVAL,

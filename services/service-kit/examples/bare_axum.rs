@@ -30,7 +30,10 @@ async fn main() -> ExitCode {
     // With STANDARD_LAYERS=1 the same handler sits behind the stack every service runs
     // (request id, trace, timeout, panic catcher, body limit, metrics), which separates what
     // that stack costs from what a service's own work costs.
+    // The service's log lines too (with ACCESS_LOG=true, one per request, with its span).
+    let mut _logs = None;
     if std::env::var("STANDARD_LAYERS").is_ok_and(|v| v == "1") {
+        _logs = Some(service_kit::telemetry::init("info"));
         let env = service_kit::config::Env::from_process();
         let settings = match service_kit::config::HttpSettings::from_env(&env) {
             Ok(settings) => settings,
