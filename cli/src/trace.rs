@@ -109,20 +109,24 @@ pub fn find(lines: &[(String, Line)], wanted: &str) -> Result<Trace, TraceError>
         }
     }
     let mut spans = Vec::with_capacity(found.len());
-    let mut stack: Vec<(usize, usize)> = roots.into_iter().rev().map(|i| (i, 0)).collect();
     let mut seen = vec![false; found.len()];
-    while let Some((i, depth)) = stack.pop() {
-        if std::mem::replace(&mut seen[i], true) {
-            continue;
-        }
-        let (start, span) = &found[i];
-        spans.push(Span {
-            start_ms: (start - first) as f64 / 1000.0,
-            depth,
-            ..span.clone()
-        });
-        for child in children.get(&i).into_iter().flatten().rev() {
-            stack.push((*child, depth + 1));
+    // The roots, then whatever they do not reach (spans whose parents name each other, which
+    // well-formed ids never do): every span is shown once.
+    for root in roots.into_iter().chain(0..found.len()) {
+        let mut stack = vec![(root, 0)];
+        while let Some((i, depth)) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            let (start, span) = &found[i];
+            spans.push(Span {
+                start_ms: (start - first) as f64 / 1000.0,
+                depth,
+                ..span.clone()
+            });
+            for child in children.get(&i).into_iter().flatten().rev() {
+                stack.push((*child, depth + 1));
+            }
         }
     }
     Ok(Trace { trace_id, spans })
@@ -139,7 +143,8 @@ fn name_of(line: &Line) -> String {
             )
         }
         Some("event handled") => format!(
-            "handled {} ({})",
+            "{} {} ({})",
+            line.field("outcome").unwrap_or("handled"),
             line.field("event_type").unwrap_or("an event"),
             line.field("queue").unwrap_or("-")
         ),
@@ -285,5 +290,42 @@ mod tests {
             assert!(shown.contains("      └─ audit  handled"), "{shown}");
         }
         assert!(matches!(find(&lines, "nope"), Err(TraceError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_failed_handling_is_named_so_and_spans_naming_each_other_are_all_shown() {
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let span = |id: &str, parent: &str, ms: u32, extra: serde_json::Value| {
+            let mut json = serde_json::json!({
+                "timestamp": format!("2026-12-03T10:00:00.{ms:03}000Z"),
+                "trace_id": trace, "span_id": id, "parent_span_id": parent, "latency_ms": 1.0,
+            });
+            if let (Some(json), Some(extra)) = (json.as_object_mut(), extra.as_object()) {
+                json.extend(extra.clone());
+            }
+            line("audit", json)
+        };
+        let lines = vec![
+            span("a", "b", 5, serde_json::json!({"message": "request"})),
+            span("b", "a", 6, serde_json::json!({"message": "request"})),
+            span(
+                "c",
+                "a",
+                7,
+                serde_json::json!({"message": "event handled", "outcome": "failed",
+                    "event_type": "auth.user.deleted.v1", "queue": "audit.auth"}),
+            ),
+        ];
+        let found = find(&lines, trace).unwrap();
+        let ids: Vec<(&str, usize)> = found
+            .spans
+            .iter()
+            .map(|s| (s.span_id.as_str(), s.depth))
+            .collect();
+        assert_eq!(ids, [("a", 0), ("b", 1), ("c", 1)]);
+        assert_eq!(
+            found.spans[2].name,
+            "failed auth.user.deleted.v1 (audit.auth)"
+        );
     }
 }

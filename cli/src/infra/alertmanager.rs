@@ -55,6 +55,8 @@ impl Kind for Alertmanager {
                 commands: vec![
                     format!("install -d -o nobody -m 0755 {DATA}"),
                     format!("install -d -o nobody -m 0755 {DIR}"),
+                    // The official image's program name, which an exported compose file runs.
+                    "ln -s /usr/bin/prometheus-alertmanager /usr/local/bin/alertmanager".to_owned(),
                 ],
                 changes: vec![
                     "USER nobody".to_owned(),

@@ -103,6 +103,15 @@ impl Kind for PostgresExporter {
     }
 
     fn check(&self, instance: &Instance<'_>) -> Result<(), (String, String)> {
+        if instance.infra.settings.contains_key("target") {
+            return Err((
+                format!(
+                    "{} exports the platform's one PostgreSQL: it takes no `target`",
+                    instance.name
+                ),
+                "remove `target` from its settings".to_owned(),
+            ));
+        }
         match Self::target(instance) {
             Some(_) => Ok(()),
             None => Err((
@@ -220,7 +229,9 @@ impl Kind for RedisExporter {
     }
 
     fn default_image(&self) -> (&'static str, &'static str) {
-        ("oliver006/redis_exporter", "v1.45.0")
+        // The alpine variant: the plain one is `FROM scratch`, with no shell for the health
+        // check.
+        ("oliver006/redis_exporter", "v1.45.0-alpine")
     }
 
     /// Debian bookworm packages 1.45.

@@ -191,7 +191,7 @@ where
                 error = %cause,
                 "request failed"
             );
-        } else if this.policy.access_log {
+        } else if this.policy.access_log && !routine(this.uri.path(), status) {
             // With its span: `gravity trace` draws the request's path from these lines.
             tracing::info!(
                 request_id = this.id.to_str().unwrap_or("-"),
@@ -208,6 +208,13 @@ where
         response.headers_mut().insert(REQUEST_ID, this.id.clone());
         Poll::Ready(Ok(response))
     }
+}
+
+/// A probe or scrape that succeeded: the platform's own polling (the engine's health check
+/// every 2 s, Prometheus every 5 s), kept out of the access log so people's requests stand
+/// out in it. A failed one is logged like any request.
+fn routine(path: &str, status: u16) -> bool {
+    status < 400 && (path == "/metrics" || path.starts_with("/health/"))
 }
 
 /// Responses that leave the stack with an error status but no problem body (405 from the

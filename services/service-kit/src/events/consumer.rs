@@ -810,14 +810,21 @@ impl Acks {
     }
 }
 
-/// Runs a handler in the event's context and span (logged with the span when spans are).
-async fn in_span<F: Future>(queue: &str, envelope: &Envelope, work: F) -> F::Output {
+/// Runs a handler in the event's context and span (logged with the span when spans are,
+/// with whether the handler succeeded: a failed attempt is retried or parked).
+async fn in_span(queue: &str, envelope: &Envelope, work: impl Future<Output = Outcome>) -> Outcome {
     let context = context_of(envelope);
     let span = context.span;
     let started = std::time::Instant::now();
     let out = crate::telemetry::scope_request(context, work).await;
     if crate::telemetry::spans_logged() {
+        let outcome = match &out {
+            Ok(Ok(_)) => "handled",
+            Ok(Err(_)) => "failed",
+            Err(_) => "unreadable",
+        };
         tracing::info!(
+            outcome,
             request_id = %envelope.id,
             trace_id = span.trace_id(),
             span_id = span.id(),

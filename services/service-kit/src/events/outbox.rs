@@ -61,7 +61,9 @@ async fn traced(
 ) -> Result<Uuid, EventsError> {
     let started = std::time::Instant::now();
     let recorded = insert.await;
-    if let (Some(span), true) = (span, crate::telemetry::spans_logged()) {
+    // Only what was written: an insert that failed recorded nothing. (Its transaction may
+    // still roll back; then no consumer's span follows it.)
+    if let (Some(span), true, Ok(_)) = (span, crate::telemetry::spans_logged(), &recorded) {
         tracing::info!(
             span_id = span.id(),
             parent_span_id = span.parent_id(),
