@@ -3,7 +3,8 @@
 # tests, and creates the `gravity` database role they use; installs mmdebstrap, with which
 # gravity builds images when no registry can be reached, tmux, in which the dashboard's
 # test runs, promtool (Debian's prometheus), which checks the rules Gravity ships, and schemathesis (from PyPI, in a virtualenv under target/), with which every
-# service's tests check its answers against its OpenAPI document. Safe to run again: it only does what is missing. Prints the URLs to use.
+# service's tests check its answers against its OpenAPI document, and opentelemetry-proto (same
+# virtualenv), with which the tests' OTLP receiver decodes spans. Safe to run again: it only does what is missing. Prints the URLs to use.
 set -euo pipefail
 
 PG_USER=gravity
@@ -100,10 +101,17 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
     fi
     "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
 fi
+# opentelemetry-proto: the OTLP receiver the tests send spans to decodes them with it.
+OTLP_PROTO_VERSION=1.45.2
+if ! "$venv/bin/pip" show opentelemetry-proto 2>/dev/null | grep -q "^Version: $OTLP_PROTO_VERSION\$"; then
+    echo "installing opentelemetry-proto $OTLP_PROTO_VERSION" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "opentelemetry-proto==$OTLP_PROTO_VERSION" >&2
+fi
 
 echo "TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$pg_port/postgres"
 echo "TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
 echo "TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
 echo "SCHEMATHESIS=$venv/bin/schemathesis"
+echo "OTLP_PYTHON=$venv/bin/python"
 echo "TEST_SMTP_URL=smtp://127.0.0.1:$MAIL_SMTP_PORT"
 echo "TEST_MAIL_API=http://127.0.0.1:$MAIL_HTTP_PORT"

@@ -45,6 +45,8 @@ struct Service {
     image: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entrypoint: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,6 +211,7 @@ pub async fn export(project: &Project) -> Result<String, ComposeError> {
                 image: image_of(name.as_str())?,
                 environment,
                 ports: vec![format!("127.0.0.1:{0}:{0}", service.port)],
+                extra_hosts: service.extra_hosts.clone(),
                 healthcheck: healthcheck(service.healthcheck.clone()),
                 depends_on,
                 restart: Some("unless-stopped".to_owned()),

@@ -53,6 +53,10 @@ pub struct ContainerPlan {
     /// from it). Left out of the hash when absent, like `admin_port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// `NAME:ADDRESS` lines for its `/etc/hosts` (`host.docker.internal:host-gateway`). Left
+    /// out of the hash when empty, like `admin_port`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
     #[serde(skip)]
     pub labels: HashMap<String, String>,
 }
@@ -176,6 +180,7 @@ impl ContainerPlan {
                     maximum_retry_count: None,
                 }),
                 network_mode: Some(self.network.clone()),
+                extra_hosts: (!self.extra_hosts.is_empty()).then(|| self.extra_hosts.clone()),
                 init: Some(true),
                 ..Default::default()
             }),
@@ -496,6 +501,7 @@ mod tests {
             live_files: Vec::new(),
             network: "shop-network".into(),
             hostname: None,
+            extra_hosts: Vec::new(),
             labels: HashMap::new(),
         }
     }

@@ -139,6 +139,70 @@ pub struct Manifest {
     /// `[infrastructure.NAME]`: each an instance of a kind (`crate::infra::KINDS`).
     pub infrastructure: BTreeMap<ServiceName, Infra>,
     pub services: BTreeMap<ServiceName, ServiceSpec>,
+    /// `[platform] otlp_endpoint`: a collector outside the platform every service sends its
+    /// spans to (when no trace backend of the platform's own receives them).
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+}
+
+/// Where spans go over OTLP/HTTP, as the services' containers reach it (`/v1/traces` is
+/// appended): `http://` only, since the services' exporter has no TLS stack of its own (a
+/// collector on TLS is reached through a local one), and never loopback, which inside a
+/// container is the container itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(String);
+
+/// The name a container reaches the machine running it by (Docker Desktop's; `gravity up`
+/// maps it to the engine's host gateway on Linux).
+pub const DOCKER_HOST: &str = "host.docker.internal";
+
+impl OtlpEndpoint {
+    pub fn parse(raw: &str) -> Result<Self, (String, String)> {
+        let url = reqwest::Url::parse(raw).map_err(|e| {
+            (
+                format!("{raw:?} is not a URL: {e}"),
+                "for example otlp_endpoint = \"http://collector.internal:4318\"".to_owned(),
+            )
+        })?;
+        if url.scheme() != "http" {
+            return Err((
+                format!(
+                    "otlp_endpoint must be an http:// URL, not {}://",
+                    url.scheme()
+                ),
+                "the services send OTLP/HTTP without TLS; to reach a collector on TLS, run a \
+                 local OpenTelemetry Collector that forwards to it and name that one here"
+                    .to_owned(),
+            ));
+        }
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Err((
+                format!("{host} in otlp_endpoint would be each service's own container"),
+                format!("to reach a collector on this machine use http://{DOCKER_HOST}:4318"),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err((
+                "otlp_endpoint takes no query nor fragment".to_owned(),
+                "name the collector's base URL; /v1/traces is appended".to_owned(),
+            ));
+        }
+        Ok(Self(raw.trim_end_matches('/').to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it names the machine running the containers.
+    pub fn on_docker_host(&self) -> bool {
+        reqwest::Url::parse(&self.0).is_ok_and(|u| u.host_str() == Some(DOCKER_HOST))
+    }
 }
 
 /// One piece of infrastructure: an instance of a kind (PostgreSQL, Redis, RabbitMQ, ...).
@@ -229,6 +293,7 @@ struct RawBuild {
 struct RawPlatform {
     name: Spanned<String>,
     workspace: Option<String>,
+    otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -656,12 +721,20 @@ impl Manifest {
             }
             None => "dev".to_owned(),
         };
+        let otlp_endpoint = match raw.platform.otlp_endpoint {
+            Some(raw) => Some(
+                OtlpEndpoint::parse(raw.get_ref())
+                    .map_err(|(message, help)| src.error(raw.span(), message, Some(help)))?,
+            ),
+            None => None,
+        };
         let manifest = Self {
             name,
             workspace: PathBuf::from(raw.platform.workspace.unwrap_or_else(|| ".".to_owned())),
             profile,
             infrastructure,
             services,
+            otlp_endpoint,
         };
         manifest.check_cycles(&src)?;
         for (name, infra) in &manifest.infrastructure {

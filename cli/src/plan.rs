@@ -62,6 +62,8 @@ pub struct ServicePlan {
     pub has_database: bool,
     /// On a gateway: its configuration file.
     pub gateway: Option<GatewayFile>,
+    /// `NAME:ADDRESS` lines for its `/etc/hosts` (the engine's host, when spans go there).
+    pub extra_hosts: Vec<String>,
 }
 
 /// The gateway's configuration, rendered once.
@@ -149,9 +151,29 @@ impl Plan {
                 init: kind.compose_init(&instance, &dependents, secrets),
             });
         }
+        // Where every service's spans go: the platform's own trace backend, or the
+        // collector gravity.toml names; on the engine's host, reached through its gateway.
+        let backend = m.infrastructure.iter().find_map(|(name, infra)| {
+            infra.kind.otlp_endpoint(&Instance {
+                name,
+                infra,
+                platform: m,
+            })
+        });
+        let extra_hosts: Vec<String> = match (&backend, &m.otlp_endpoint) {
+            (None, Some(endpoint)) if endpoint.on_docker_host() => {
+                vec![format!("{}:host-gateway", crate::manifest::DOCKER_HOST)]
+            }
+            _ => Vec::new(),
+        };
+        let traces = backend.or_else(|| m.otlp_endpoint.as_ref().map(|e| e.as_str().to_owned()));
         let mut services = BTreeMap::new();
         for (name, spec) in &m.services {
             let mut env = service_env.remove(name).unwrap_or_default();
+            if let Some(traces) = &traces {
+                env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), traces.clone());
+                env.insert("OTEL_SERVICE_NAME".to_owned(), name.to_string());
+            }
             let gateway = gateway::is_gateway(spec).then(|| {
                 let (content, read_at_start) = gateway::config(m, name, &env);
                 if !secrets.gateway_admin_token.is_empty() {
@@ -209,6 +231,7 @@ impl Plan {
                     uses: uses.remove(name).unwrap_or_default(),
                     has_database: spec.database.is_some(),
                     gateway,
+                    extra_hosts: extra_hosts.clone(),
                 },
             );
         }
@@ -451,6 +474,92 @@ database = "orders"
         let orders = &plan.services[&ServiceName::parse("orders").unwrap()];
         assert_eq!(audit.env.get("PLATFORM_SIGNING_KEY"), Some(&key));
         assert!(!orders.env.contains_key("PLATFORM_SIGNING_KEY"));
+    }
+
+    #[test]
+    fn every_service_sends_its_spans_to_the_platforms_trace_backend_or_collector() {
+        let base = r#"
+[platform]
+name = "shop"
+OTLP
+
+[infrastructure.postgres]
+port = 25432
+
+[services.audit]
+port = 28001
+database = "audit"
+
+[services.orders]
+port = 28002
+database = "orders"
+"#;
+        let spans_of = |text: &str| {
+            let project = project_of(text);
+            let mut secrets = Secrets::default();
+            project.complete_secrets(&mut secrets);
+            let plan = Plan::build(&project, &secrets);
+            plan.services
+                .iter()
+                .map(|(name, s)| {
+                    (
+                        name.to_string(),
+                        s.env.get("OTEL_EXPORTER_OTLP_ENDPOINT").cloned(),
+                        s.env.get("OTEL_SERVICE_NAME").cloned(),
+                        s.extra_hosts.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // None: nothing is exported.
+        for (_, endpoint, _, hosts) in spans_of(&base.replace("OTLP", "")) {
+            assert_eq!(endpoint, None);
+            assert!(hosts.is_empty());
+        }
+        // A Jaeger: every service, without naming it in depends_on.
+        let jaeger = format!(
+            "{}\n[infrastructure.traces]\nkind = \"jaeger\"\nport = 16686\n",
+            base.replace("OTLP", "")
+        );
+        for (name, endpoint, service, hosts) in spans_of(&jaeger) {
+            assert_eq!(endpoint.as_deref(), Some("http://traces:4318"), "{name}");
+            assert_eq!(service, Some(name));
+            assert!(hosts.is_empty());
+        }
+        // A collector on the engine's host: reached through its gateway.
+        let host = base.replace(
+            "OTLP",
+            "otlp_endpoint = \"http://host.docker.internal:4318/\"",
+        );
+        for (_, endpoint, _, hosts) in spans_of(&host) {
+            assert_eq!(
+                endpoint.as_deref(),
+                Some("http://host.docker.internal:4318")
+            );
+            assert_eq!(hosts, ["host.docker.internal:host-gateway"]);
+        }
+        let elsewhere = base.replace("OTLP", "otlp_endpoint = \"http://collector.internal:4318\"");
+        for (_, endpoint, _, hosts) in spans_of(&elsewhere) {
+            assert_eq!(endpoint.as_deref(), Some("http://collector.internal:4318"));
+            assert!(hosts.is_empty());
+        }
+        // Both: refused, with the line.
+        let both = format!("{}\n[infrastructure.jaeger]\nport = 16686\n", elsewhere);
+        let err = Manifest::parse("gravity.toml", &both).expect_err("one destination");
+        assert!(err.message.contains("one place"), "{err:?}");
+        // Endpoints a container cannot use.
+        for (bad, says) in [
+            ("http://127.0.0.1:4318", "own container"),
+            ("http://localhost:4318", "own container"),
+            ("https://collector.example.com", "http://"),
+            ("collector:4318", "http://"),
+            ("http://collector:4318/?x=1", "no query"),
+        ] {
+            let text = base.replace("OTLP", &format!("otlp_endpoint = {bad:?}"));
+            let err = Manifest::parse("gravity.toml", &text).expect_err(bad);
+            assert!(err.message.contains(says), "{bad}: {err:?}");
+            assert_eq!(err.line, 4, "{bad}");
+        }
     }
 
     #[test]

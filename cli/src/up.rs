@@ -468,6 +468,7 @@ async fn run_infra(ctx: Arc<Ctx>, network: Node<()>, index: usize) -> Result<Rea
                 .collect(),
             network: ctx.project.network_name(),
             hostname: plan.hostname.clone(),
+            extra_hosts: Vec::new(),
             labels: ctx.project.labels(Some(&resource)),
         };
         task.message("starting");
@@ -653,6 +654,7 @@ async fn run_service(ctx: Arc<Ctx>, needs: ServiceNeeds) -> Result<(), UpError> 
             live_files,
             network: ctx.project.network_name(),
             hostname: None,
+            extra_hosts: service.extra_hosts.clone(),
             labels: ctx.project.labels(Some(&name)),
         };
         task.message("starting");

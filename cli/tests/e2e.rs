@@ -2214,10 +2214,18 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let shipped =
         std::fs::read_to_string(format!("{workspace}/gravity.toml")).expect("gravity.toml");
+    // A real OTLP/HTTP endpoint on this machine, which the containers reach as
+    // host.docker.internal: every service and the gateway send it their spans.
+    let collector =
+        service_kit::testing::OtlpReceiver::start("0.0.0.0").expect("the OTLP receiver");
     let manifest = shipped
         .replace(
             "name = \"gravity\"",
-            &format!("name = \"{}\"\nworkspace = \"{workspace}\"", p.name),
+            &format!(
+                "name = \"{}\"\nworkspace = \"{workspace}\"\notlp_endpoint = \"http://host.docker.internal:{}\"",
+                p.name,
+                collector.port()
+            ),
         )
         .replace("port = 55432", &format!("port = {}", p.pg))
         .replace("port = 56379", &format!("port = {}", p.redis))
@@ -2368,6 +2376,66 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
     assert!(tree.status.success(), "{}", text(&tree));
     let tree = String::from_utf8_lossy(&tree.stdout);
     assert!(tree.contains(&format!("└─ auth  {recorded}")), "{tree}");
+    // The same trace as the collector received it over OTLP: the gateway's span, auth's as
+    // its child with its queries, the event recorded and sent by auth, handled by audit and
+    // by notifications as children of the recording, each with its own queries.
+    let event_type = "auth.user.registered.v1";
+    let find = |spans: &[Value], service: &str, name: &str| -> Option<Value> {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["name"] == name)
+            .cloned()
+    };
+    let exported = collector
+        .trace(trace, std::time::Duration::from_secs(30), |spans| {
+            ["audit", "notifications"]
+                .iter()
+                .all(|c| find(spans, c, &format!("process {event_type}")).is_some())
+                && find(spans, "auth", &format!("send {event_type}")).is_some()
+        })
+        .await
+        .unwrap_or_else(|got| panic!("the registration's spans over OTLP: {got:#?}"));
+    let edge = exported
+        .iter()
+        .find(|s| s["service"] == "gateway" && s["kind"] == 2)
+        .unwrap_or_else(|| panic!("the gateway's span: {exported:#?}"));
+    assert_eq!(edge["parent_span_id"], "00f067aa0ba902b7", "{edge}");
+    assert_eq!(
+        edge["attributes"]["http.response.status_code"], 201,
+        "{edge}"
+    );
+    let served = find(&exported, "auth", "POST /api/v1/register")
+        .unwrap_or_else(|| panic!("auth's span: {exported:#?}"));
+    assert_eq!(served["parent_span_id"], edge["span_id"], "{exported:#?}");
+    let child_of = |parent: &Value, service: &str, what: &dyn Fn(&Value) -> bool| {
+        exported
+            .iter()
+            .any(|s| s["parent_span_id"] == parent["span_id"] && s["service"] == service && what(s))
+    };
+    assert!(
+        child_of(&served, "auth", &|s| s["name"] == "INSERT users"),
+        "{exported:#?}"
+    );
+    let record = find(&exported, "auth", &format!("record {event_type}")).expect("recorded");
+    assert_eq!(record["parent_span_id"], served["span_id"], "{exported:#?}");
+    let sent = find(&exported, "auth", &format!("send {event_type}")).expect("sent");
+    assert_eq!(sent["parent_span_id"], record["span_id"], "{exported:#?}");
+    for consumer in ["audit", "notifications"] {
+        let handled = find(&exported, consumer, &format!("process {event_type}")).expect("handled");
+        assert_eq!(
+            handled["parent_span_id"], record["span_id"],
+            "{exported:#?}"
+        );
+        assert_eq!(
+            handled["attributes"]["gravity.outcome"], "handled",
+            "{handled}"
+        );
+        assert!(
+            child_of(&handled, consumer, &|s| s["attributes"]["db.system.name"]
+                == "postgresql"),
+            "{consumer}'s queries within its handling: {exported:#?}"
+        );
+    }
     assert!(
         welcome["Text"]
             .as_str()

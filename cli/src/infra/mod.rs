@@ -11,6 +11,8 @@
 
 mod alertmanager;
 mod exporters;
+mod grafana;
+mod jaeger;
 mod mail;
 mod postgres;
 mod prometheus;
@@ -23,6 +25,8 @@ use futures_util::future::BoxFuture;
 
 pub use alertmanager::Alertmanager;
 pub use exporters::{PostgresExporter, RedisExporter};
+pub use grafana::Grafana;
+pub use jaeger::Jaeger;
 pub use mail::{Mail, NAME as MAIL_KIND};
 pub use postgres::{admin_options as postgres_admin, Postgres, PG_VOLUME_PATH};
 pub use prometheus::{Prometheus, RULES as PROMETHEUS_RULES};
@@ -51,6 +55,8 @@ pub const KINDS: &[&'static dyn Kind] = &[
     &Alertmanager,
     &PostgresExporter,
     &RedisExporter,
+    &Jaeger,
+    &Grafana,
 ];
 
 /// One kind of infrastructure. Implementations are unit structs; each instance in
@@ -99,6 +105,11 @@ pub trait Kind: Sync + fmt::Debug {
         _http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<(), InfraError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// Where services send their spans over OTLP/HTTP, when this is a trace backend (every
+    /// service then does, without naming it in `depends_on`).
+    fn otlp_endpoint(&self, _instance: &Instance<'_>) -> Option<String> {
+        None
     }
     /// Whether `spec` uses this instance. By default: it is named in `depends_on`.
     fn serves(&self, instance: &Instance<'_>, spec: &ServiceSpec) -> bool {

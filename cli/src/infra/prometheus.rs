@@ -27,7 +27,7 @@ use crate::{
 };
 
 pub const NAME: &str = "prometheus";
-const PORT: u16 = 9090;
+pub const PORT: u16 = 9090;
 const DATA: &str = "/prometheus";
 const DIR: &str = "/etc/prometheus";
 const CONFIG_FILE: &str = "gravity.yml";

@@ -16,8 +16,8 @@ use std::{
     time::Duration,
 };
 
+use crate::state::Redis;
 use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
 
 #[derive(Default)]
 struct Shared {
@@ -28,12 +28,12 @@ struct Shared {
 #[derive(Clone)]
 pub struct AuthEvents {
     shared: Arc<Shared>,
-    redis: ConnectionManager,
+    redis: Redis,
     channel: String,
 }
 
 impl AuthEvents {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
         Self {
             shared: Arc::default(),
             redis,

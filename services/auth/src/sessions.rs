@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::state::Redis;
 use chrono::{DateTime, Utc};
 use events::auth::SessionRevoked;
-use redis::aio::ConnectionManager;
 use service_kit::opaque::{self, OpaqueToken};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -190,7 +190,7 @@ pub async fn revoke_all(
 
 /// Blocks one access token until it would have expired anyway.
 pub async fn block_access_token(
-    redis: &ConnectionManager,
+    redis: &Redis,
     prefix: &str,
     jti: Uuid,
     expires_at_unix: i64,
@@ -208,7 +208,7 @@ pub async fn block_access_token(
 }
 
 pub async fn is_access_token_blocked(
-    redis: &ConnectionManager,
+    redis: &Redis,
     prefix: &str,
     jti: Uuid,
 ) -> Result<bool, AuthError> {

@@ -49,7 +49,8 @@ impl Application {
         let redis_client = settings.redis.client()?;
         let redis = http::connect_redis(redis_client.clone(), REDIS_WAIT)
             .await
-            .map_err(StartupError::Redis)?;
+            .map_err(StartupError::Redis)
+            .map(service_kit::telemetry::export::TracedRedis)?;
         let keys = KeyRing::load(
             db.clone(),
             &settings.tokens.issuer,

@@ -4,7 +4,7 @@
 use std::{ops::Deref, sync::Arc};
 
 use redis::aio::ConnectionManager;
-use service_kit::password::PasswordHasher;
+use service_kit::{password::PasswordHasher, telemetry::export::TracedRedis};
 use sqlx::PgPool;
 
 use crate::{
@@ -12,9 +12,12 @@ use crate::{
     throttle::LoginThrottle,
 };
 
+/// Redis, its commands client spans of the request that sends them when spans are exported.
+pub type Redis = TracedRedis<ConnectionManager>;
+
 pub struct Handles {
     pub db: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub hasher: PasswordHasher,
     pub keys: KeyRing,
     pub throttle: LoginThrottle,

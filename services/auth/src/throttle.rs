@@ -11,7 +11,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use redis::aio::ConnectionManager;
+use crate::state::Redis;
 use sha2::{Digest, Sha256};
 
 use crate::{config::ThrottleSettings, error::AuthError};
@@ -35,7 +35,7 @@ const RESETS_PER_WINDOW: i64 = 3;
 
 #[derive(Clone)]
 pub struct LoginThrottle {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     settings: ThrottleSettings,
     reserve: redis::Script,
@@ -48,7 +48,7 @@ pub struct Reservation {
 }
 
 impl LoginThrottle {
-    pub fn new(redis: ConnectionManager, prefix: &str, settings: ThrottleSettings) -> Self {
+    pub fn new(redis: Redis, prefix: &str, settings: ThrottleSettings) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),

@@ -58,6 +58,58 @@ pub struct Gateway {
     unrouted: RouteMetrics,
 }
 
+/// The gateway's span of one request, exported over OTLP: the span its `traceparent` names
+/// upstream (none when the request was refused before one was made).
+#[allow(clippy::too_many_arguments)]
+fn export_span(
+    sent: Option<&HeaderValue>,
+    caller: Option<&HeaderValue>,
+    method: &Method,
+    path: &str,
+    route: &str,
+    upstream: Option<&str>,
+    status: u16,
+    id: &HeaderValue,
+    took: std::time::Duration,
+) {
+    use service_kit::telemetry::{export, Span};
+    let Some(span) = sent
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| Span::of_sent(t, caller.and_then(|c| c.to_str().ok())))
+    else {
+        return;
+    };
+    let finished = export::Finished::ending_now(
+        span,
+        export::Kind::Server,
+        format!("{method} {route}"),
+        took,
+    )
+    .with(export::KeyValue::new(
+        "http.request.method",
+        method.to_string(),
+    ))
+    .with(export::KeyValue::new("url.path", path.to_owned()))
+    .with(export::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ))
+    .with(export::KeyValue::new("gravity.route", route.to_owned()))
+    .with(export::KeyValue::new(
+        "gravity.upstream",
+        upstream.unwrap_or("-").to_owned(),
+    ))
+    .with(export::KeyValue::new(
+        "gravity.request_id",
+        id.to_str().unwrap_or("-").to_owned(),
+    ));
+    export::export(if status >= 500 {
+        finished.failed(format!("status {status}"))
+    } else {
+        finished
+    });
+}
+
 impl Gateway {
     pub fn new(
         table: RouteTable,
@@ -84,10 +136,9 @@ impl Gateway {
         let started = Instant::now();
         let id = headers::request_id(request.headers());
         let method = request.method().clone();
-        let path_for_log = self
-            .server
-            .access_log
-            .then(|| request.uri().path().to_owned());
+        let exporting = service_kit::telemetry::export::exporting();
+        let path_for_log =
+            (self.server.access_log || exporting).then(|| request.uri().path().to_owned());
         // The caller's span, the parent of the gateway's own in the access log.
         let caller_trace = path_for_log
             .as_ref()
@@ -122,7 +173,22 @@ impl Gateway {
         let status = response.status().as_u16();
         let elapsed = started.elapsed().as_secs_f64();
         route_metrics.observe(&method, status, elapsed);
-        if let Some(path) = path_for_log {
+        if exporting {
+            if let Some(path) = &path_for_log {
+                export_span(
+                    sent_trace.as_ref(),
+                    caller_trace.as_ref(),
+                    &method,
+                    path,
+                    route_name,
+                    upstream.map(|u| u.label.as_str()),
+                    status,
+                    &id,
+                    started.elapsed(),
+                );
+            }
+        }
+        if let Some(path) = path_for_log.filter(|_| self.server.access_log) {
             // `00-<trace id>-<span id>-<flags>`; none when the request was refused before a
             // traceparent was made.
             let sent = sent_trace.as_ref().and_then(|t| t.to_str().ok());
@@ -242,7 +308,7 @@ impl Gateway {
             id.clone(),
             admitted.identity,
         );
-        if self.server.access_log {
+        if self.server.access_log || service_kit::telemetry::export::exporting() {
             *sent_trace = Some(added.traceparent().clone());
         }
         let replayable = parts.method.is_idempotent() && upgrade.is_none();

@@ -25,6 +25,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::{
     config::HttpSettings,
     problem::{InternalErrorReport, Problem, CONTENT_TYPE},
+    telemetry::export::{self, KeyValue},
 };
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -105,12 +106,16 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let id = request_id(&request);
-        let span = crate::telemetry::Span::child_of(
+        let mut span = crate::telemetry::Span::child_of(
             request
                 .headers()
                 .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
         );
+        if routine(request.uri().path(), 200) {
+            // The platform's own polling: no spans, for it nor for its queries.
+            span = span.quiet();
+        }
         let method = request.method().clone();
         let uri = request.uri().clone();
         if let Some(client) = client_addr(self.policy.trust_forwarded_for, &request) {
@@ -205,9 +210,58 @@ where
                 "request"
             );
         }
+        if export::exporting() && this.span.sampled() {
+            export::export(server_span(
+                *this.span,
+                this.method,
+                this.uri,
+                this.id,
+                &response,
+                this.started.elapsed(),
+            ));
+        }
         response.headers_mut().insert(REQUEST_ID, this.id.clone());
         Poll::Ready(Ok(response))
     }
+}
+
+/// The span of a request served, named by its route template (`POST /api/v1/login`).
+fn server_span(
+    span: crate::telemetry::Span,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    id: &HeaderValue,
+    response: &Response,
+    took: std::time::Duration,
+) -> export::Finished {
+    let route = response
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let status = response.status();
+    let mut finished = export::Finished::ending_now(span, export::Kind::Server, name, took)
+        .with(KeyValue::new("http.request.method", method.to_string()))
+        .with(KeyValue::new("url.path", uri.path().to_owned()))
+        .with(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ))
+        .with(KeyValue::new(
+            "gravity.request_id",
+            id.to_str().unwrap_or("-").to_owned(),
+        ));
+    if let Some(route) = route {
+        finished = finished.with(KeyValue::new("http.route", route));
+    }
+    // A server span fails on 5xx only: a 4xx is the client's.
+    if status.is_server_error() {
+        finished = finished.failed(status.to_string());
+    }
+    finished
 }
 
 /// A probe or scrape that succeeded: the platform's own polling (the engine's health check

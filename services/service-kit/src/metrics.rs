@@ -118,12 +118,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+        let Poll::Ready(Ok(mut response)) = this.inner.poll(cx) else {
             return Poll::Pending;
         };
         let elapsed = this.started.elapsed().as_secs_f64();
-        let route: SharedString = match this.route {
-            Some(path) => path.as_str().to_owned().into(),
+        let route: SharedString = match this.route.take() {
+            Some(path) => {
+                let label = path.as_str().to_owned().into();
+                // For the request's span, which ends outside the router.
+                response.extensions_mut().insert(path);
+                label
+            }
             None => SharedString::const_str("unmatched"),
         };
         let status = status_label(response.status());

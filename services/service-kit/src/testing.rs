@@ -184,3 +184,120 @@ pub async fn until_consumed(connection: &lapin::Connection, queue: &str) -> bool
     }
     false
 }
+
+/// Why the OTLP receiver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error(
+        "cannot run the OTLP receiver with {program:?}: {detail}; `scripts/dev-deps.sh` \
+         installs opentelemetry-proto and prints OTLP_PYTHON, the Python that has it"
+    )]
+    NotRunnable { program: OsString, detail: String },
+}
+
+/// A real OTLP/HTTP trace endpoint (`POST /v1/traces`, protobuf) that the spans of a test's
+/// services are sent to, decoded with the OpenTelemetry project's own `opentelemetry-proto`.
+///
+/// Python for the same reason as schemathesis: the decoding is the reference one, not
+/// this project's reading of the protocol. `OTLP_PYTHON` names the interpreter that has
+/// the package (default `python3`). The receiver is stopped when this is dropped.
+pub struct OtlpReceiver {
+    child: std::process::Child,
+    port: u16,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl OtlpReceiver {
+    /// Listens on `host` (`127.0.0.1`; `0.0.0.0` for containers to reach) on a free port.
+    pub fn start(host: &str) -> Result<Self, ReceiverError> {
+        use std::io::BufRead as _;
+        let program: OsString = std::env::var_os("OTLP_PYTHON").unwrap_or_else(|| "python3".into());
+        let not_runnable = |detail: String| ReceiverError::NotRunnable {
+            program: program.clone(),
+            detail,
+        };
+        let mut child = std::process::Command::new(&program)
+            .arg("-c")
+            .arg(include_str!("otlp_receiver.py"))
+            .args(["--host", host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| not_runnable(e.to_string()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err(not_runnable("no output".into()));
+        };
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let port = serde_json::from_str::<serde_json::Value>(&first)
+            .ok()
+            .and_then(|v| v["listening"].as_u64())
+            .and_then(|p| u16::try_from(p).ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(not_runnable(format!("it did not start (said {first:?})")));
+        };
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(span) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if span.get("span_id").is_some() {
+                        sink.lock().unwrap_or_else(|e| e.into_inner()).push(span);
+                    }
+                }
+            }
+        });
+        Ok(Self { child, port, spans })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The endpoint's base on loopback (`/v1/traces` is the exporter's to append).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every span received so far, as the receiver printed it (`trace_id`, `span_id`,
+    /// `parent_span_id`, `name`, `kind`, `service`, `attributes`, `status` ...).
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The spans of `trace_id` once `done` holds for them, or what had arrived after
+    /// `timeout` as the error.
+    pub async fn trace(
+        &self,
+        trace_id: &str,
+        timeout: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Result<Vec<serde_json::Value>, Vec<serde_json::Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let trace: Vec<_> = self
+                .spans()
+                .into_iter()
+                .filter(|s| s["trace_id"] == trace_id)
+                .collect();
+            if done(&trace) {
+                return Ok(trace);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(trace);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

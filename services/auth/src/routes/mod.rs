@@ -75,7 +75,7 @@ pub fn router(state: AppState) -> Router {
     let document = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     let readiness = service_kit::health::Readiness {
         db: Some(state.db.clone()),
-        redis: Some(state.redis.clone()),
+        redis: Some(state.redis.0.clone()),
     };
     api.with_state(state)
         .route(

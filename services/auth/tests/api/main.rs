@@ -9,3 +9,4 @@ mod helpers;
 mod keys;
 mod published;
 mod tokens;
+mod traces;

@@ -43,6 +43,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::telemetry::export::{self, KeyValue};
+
 use super::{outbox::Backoff, BadMessage, Envelope, EventsError};
 
 /// The exchange every service's exchange is bound to (with `#`): every event of the
@@ -817,12 +819,35 @@ async fn in_span(queue: &str, envelope: &Envelope, work: impl Future<Output = Ou
     let span = context.span;
     let started = std::time::Instant::now();
     let out = crate::telemetry::scope_request(context, work).await;
+    let outcome = match &out {
+        Ok(Ok(_)) => "handled",
+        Ok(Err(_)) => "failed",
+        Err(_) => "unreadable",
+    };
+    if export::exporting() {
+        let finished = export::Finished::ending_now(
+            span,
+            export::Kind::Consumer,
+            format!("process {}", envelope.event_type),
+            started.elapsed(),
+        )
+        .with(KeyValue::new("messaging.system", "rabbitmq"))
+        .with(KeyValue::new("messaging.operation.type", "process"))
+        .with(KeyValue::new(
+            "messaging.consumer.group.name",
+            queue.to_owned(),
+        ))
+        .with(KeyValue::new(
+            "messaging.message.id",
+            envelope.id.to_string(),
+        ))
+        .with(KeyValue::new("gravity.outcome", outcome));
+        export::export(match outcome {
+            "handled" => finished,
+            other => finished.failed(other),
+        });
+    }
     if crate::telemetry::spans_logged() {
-        let outcome = match &out {
-            Ok(Ok(_)) => "handled",
-            Ok(Err(_)) => "failed",
-            Err(_) => "unreadable",
-        };
         tracing::info!(
             outcome,
             request_id = %envelope.id,

@@ -28,6 +28,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::telemetry::export::{self, KeyValue};
+
 use super::{Envelope, EventsError};
 use events::{Event, Reply};
 
@@ -63,6 +65,26 @@ async fn traced(
     let recorded = insert.await;
     // Only what was written: an insert that failed recorded nothing. (Its transaction may
     // still roll back; then no consumer's span follows it.)
+    if let (Some(span), true, Ok(_)) = (span, export::exporting(), &recorded) {
+        export::export(
+            export::Finished::ending_now(
+                span,
+                export::Kind::Producer,
+                format!("record {}", envelope.event_type),
+                started.elapsed(),
+            )
+            .with(KeyValue::new("messaging.system", "rabbitmq"))
+            .with(KeyValue::new("messaging.operation.type", "create"))
+            .with(KeyValue::new(
+                "messaging.message.id",
+                envelope.id.to_string(),
+            ))
+            .with(KeyValue::new(
+                "cloudevents.event_type",
+                envelope.event_type.clone(),
+            )),
+        );
+    }
     if let (Some(span), true, Ok(_)) = (span, crate::telemetry::spans_logged(), &recorded) {
         tracing::info!(
             span_id = span.id(),
@@ -230,6 +252,7 @@ impl Relay {
         }
         // Publish the whole batch, then wait for the confirms: one round trip per batch.
         let mut confirms = Vec::with_capacity(rows.len());
+        let started = std::time::Instant::now();
         for row in &rows {
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
@@ -251,6 +274,9 @@ impl Relay {
         let mut refused = None;
         for (row, confirm) in rows.iter().zip(confirms) {
             let confirmation = confirm.await?;
+            if export::exporting() {
+                export::export(send_span(row, started.elapsed(), confirmation.is_ack()));
+            }
             if confirmation.is_ack() && refused.is_none() {
                 confirmed.push(row.id);
             } else if !confirmation.is_ack() {
@@ -268,6 +294,45 @@ impl Relay {
             Some(event) => Err(EventsError::Refused(event)),
             None => Ok(rows.len() as i64),
         }
+    }
+}
+
+/// The span of one event's publication, from its batch's start to the broker's confirm: a
+/// child of the span that recorded it, a sibling of its consumers'.
+fn send_span(row: &Row, took: Duration, confirmed: bool) -> export::Finished {
+    #[derive(serde::Deserialize)]
+    struct Traced {
+        traceparent: Option<String>,
+    }
+    let traceparent = serde_json::from_str::<Traced>(&row.envelope)
+        .ok()
+        .and_then(|t| t.traceparent);
+    let span = crate::telemetry::Span::child_of(traceparent.as_deref());
+    let span = if traceparent.is_some() {
+        span
+    } else {
+        span.quiet()
+    };
+    let finished = export::Finished::ending_now(
+        span,
+        export::Kind::Producer,
+        format!("send {}", row.event_type),
+        took,
+    )
+    .with(KeyValue::new("messaging.system", "rabbitmq"))
+    .with(KeyValue::new("messaging.operation.type", "send"))
+    .with(KeyValue::new(
+        "messaging.message.id",
+        row.event_id.to_string(),
+    ))
+    .with(KeyValue::new(
+        "messaging.destination.name",
+        row.event_type.clone(),
+    ));
+    if confirmed {
+        finished
+    } else {
+        finished.failed("the broker refused the event")
     }
 }
 

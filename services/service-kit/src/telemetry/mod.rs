@@ -11,6 +11,8 @@
 //! Lines are written by a background thread, so a request never waits on the log's I/O. The
 //! writer blocks rather than drops when its buffer is full: no log line is ever lost.
 
+pub mod export;
+
 use std::{fmt, future::Future};
 
 use axum::http::HeaderValue;
@@ -23,7 +25,7 @@ use tracing::{
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
-    layer::SubscriberExt,
+    layer::{Layer, SubscriberExt},
     registry::LookupSpan,
     util::SubscriberInitExt,
     EnvFilter,
@@ -50,6 +52,8 @@ pub struct Span {
     id: u64,
     parent: Option<u64>,
     flags: u8,
+    /// Never exported, nor its children: the platform's own probes and scrapes.
+    quiet: bool,
 }
 
 impl Span {
@@ -66,6 +70,7 @@ impl Span {
                 id,
                 parent: Some(parent),
                 flags,
+                quiet: false,
             },
             None => {
                 let mut trace = 0;
@@ -77,6 +82,7 @@ impl Span {
                     id,
                     parent: None,
                     flags: 1,
+                    quiet: false,
                 }
             }
         }
@@ -93,7 +99,40 @@ impl Span {
             id,
             parent: Some(self.id),
             flags: self.flags,
+            quiet: self.quiet,
         }
+    }
+
+    /// The span a `traceparent` this process sent names (`sent`), whose parent is the
+    /// caller's span when `caller` is of the same trace: how the gateway, which writes the
+    /// header itself, exports its own span.
+    pub fn of_sent(sent: &str, caller: Option<&str>) -> Option<Self> {
+        let (trace, id, flags) = parse_traceparent(sent)?;
+        let parent = caller
+            .and_then(parse_traceparent)
+            .filter(|(t, _, _)| *t == trace)
+            .map(|(_, p, _)| p);
+        Some(Self {
+            trace,
+            id,
+            parent,
+            flags,
+            quiet: false,
+        })
+    }
+
+    /// This span, never exported (nor its children).
+    pub fn quiet(self) -> Self {
+        Self {
+            quiet: true,
+            ..self
+        }
+    }
+
+    /// Whether this span is exported when spans are: its trace is sampled (the caller's
+    /// `traceparent` flags) and it is not quiet.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1 && !self.quiet
     }
 
     /// The `traceparent` that makes the receiver this span's child.
@@ -200,32 +239,65 @@ pub fn current_traceparent() -> Option<String> {
     current_span().map(|s| s.traceparent())
 }
 
-/// Installs the global subscriber. Level from `RUST_LOG` (default `default_filter`). Keep the
-/// returned guard alive until exit: dropping it flushes what is still buffered. Calling this
-/// twice is harmless, which tests rely on.
-pub fn init(default_filter: &str) -> WorkerGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let pretty = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("pretty"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stdout());
-    let layer = tracing_subscriber::fmt::layer()
-        .event_format(Lines { pretty })
-        .with_writer(writer);
+/// Keeps the log writer and the span exporter alive: dropping it (at exit) writes what is
+/// still buffered and sends the spans still queued.
+pub struct Guard {
+    _logs: Option<WorkerGuard>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        export::flush();
+    }
+}
+
+/// Installs the global subscriber and, when the environment names an OTLP endpoint, starts
+/// exporting spans (see [`export`]). Level from `RUST_LOG` (default `default_filter`). Keep
+/// the returned guard alive until exit. Calling this twice is harmless, which tests rely on.
+pub fn init(default_filter: &str) -> Guard {
+    let logs = install(Some(default_filter));
+    match export::start_from_env() {
+        Ok(true) => tracing::info!("exporting spans over OTLP"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "spans are not exported"),
+    }
+    Guard { _logs: logs }
+}
+
+/// The subscriber: log lines (unless `default_filter` is none: tests without `TEST_LOG`)
+/// and the database queries' spans.
+fn install(default_filter: Option<&str>) -> Option<WorkerGuard> {
+    let (lines, guard) = match default_filter {
+        Some(default_filter) => {
+            let filter = EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(default_filter));
+            let pretty =
+                std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("pretty"));
+            let (writer, guard) = NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stdout());
+            let layer = tracing_subscriber::fmt::layer()
+                .event_format(Lines { pretty })
+                .with_writer(writer)
+                .with_filter(filter);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    let queries = export::QuerySpans.with_filter(export::OnlyQueries);
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
+        .with(lines)
+        .with(queries)
         .try_init();
     guard
 }
 
-/// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet.
+/// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet; spans are
+/// exported once a test starts exporting them ([`export::start`]).
 pub fn init_for_tests() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        // Tests end without a shutdown; the guard lives as long as the test binary.
-        std::mem::forget(init("info"));
-    }
+    let filter = std::env::var_os("TEST_LOG").is_some().then_some("info");
+    // Tests end without a shutdown; the guard lives as long as the test binary.
+    std::mem::forget(install(filter));
 }
 
 /// Writes one event as a line: JSON (`timestamp`, `level`, `message`, the event's fields,

@@ -1,0 +1,459 @@
+//! Spans sent to an OpenTelemetry collector (Jaeger, Tempo, an OpenTelemetry Collector ...)
+//! over OTLP/HTTP with protobuf, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) names one; `OTEL_SERVICE_NAME` names the service
+//! (default: the program's name).
+//!
+//! The spans are this crate's own [`Span`]s, handed to the SDK's batch processor as finished
+//! span data when they end, rather than spans of the SDK's tracer or of `tracing`: their ids
+//! are already on the wire (`traceparent`, the events' envelopes) and in the log lines
+//! `gravity trace` reads, and a `tracing` span per request cost a tenth of a service's peak
+//! throughput. With no endpoint nothing is built, and ending a span costs one atomic load.
+//! The processor's queue is bounded and drops when full: a slow or absent collector never
+//! slows a request down nor grows the service's memory.
+//!
+//! Children come from three places: the database queries sqlx reports (`sqlx::query` events,
+//! read by [`QuerySpans`]), the Redis commands sent through [`TracedRedis`], and the events
+//! recorded, published and handled (`crate::events`).
+
+use std::{
+    borrow::Cow,
+    future::Future,
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry::{
+    trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState},
+    InstrumentationScope,
+};
+use opentelemetry_sdk::{
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor,
+    },
+    Resource,
+};
+use tracing::{
+    field::{Field, Visit},
+    subscriber::Interest,
+    Event, Subscriber,
+};
+use tracing_subscriber::layer::{Context, Layer};
+
+pub use opentelemetry::{trace::SpanKind as Kind, KeyValue};
+
+use super::Span;
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+struct Exporter {
+    processor: BatchSpanProcessor,
+    scope: InstrumentationScope,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot export spans: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("spans are already exported (to one endpoint per process)")]
+    AlreadyStarted,
+}
+
+/// Starts exporting when the environment names an endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); `Ok(false)` when it names none.
+pub fn start_from_env() -> Result<bool, ExportError> {
+    let named = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
+    if !named || exporting() {
+        return Ok(false);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()?;
+    install(exporter, None)?;
+    Ok(true)
+}
+
+/// Exports to the OTLP/HTTP endpoint `base` (`/v1/traces` is appended) as `service`.
+pub fn start(base: &str, service: &str) -> Result<(), ExportError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))
+        .build()?;
+    install(exporter, Some(service))
+}
+
+fn install(
+    exporter: opentelemetry_otlp::SpanExporter,
+    service: Option<&str>,
+) -> Result<(), ExportError> {
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(8192)
+        .with_max_export_batch_size(512)
+        .with_scheduled_delay(Duration::from_millis(500))
+        .build();
+    let mut processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config)
+        .build();
+    let mut resource = Resource::builder();
+    let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty());
+    match service {
+        Some(name) => resource = resource.with_service_name(name.to_owned()),
+        None if !named_by_env => {
+            let program = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "unknown_service".to_owned());
+            resource = resource.with_service_name(program);
+        }
+        None => {}
+    }
+    processor.set_resource(&resource.build());
+    let scope = InstrumentationScope::builder("gravity.service-kit")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    EXPORTER
+        .set(Exporter { processor, scope })
+        .map_err(|_| ExportError::AlreadyStarted)
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTER.get().is_some()
+}
+
+/// Sends what is queued and waits for it (bounded by the export timeout): at shutdown.
+pub fn flush() {
+    if let Some(exporter) = EXPORTER.get() {
+        let _ = exporter.processor.force_flush();
+    }
+}
+
+/// A span that has ended, as exported.
+pub struct Finished {
+    pub span: Span,
+    pub kind: Kind,
+    pub name: Cow<'static, str>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    /// Why it failed, when it did (the span's status is then an error).
+    pub error: Option<Cow<'static, str>>,
+}
+
+impl Finished {
+    /// A span of `kind` named `name` that started `took` ago and ends now.
+    pub fn ending_now(
+        span: Span,
+        kind: Kind,
+        name: impl Into<Cow<'static, str>>,
+        took: Duration,
+    ) -> Self {
+        let end = SystemTime::now();
+        Self {
+            span,
+            kind,
+            name: name.into(),
+            start: end.checked_sub(took).unwrap_or(end),
+            end,
+            attributes: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn with(mut self, attribute: KeyValue) -> Self {
+        self.attributes.push(attribute);
+        self
+    }
+
+    pub fn failed(mut self, why: impl Into<Cow<'static, str>>) -> Self {
+        self.error = Some(why.into());
+        self
+    }
+}
+
+/// Queues `finished` for export, when spans are exported and its trace is sampled (the
+/// caller's `traceparent` flags; the platform's own probes and scrapes never are).
+pub fn export(finished: Finished) {
+    let Some(exporter) = EXPORTER.get() else {
+        return;
+    };
+    let span = finished.span;
+    if !span.sampled() {
+        return;
+    }
+    let context = SpanContext::new(
+        TraceId::from(span.trace),
+        SpanId::from(span.id),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::NONE,
+    );
+    // A server or consumer span's parent is in another process; the others' in this one.
+    let remote = matches!(finished.kind, Kind::Server | Kind::Consumer);
+    let status = match finished.error {
+        Some(why) => Status::Error { description: why },
+        None => Status::Unset,
+    };
+    exporter.processor.on_end(SpanData {
+        span_context: context,
+        parent_span_id: span.parent.map_or(SpanId::INVALID, SpanId::from),
+        parent_span_is_remote: remote && span.parent.is_some(),
+        span_kind: finished.kind,
+        name: finished.name,
+        start_time: finished.start,
+        end_time: finished.end,
+        attributes: finished.attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: exporter.scope.clone(),
+    });
+}
+
+/// Runs `call`, a request to another system (`system`, e.g. `redis`), as a client span named
+/// `name` within the current span, when spans are exported.
+pub async fn client_call<T, E: std::fmt::Display>(
+    system: &'static str,
+    name: Cow<'static, str>,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let Some(parent) = super::current_span().filter(|s| exporting() && s.sampled()) else {
+        return call.await;
+    };
+    let started = std::time::Instant::now();
+    let out = call.await;
+    let mut finished = Finished::ending_now(parent.child(), Kind::Client, name, started.elapsed())
+        .with(KeyValue::new("db.system.name", system));
+    if let Err(e) = &out {
+        finished = finished.failed(e.to_string());
+    }
+    export(finished);
+    out
+}
+
+/// A Redis connection whose commands are client spans of the request or event handling
+/// that sends them (`SET`, `EVALSHA`, `pipeline` ...), when spans are exported. Commands sent
+/// outside a sampled span, or with no exporter, go straight through.
+#[derive(Clone)]
+pub struct TracedRedis<C>(pub C);
+
+impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for TracedRedis<C> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        if !exporting() {
+            return self.0.req_packed_command(cmd);
+        }
+        let name: Cow<'static, str> = match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(bytes)) => {
+                String::from_utf8_lossy(bytes).to_ascii_uppercase().into()
+            }
+            _ => "command".into(),
+        };
+        Box::pin(client_call("redis", name, self.0.req_packed_command(cmd)))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        if !exporting() {
+            return self.0.req_packed_commands(cmd, offset, count);
+        }
+        Box::pin(client_call(
+            "redis",
+            "pipeline".into(),
+            self.0.req_packed_commands(cmd, offset, count),
+        ))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Turns each database query sqlx reports (`sqlx::query` events, logged when a query ends,
+/// with its summary, text and duration) into a client span of the work that ran it.
+pub(super) struct QuerySpans;
+
+/// Lets through sqlx's query events only, and only while spans are exported: every other
+/// callsite is never asked, so this costs nothing elsewhere.
+pub(super) struct OnlyQueries;
+
+impl<S> tracing_subscriber::layer::Filter<S> for OnlyQueries {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        meta.target() == "sqlx::query" && exporting()
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        if meta.target() == "sqlx::query" {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        // sqlx reports queries at DEBUG (slow ones at WARN).
+        Some(tracing::level_filters::LevelFilter::DEBUG)
+    }
+}
+
+impl<S: Subscriber> Layer<S> for QuerySpans {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let Some(parent) = super::current_span().filter(|s| s.sampled()) else {
+            return;
+        };
+        let mut query = Query::default();
+        event.record(&mut query);
+        // sqlx gives the text only when it is longer than its four-word summary.
+        let text = match query.statement.trim() {
+            "" => query.summary.trim(),
+            text => text,
+        };
+        let name = query_name(text);
+        let mut finished = Finished::ending_now(
+            parent.child(),
+            Kind::Client,
+            name.clone(),
+            Duration::from_secs_f64(query.elapsed_secs.max(0.0)),
+        )
+        .with(KeyValue::new("db.system.name", "postgresql"))
+        .with(KeyValue::new("db.query.summary", name))
+        // Parameterized statements only (the house rule): the text holds no values.
+        .with(KeyValue::new("db.query.text", text.to_owned()));
+        if let Some(rows) = query.rows_returned {
+            finished = finished.with(KeyValue::new("db.response.returned_rows", rows as i64));
+        }
+        export(finished);
+    }
+}
+
+/// A query's span name as OpenTelemetry's conventions have it, `{operation} {table}`
+/// (`SELECT users`, `INSERT event_outbox`), or its operation alone when no table follows
+/// the usual keyword (`BEGIN`). A `WITH` query is named by the first change it makes, if
+/// it makes one.
+fn query_name(sql: &str) -> String {
+    let words: Vec<&str> = sql
+        .split_whitespace()
+        .map(|w| w.trim_start_matches('('))
+        .collect();
+    let Some(first) = words.first() else {
+        return "query".to_owned();
+    };
+    let mut operation = first.to_ascii_uppercase();
+    let mut words = &words[..];
+    if operation == "WITH" {
+        let change = words.iter().position(|w| {
+            ["INSERT", "UPDATE", "DELETE"]
+                .iter()
+                .any(|op| w.eq_ignore_ascii_case(op))
+        });
+        match change {
+            Some(at) => {
+                words = &words[at..];
+                operation = words[0].to_ascii_uppercase();
+            }
+            None => return operation,
+        }
+    }
+    let after = match operation.as_str() {
+        "SELECT" | "DELETE" => "FROM",
+        "INSERT" => "INTO",
+        "UPDATE" => "UPDATE",
+        _ => return operation,
+    };
+    let table = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case(after))
+        .and_then(|i| words.get(i + 1))
+        .map(|t| t.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')))
+        .filter(|t| !t.is_empty());
+    match table {
+        Some(table) => format!("{operation} {table}"),
+        None => operation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_name;
+
+    #[test]
+    fn queries_are_named_by_operation_and_table() {
+        for (sql, name) in [
+            (
+                "SELECT u.id, u.email FROM users u JOIN roles r ON r.id = u.role_id",
+                "SELECT users",
+            ),
+            ("select 1", "SELECT"),
+            (
+                "INSERT INTO event_outbox (event_id) VALUES ($1)",
+                "INSERT event_outbox",
+            ),
+            (
+                "UPDATE sessions SET revoked = true WHERE id = $1",
+                "UPDATE sessions",
+            ),
+            (
+                "DELETE FROM event_outbox WHERE id = ANY($1)",
+                "DELETE event_outbox",
+            ),
+            (
+                "WITH family AS (INSERT INTO refresh_families ...)",
+                "INSERT refresh_families",
+            ),
+            ("WITH RECURSIVE tree AS (SELECT id FROM categories)", "WITH"),
+            ("", "query"),
+        ] {
+            assert_eq!(query_name(sql), name, "{sql}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Query {
+    summary: String,
+    statement: String,
+    elapsed_secs: f64,
+    rows_returned: Option<u64>,
+}
+
+impl Visit for Query {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "summary" => value.clone_into(&mut self.summary),
+            "db.statement" => value.clone_into(&mut self.statement),
+            _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.elapsed_secs = value;
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "rows_returned" {
+            self.rows_returned = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "summary" if self.summary.is_empty() => self.summary = format!("{value:?}"),
+            "db.statement" if self.statement.is_empty() => self.statement = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
