@@ -7,6 +7,10 @@
 #   - 2,000 registrations from 50 concurrent clients all reach the database (nothing lost
 #     under load), with no 5xx;
 # and reports the service's resident memory, idle and under load.
+# What tracing costs, side by side with the same service without: a second auth service
+# exports every /me request's span (and its Redis and database children) over OTLP/HTTP to a
+# real receiver on this machine (service-kit's, counting what it decodes), in the same
+# alternating rounds; target under 5 % of throughput lost.
 #
 # Starts PostgreSQL and Redis with scripts/dev-deps.sh unless ADMIN_DATABASE_URL (a role allowed
 # to create databases) and REDIS_URL are given; needs cargo, curl, psql, python3 and wrk (installed with apt-get when
@@ -18,7 +22,8 @@
 # and the servers' logs are kept in target/bench-auth/. Exits 1 when a target is missed or a
 # check fails.
 #
-# Tunables: AUTH_PORT (8791), BARE_PORT (8790), ARGON2_SECONDS (10), LOAD_SECONDS (15),
+# Tunables: AUTH_PORT (8791), BARE_PORT (8790), TRACED_PORT (8793), OTLP_PORT (8794),
+# ARGON2_SECONDS (10), LOAD_SECONDS (15),
 # WARMUP_SECONDS (3), ROUNDS (3: rounds of the /me comparison, medians reported),
 # REGISTER_CLIENTS (50), REGISTER_PER_CLIENT (40).
 
@@ -35,6 +40,8 @@ fi
 AUTH_PORT=${AUTH_PORT:-8791}
 BARE_PORT=${BARE_PORT:-8790}
 STACK_PORT=${STACK_PORT:-8792}
+TRACED_PORT=${TRACED_PORT:-8793}
+OTLP_PORT=${OTLP_PORT:-8794}
 ARGON2_SECONDS=${ARGON2_SECONDS:-10}
 LOAD_SECONDS=${LOAD_SECONDS:-15}
 WARMUP_SECONDS=${WARMUP_SECONDS:-3}
@@ -48,6 +55,7 @@ SUMMARY=$TARGET_DIR/bench-auth.md
 AUTH_URL=http://127.0.0.1:$AUTH_PORT
 BARE_URL=http://127.0.0.1:$BARE_PORT
 STACK_URL=http://127.0.0.1:$STACK_PORT
+TRACED_URL=http://127.0.0.1:$TRACED_PORT
 
 # Digits and dashes only: the run id ends up in a database name, a Redis prefix and emails
 # matched with LIKE, where `_` would be a wildcard.
@@ -58,6 +66,8 @@ REDIS_KEY_PREFIX=bench-auth-$RUN_ID:
 AUTH_PID=
 BARE_PID=
 STACK_PID=
+TRACED_PID=
+OTLP_PID=
 SAMPLER_PID=
 DB_CREATED=0
 COMMANDS=()
@@ -99,6 +109,8 @@ cleanup() {
 	stop_pid "$BARE_PID"
 	stop_pid "$STACK_PID"
 	stop_pid "$AUTH_PID"
+	stop_pid "$TRACED_PID"
+	stop_pid "$OTLP_PID"
 	if [[ $DB_CREATED == 1 ]]; then
 		# FORCE (PostgreSQL 13+) ends connections a stuck server might still hold.
 		psql_admin -c "DROP DATABASE IF EXISTS \"$DB_NAME\" WITH (FORCE)" >/dev/null 2>&1 ||
@@ -275,6 +287,22 @@ AUTH_PID=$!
 COMMANDS+=("DATABASE_URL=<fresh database> REDIS_URL=<REDIS_URL> HOST=127.0.0.1 PORT=$AUTH_PORT REDIS_KEY_PREFIX=$REDIS_KEY_PREFIX LOGIN_MAX_FAILURES_PER_CLIENT=1000000 LOGIN_MAX_FAILURES_PER_ACCOUNT=1000000 ${AUTH_BIN#"$ROOT"/}   # RUST_LOG unset")
 wait_until_ready "the auth service" "$AUTH_PID" "$AUTH_URL/health/ready" "$LOG_DIR/auth.log"
 
+# shellcheck source=scripts/bench/otlp.sh
+. scripts/bench/otlp.sh
+log "starting an OTLP receiver on 127.0.0.1:$OTLP_PORT and a second auth service exporting its spans there, on $TRACED_URL"
+start_otlp_receiver "$OTLP_PORT" "$LOG_DIR/otlp-receiver.log"
+(
+	export DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL REDIS_KEY_PREFIX
+	export HOST=127.0.0.1 PORT=$TRACED_PORT
+	export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT OTEL_SERVICE_NAME=auth
+	unset RUST_LOG
+	exec "$AUTH_BIN"
+) >"$LOG_DIR/auth-traced.log" 2>&1 &
+TRACED_PID=$!
+COMMANDS+=("python3 services/service-kit/src/otlp_receiver.py --port $OTLP_PORT --count   # a Python with opentelemetry-proto")
+COMMANDS+=("(the same auth service) PORT=$TRACED_PORT OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT OTEL_SERVICE_NAME=auth ${AUTH_BIN#"$ROOT"/}")
+wait_until_ready "the traced auth service" "$TRACED_PID" "$TRACED_URL/health/ready" "$LOG_DIR/auth-traced.log"
+
 log "starting bare axum on $BARE_URL"
 BIND=127.0.0.1:$BARE_PORT "$BARE_BIN" >"$LOG_DIR/bare_axum.log" 2>&1 &
 BARE_PID=$!
@@ -341,11 +369,17 @@ start_rss_sampler "$AUTH_PID" "$LOG_DIR/rss-me.kib"
 # Rounds alternate the three servers, so a slow spell of the machine hits them alike; each
 # figure is the median of its rounds. The same request, token included, goes to all three.
 me_rps=() me_p99=() bare_rps=() bare_p99=() stack_rps=() stack_p99=() me_pct=()
+traced_rps=() traced_p99=() traced_pct=()
 ME_ERRORS=0 BARE_ERRORS=0
 for round in $(seq 1 "$ROUNDS"); do
 	run_wrk "me-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$AUTH_URL/api/v1/me"
 	run_wrk "bare-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$BARE_URL/me"
 	run_wrk "stack-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$STACK_URL/me"
+	run_wrk "traced-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$TRACED_URL/api/v1/me"
+	traced_rps+=("$(wrk_rps "$LOG_DIR/traced-$round.txt")")
+	traced_p99+=("$(wrk_p99_ms "$LOG_DIR/traced-$round.txt")")
+	traced_pct+=("$(percent "${traced_rps[-1]}" "$(wrk_rps "$LOG_DIR/me-$round.txt")")")
+	ME_ERRORS=$((ME_ERRORS + $(wrk_errors "$LOG_DIR/traced-$round.txt")))
 	me_rps+=("$(wrk_rps "$LOG_DIR/me-$round.txt")")
 	me_p99+=("$(wrk_p99_ms "$LOG_DIR/me-$round.txt")")
 	bare_rps+=("$(wrk_rps "$LOG_DIR/bare-$round.txt")")
@@ -363,6 +397,13 @@ BARE_RPS=$(median "${bare_rps[@]}")
 BARE_P99=$(median "${bare_p99[@]}")
 STACK_RPS=$(median "${stack_rps[@]}")
 STACK_P99=$(median "${stack_p99[@]}")
+TRACED_RPS=$(median "${traced_rps[@]}")
+TRACED_P99=$(median "${traced_p99[@]}")
+TRACED_PCT=$(median "${traced_pct[@]}")
+TRACED_PCTS="${traced_pct[*]}"
+SPANS_RECEIVED=$(stop_otlp_receiver "$LOG_DIR/otlp-receiver.log")
+OTLP_PID=
+TRACED_VERDICT=$(verdict "$TRACED_PCT" 95)
 ME_ROUNDS="${me_rps[*]}"
 BARE_ROUNDS="${bare_rps[*]}"
 RSS_ME=$(cat "$LOG_DIR/rss-me.kib")
@@ -436,6 +477,8 @@ fi
 	printf '| GET /api/v1/me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$ME_RPS" "$ME_P99" "$ME_ROUNDS"
 	printf '| bare axum GET /me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$BARE_RPS" "$BARE_P99" "$BARE_ROUNDS"
 	printf '| bare axum GET /me behind the standard stack, -t2 -c64 | %s req/s, p99 %s ms, %s%% of bare | | |\n' "$STACK_RPS" "$STACK_P99" "$(percent "$STACK_RPS" "$BARE_RPS")"
+	printf '| GET /api/v1/me exporting its spans over OTLP, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms; %s%% of /api/v1/me without (rounds: %s); %s spans received | ≥ 95%% | %s |\n' \
+		"$ROUNDS" "$TRACED_RPS" "$TRACED_P99" "$TRACED_PCT" "$TRACED_PCTS" "$SPANS_RECEIVED" "$TRACED_VERDICT"
 	printf '| /api/v1/me against bare axum, median of per-round ratios | %s%% of its req/s (rounds: %s) | ≥ 70%% | %s |\n' "$ME_PCT" "$ME_PCTS" "$ME_VERDICT"
 	printf '| Errors under wrk (non-2xx/3xx, socket) | login %s, me %s, bare %s | 0 | %s |\n' \
 		"$LOGIN_ERRORS" "$ME_ERRORS" "$BARE_ERRORS" "$ERRORS_VERDICT"
@@ -455,6 +498,6 @@ fi
 cat "$SUMMARY"
 log "summary written to ${SUMMARY#"$ROOT"/}; reports and logs in ${LOG_DIR#"$ROOT"/}/"
 
-for v in "$LOGIN_VERDICT" "$ME_VERDICT" "$ERRORS_VERDICT" "$REG_VERDICT"; do
+for v in "$LOGIN_VERDICT" "$ME_VERDICT" "$ERRORS_VERDICT" "$REG_VERDICT" "$TRACED_VERDICT"; do
 	[[ $v == PASS ]] || exit 1
 done

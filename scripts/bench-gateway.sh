@@ -34,10 +34,16 @@
 # and writes it to target/bench-gateway.md; wrk reports and logs go to target/bench-gateway/.
 # Exits 1 when a target is missed.
 #
+# What tracing costs, side by side: `gateway-traced` is the same gateway exporting every
+# request's span over OTLP/HTTP to a real receiver on this machine (service-kit's, counting
+# what it decodes; each request starts a sampled trace, the worst case), and
+# `gateway-nobackend` exports to an endpoint where nothing listens (a collector that is down).
+# The plain `gateway` has no endpoint, as under `gravity up` without a trace backend.
+#
 # Tunables: ROUNDS (3, medians reported), SECONDS_PER_RUN (10), CONNECTIONS (64),
 # THREADS (2), UPSTREAM_PORT (8801), NGINX_PORT (8802), GATEWAY_PORT (8803),
-# GATEWAY_ADMIN_PORT (8804), GATEWAY (a gateway binary to measure instead of building this
-# checkout's).
+# GATEWAY_ADMIN_PORT (8804), OTLP_PORT (8805; 8806 is left closed), GATEWAY (a gateway
+# binary to measure instead of building this checkout's), TARGETS (all five by default).
 
 set -euo pipefail
 
@@ -52,6 +58,8 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-8801}
 NGINX_PORT=${NGINX_PORT:-8802}
 GATEWAY_PORT=${GATEWAY_PORT:-8803}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8804}
+OTLP_PORT=${OTLP_PORT:-8805}
+TARGETS=${TARGETS:-direct nginx-bare nginx gateway gateway-traced gateway-nobackend}
 IDENTITY=${IDENTITY:-1}
 IDENTITY_KEY=""
 if [[ $IDENTITY == 1 ]]; then
@@ -61,6 +69,8 @@ fi
 
 # shellcheck source=scripts/bench/gateway-common.sh
 . scripts/bench/gateway-common.sh
+# shellcheck source=scripts/bench/otlp.sh
+. scripts/bench/otlp.sh
 install_missing nginx:nginx-light wrk:wrk
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -70,7 +80,7 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}" ${OTLP_PID:-}; do kill "$pid" 2>/dev/null || true; done
 	if [[ -f $WORK/nginx.pid ]]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
 	rm -rf "$WORK"
 }
@@ -84,6 +94,8 @@ GATEWAY=${GATEWAY:-$BIN/gateway}
 "$BIN/examples/bench_upstream" "$UPSTREAM_PORT" "$WORK/tokens.txt" 1000 >"$OUT/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT"
+
+start_otlp_receiver "$OTLP_PORT" "$OUT/otlp-receiver.log"
 
 # wrk sends the tokens in turn, one per request.
 export TOKENS_FILE=$WORK/tokens.txt
@@ -137,9 +149,13 @@ start_target() { # $1: target, $2: scenario
 		"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
 		wait_port "$NGINX_PORT"
 		;;
-	gateway)
+	gateway | gateway-traced | gateway-nobackend)
 		gateway_conf "$2" >"$WORK/gateway.toml"
+		local otlp=""
+		[[ $1 == gateway-traced ]] && otlp=http://127.0.0.1:$OTLP_PORT
+		[[ $1 == gateway-nobackend ]] && otlp=http://127.0.0.1:$((OTLP_PORT + 1))
 		GATEWAY_CONFIG=$WORK/gateway.toml GATEWAY_IDENTITY_KEY=$IDENTITY_KEY RUST_LOG=warn \
+			OTEL_EXPORTER_OTLP_ENDPOINT=$otlp OTEL_SERVICE_NAME=gateway \
 			"$GATEWAY" >>"$OUT/gateway.log" 2>&1 &
 		GATEWAY_PID=$!
 		wait_port "$GATEWAY_PORT"
@@ -159,7 +175,7 @@ stop_target() {
 		kill "$(cat "$WORK/nginx.pid")"
 		while [[ -f $WORK/nginx.pid ]]; do sleep 0.1; done
 		;;
-	gateway)
+	gateway | gateway-traced | gateway-nobackend)
 		kill "$GATEWAY_PID"
 		wait "$GATEWAY_PID" 2>/dev/null || true
 		;;
@@ -167,7 +183,7 @@ stop_target() {
 }
 
 port_of() {
-	case $1 in direct) echo "$UPSTREAM_PORT" ;; nginx | nginx-bare) echo "$NGINX_PORT" ;; gateway) echo "$GATEWAY_PORT" ;; esac
+	case $1 in direct) echo "$UPSTREAM_PORT" ;; nginx | nginx-bare) echo "$NGINX_PORT" ;; gateway*) echo "$GATEWAY_PORT" ;; esac
 }
 
 # Converts wrk's latency ("812.00us", "1.20ms", "2.01s") to milliseconds.
@@ -185,7 +201,7 @@ cpu_ticks() { # $1: target
 	case $1 in
 	direct) pids=("${PIDS[0]}") ;;
 	nginx | nginx-bare) mapfile -t pids < <(pgrep -P "$(cat "$WORK/nginx.pid")") ;;
-	gateway) pids=("$GATEWAY_PID") ;;
+	gateway*) pids=("$GATEWAY_PID") ;;
 	esac
 	local total=0 pid
 	for pid in "${pids[@]}"; do
@@ -225,7 +241,7 @@ median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (
 declare -A RESULTS
 for scenario in plain edge; do
 	for round in $(seq 1 "$ROUNDS"); do
-		for target in direct nginx-bare nginx gateway; do
+		for target in $TARGETS; do
 			echo "--- $scenario, round $round: $target" >&2
 			read -r rps p50 p99 bad cpu < <(run "$target" "$scenario" "$round")
 			if [[ $bad != 0 ]]; then
@@ -248,7 +264,7 @@ m() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep -v '^$' | median; }
 	echo "| scenario | target | requests/s | p50 ms | p99 ms | CPU µs/request |"
 	echo "|---|---|---:|---:|---:|---:|"
 	for scenario in plain edge; do
-		for target in direct nginx-bare nginx gateway; do
+		for target in $TARGETS; do
 			echo "| $scenario | $target | $(m "$scenario,$target,rps") | $(m "$scenario,$target,p50") | $(m "$scenario,$target,p99") | $(m "$scenario,$target,cpu") |"
 		done
 	done
@@ -263,7 +279,16 @@ m() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep -v '^$' | median; }
 		ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {printf "%.1f", 100 * g / n}')
 		bare=$(awk -v g="$g_rps" -v n="$(m "$scenario,nginx-bare,rps")" 'BEGIN {printf "%.1f", 100 * g / n}')
 		echo "- $scenario: gateway throughput $ratio % of nginx's ($verdict_rps); p99 $g_p99 ms against $n_p99 ms ($verdict_p99); against nginx-bare: $bare %, p99 $g_p99 ms against $(m "$scenario,nginx-bare,p99") ms"
+		for traced in gateway-traced gateway-nobackend; do
+			[[ " $TARGETS " == *" $traced "* ]] || continue
+			change=$(awk -v t="$(m "$scenario,$traced,rps")" -v g="$g_rps" 'BEGIN {printf "%+.1f", 100 * (t - g) / g}')
+			verdict=$(awk -v c="$change" 'BEGIN {print (c > -5) ? "met" : "MISSED"}')
+			echo "- $scenario: $traced: throughput $change % against the gateway without an endpoint (target: under 5 % lost, $verdict), CPU $(m "$scenario,$traced,cpu") against $(m "$scenario,gateway,cpu") µs/request"
+		done
 	done
+	if [[ " $TARGETS " == *" gateway-traced "* ]]; then
+		echo "- spans the receiver decoded over the whole run: $(stop_otlp_receiver "$OUT/otlp-receiver.log")"
+	fi
 } >target/bench-gateway.md
 cat target/bench-gateway.md
 if grep -q MISSED target/bench-gateway.md; then exit 1; fi

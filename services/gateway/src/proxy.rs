@@ -59,13 +59,13 @@ pub struct Gateway {
 }
 
 /// The gateway's span of one request, exported over OTLP: the span its `traceparent` names
-/// upstream (none when the request was refused before one was made).
+/// upstream (none when the request was refused before one was made). Named by the route,
+/// never the path, which may hold a token.
 #[allow(clippy::too_many_arguments)]
 fn export_span(
     sent: Option<&HeaderValue>,
     caller: Option<&HeaderValue>,
     method: &Method,
-    path: &str,
     route: &str,
     upstream: Option<&str>,
     status: u16,
@@ -89,7 +89,6 @@ fn export_span(
         "http.request.method",
         method.to_string(),
     ))
-    .with(export::KeyValue::new("url.path", path.to_owned()))
     .with(export::KeyValue::new(
         "http.response.status_code",
         i64::from(status),
@@ -137,12 +136,14 @@ impl Gateway {
         let id = headers::request_id(request.headers());
         let method = request.method().clone();
         let exporting = service_kit::telemetry::export::exporting();
-        let path_for_log =
-            (self.server.access_log || exporting).then(|| request.uri().path().to_owned());
-        // The caller's span, the parent of the gateway's own in the access log.
-        let caller_trace = path_for_log
-            .as_ref()
-            .and_then(|_| request.headers().get(headers::TRACEPARENT).cloned());
+        let path_for_log = self
+            .server
+            .access_log
+            .then(|| request.uri().path().to_owned());
+        // The caller's span, the parent of the gateway's own in the access log and its span.
+        let caller_trace = (self.server.access_log || exporting)
+            .then(|| request.headers().get(headers::TRACEPARENT).cloned())
+            .flatten();
         if let Some(response) = self.own_path(&request) {
             let mut response = response.await;
             response.headers_mut().insert(headers::REQUEST_ID, id);
@@ -174,21 +175,18 @@ impl Gateway {
         let elapsed = started.elapsed().as_secs_f64();
         route_metrics.observe(&method, status, elapsed);
         if exporting {
-            if let Some(path) = &path_for_log {
-                export_span(
-                    sent_trace.as_ref(),
-                    caller_trace.as_ref(),
-                    &method,
-                    path,
-                    route_name,
-                    upstream.map(|u| u.label.as_str()),
-                    status,
-                    &id,
-                    started.elapsed(),
-                );
-            }
+            export_span(
+                sent_trace.as_ref(),
+                caller_trace.as_ref(),
+                &method,
+                route_name,
+                upstream.map(|u| u.label.as_str()),
+                status,
+                &id,
+                started.elapsed(),
+            );
         }
-        if let Some(path) = path_for_log.filter(|_| self.server.access_log) {
+        if let Some(path) = path_for_log {
             // `00-<trace id>-<span id>-<flags>`; none when the request was refused before a
             // traceparent was made.
             let sent = sent_trace.as_ref().and_then(|t| t.to_str().ok());

@@ -214,7 +214,6 @@ where
             export::export(server_span(
                 *this.span,
                 this.method,
-                this.uri,
                 this.id,
                 &response,
                 this.started.elapsed(),
@@ -229,7 +228,6 @@ where
 fn server_span(
     span: crate::telemetry::Span,
     method: &axum::http::Method,
-    uri: &axum::http::Uri,
     id: &HeaderValue,
     response: &Response,
     took: std::time::Duration,
@@ -244,8 +242,9 @@ fn server_span(
     };
     let status = response.status();
     let mut finished = export::Finished::ending_now(span, export::Kind::Server, name, took)
+        // The route template, never the path: a path may hold a token (a reset or
+        // unsubscribe link's), and spans leave the platform for a collector.
         .with(KeyValue::new("http.request.method", method.to_string()))
-        .with(KeyValue::new("url.path", uri.path().to_owned()))
         .with(KeyValue::new(
             "http.response.status_code",
             i64::from(status.as_u16()),

@@ -87,10 +87,14 @@ class Handler(BaseHTTPRequestHandler):
                 request.ParseFromString(body)
         except Exception as error:  # a malformed body is the sender's bug: say so
             return self.reply(400, str(error).encode(), "text/plain")
-        spans = list(spans_of(request))
-        with lock:
-            received += len(spans)
-            if not self.count_only:
+        if self.count_only:
+            count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            with lock:
+                received += count
+        else:
+            spans = list(spans_of(request))
+            with lock:
+                received += len(spans)
                 for span in spans:
                     sys.stdout.write(json.dumps(span) + "\n")
                 sys.stdout.flush()

@@ -77,8 +77,10 @@ pub fn start_from_env() -> Result<bool, ExportError> {
     Ok(true)
 }
 
-/// Exports to the OTLP/HTTP endpoint `base` (`/v1/traces` is appended) as `service`.
+/// Exports to the OTLP/HTTP endpoint `base` (`/v1/traces` is appended) as `service`, for
+/// tests: installs the subscriber that turns database queries into spans when none is yet.
 pub fn start(base: &str, service: &str) -> Result<(), ExportError> {
+    std::mem::forget(super::install(None));
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

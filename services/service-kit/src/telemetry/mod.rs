@@ -292,12 +292,14 @@ fn install(default_filter: Option<&str>) -> Option<WorkerGuard> {
     guard
 }
 
-/// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet; spans are
-/// exported once a test starts exporting them ([`export::start`]).
+/// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet (and a test
+/// binary may install a subscriber of its own). A test that exports spans installs what it
+/// needs with [`export::start`].
 pub fn init_for_tests() {
-    let filter = std::env::var_os("TEST_LOG").is_some().then_some("info");
-    // Tests end without a shutdown; the guard lives as long as the test binary.
-    std::mem::forget(install(filter));
+    if std::env::var_os("TEST_LOG").is_some() {
+        // Tests end without a shutdown; the guard lives as long as the test binary.
+        std::mem::forget(install(Some("info")));
+    }
 }
 
 /// Writes one event as a line: JSON (`timestamp`, `level`, `message`, the event's fields,
