@@ -37,7 +37,10 @@
 # What tracing costs, side by side: `gateway-traced` is the same gateway exporting every
 # request's span over OTLP/HTTP to a real receiver on this machine (service-kit's, counting
 # what it decodes; each request starts a sampled trace, the worst case), and
-# `gateway-nobackend` exports to an endpoint where nothing listens (a collector that is down).
+# `gateway-nobackend` exports to an endpoint where nothing listens (a collector that is down),
+# and `gateway-sampled` exports one new trace in ten (OTEL_TRACES_SAMPLER=
+# parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1; the callee services follow the
+# gateway's decision), as a busy production platform would.
 # The plain `gateway` has no endpoint, as under `gravity up` without a trace backend.
 #
 # Tunables: ROUNDS (3, medians reported), SECONDS_PER_RUN (10), CONNECTIONS (64),
@@ -59,7 +62,7 @@ NGINX_PORT=${NGINX_PORT:-8802}
 GATEWAY_PORT=${GATEWAY_PORT:-8803}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8804}
 OTLP_PORT=${OTLP_PORT:-8805}
-TARGETS=${TARGETS:-direct nginx-bare nginx gateway gateway-traced gateway-nobackend}
+TARGETS=${TARGETS:-direct nginx-bare nginx gateway gateway-traced gateway-sampled gateway-nobackend}
 IDENTITY=${IDENTITY:-1}
 IDENTITY_KEY=""
 if [[ $IDENTITY == 1 ]]; then
@@ -149,13 +152,15 @@ start_target() { # $1: target, $2: scenario
 		"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
 		wait_port "$NGINX_PORT"
 		;;
-	gateway | gateway-traced | gateway-nobackend)
+	gateway | gateway-traced | gateway-sampled | gateway-nobackend)
 		gateway_conf "$2" >"$WORK/gateway.toml"
-		local otlp=""
-		[[ $1 == gateway-traced ]] && otlp=http://127.0.0.1:$OTLP_PORT
+		local otlp="" sampler="" ratio=""
+		[[ $1 == gateway-traced || $1 == gateway-sampled ]] && otlp=http://127.0.0.1:$OTLP_PORT
 		[[ $1 == gateway-nobackend ]] && otlp=http://127.0.0.1:$((OTLP_PORT + 1))
+		[[ $1 == gateway-sampled ]] && sampler=parentbased_traceidratio ratio=0.1
 		GATEWAY_CONFIG=$WORK/gateway.toml GATEWAY_IDENTITY_KEY=$IDENTITY_KEY RUST_LOG=warn \
 			OTEL_EXPORTER_OTLP_ENDPOINT=$otlp OTEL_SERVICE_NAME=gateway \
+			OTEL_TRACES_SAMPLER=$sampler OTEL_TRACES_SAMPLER_ARG=$ratio \
 			"$GATEWAY" >>"$OUT/gateway.log" 2>&1 &
 		GATEWAY_PID=$!
 		wait_port "$GATEWAY_PORT"
@@ -175,7 +180,7 @@ stop_target() {
 		kill "$(cat "$WORK/nginx.pid")"
 		while [[ -f $WORK/nginx.pid ]]; do sleep 0.1; done
 		;;
-	gateway | gateway-traced | gateway-nobackend)
+	gateway*)
 		kill "$GATEWAY_PID"
 		wait "$GATEWAY_PID" 2>/dev/null || true
 		;;
@@ -279,7 +284,7 @@ m() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep -v '^$' | median; }
 		ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN {printf "%.1f", 100 * g / n}')
 		bare=$(awk -v g="$g_rps" -v n="$(m "$scenario,nginx-bare,rps")" 'BEGIN {printf "%.1f", 100 * g / n}')
 		echo "- $scenario: gateway throughput $ratio % of nginx's ($verdict_rps); p99 $g_p99 ms against $n_p99 ms ($verdict_p99); against nginx-bare: $bare %, p99 $g_p99 ms against $(m "$scenario,nginx-bare,p99") ms"
-		for traced in gateway-traced gateway-nobackend; do
+		for traced in gateway-traced gateway-sampled gateway-nobackend; do
 			[[ " $TARGETS " == *" $traced "* ]] || continue
 			change=$(awk -v t="$(m "$scenario,$traced,rps")" -v g="$g_rps" 'BEGIN {printf "%+.1f", 100 * (t - g) / g}')
 			verdict=$(awk -v c="$change" 'BEGIN {print (c > -5) ? "met" : "MISSED"}')

@@ -117,14 +117,6 @@ impl Kind for Alertmanager {
         http_healthcheck_any(PORT, "/-/ready")
     }
 
-    fn env_for(
-        &self,
-        _instance: &Instance<'_>,
-        _dependent: &Dependent<'_>,
-        _secrets: &Secrets,
-    ) -> Vec<(String, String)> {
-        Vec::new()
-    }
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/-/ready").await) })

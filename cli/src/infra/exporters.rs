@@ -157,14 +157,6 @@ impl Kind for PostgresExporter {
         http_healthcheck_any(POSTGRES_PORT, "/")
     }
 
-    fn env_for(
-        &self,
-        _instance: &Instance<'_>,
-        _dependent: &Dependent<'_>,
-        _secrets: &Secrets,
-    ) -> Vec<(String, String)> {
-        Vec::new()
-    }
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/").await) })
@@ -295,14 +287,6 @@ impl Kind for RedisExporter {
         http_healthcheck_any(REDIS_PORT, "/health")
     }
 
-    fn env_for(
-        &self,
-        _instance: &Instance<'_>,
-        _dependent: &Dependent<'_>,
-        _secrets: &Secrets,
-    ) -> Vec<(String, String)> {
-        Vec::new()
-    }
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/health").await) })

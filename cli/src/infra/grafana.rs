@@ -110,14 +110,6 @@ impl Kind for Grafana {
         http_healthcheck_any(PORT, "/api/health")
     }
 
-    fn env_for(
-        &self,
-        _instance: &Instance<'_>,
-        _dependent: &Dependent<'_>,
-        _secrets: &Secrets,
-    ) -> Vec<(String, String)> {
-        Vec::new()
-    }
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/api/health").await) })

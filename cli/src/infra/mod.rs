@@ -134,13 +134,15 @@ pub trait Kind: Sync + fmt::Debug {
     /// The Docker health check, the same in Gravity's containers and an exported compose file.
     fn healthcheck(&self) -> Vec<String>;
     /// What a dependent service receives in its environment (reached by the instance's name
-    /// on the platform's network).
+    /// on the platform's network); nothing by default.
     fn env_for(
         &self,
-        instance: &Instance<'_>,
-        dependent: &Dependent<'_>,
-        secrets: &Secrets,
-    ) -> Vec<(String, String)>;
+        _instance: &Instance<'_>,
+        _dependent: &Dependent<'_>,
+        _secrets: &Secrets,
+    ) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Whether it really answers now, reached through its published ports. An error means
     /// waiting will not help (a refused password).
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>>;

@@ -90,10 +90,20 @@ fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
     // version "-" trace-id (32) "-" parent-id (16) "-" flags (2), written in place: this runs
     // on every request.
     let mut value = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    use service_kit::telemetry::export::{parent_based, sample_child, sample_root};
     match incoming {
         Some((trace, flags)) => {
             value[3..35].copy_from_slice(trace.as_bytes());
             value[53..55].copy_from_slice(flags.as_bytes());
+            // The caller's decision stands unless the sampler decides again (parsed only
+            // then: this runs on every request).
+            if !parent_based() {
+                let id = u128::from_str_radix(trace, 16).unwrap_or(0);
+                let caller = u8::from_str_radix(flags, 16).unwrap_or(0);
+                let mut ours = [caller & !1];
+                ours[0] |= u8::from(sample_child(id, caller & 1 == 1));
+                hex_into(&mut value[53..55], &ours);
+            }
         }
         None => {
             let mut trace = [0u8; 16];
@@ -101,6 +111,9 @@ fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
                 rng.fill_bytes(&mut trace);
             }
             hex_into(&mut value[3..35], &trace);
+            if !sample_root(u128::from_be_bytes(trace)) {
+                value[54] = b'0';
+            }
         }
     }
     hex_into(&mut value[36..52], &span);

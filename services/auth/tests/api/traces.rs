@@ -8,13 +8,28 @@ use serde_json::Value;
 use service_kit::testing::OtlpReceiver;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, unique_email, PASSWORD};
+use crate::helpers::{spawn_app, unique_email, TestApp, PASSWORD};
 
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 fn traceparent(flags: &str) -> (String, String) {
     let trace = format!("{:032x}", Uuid::new_v4().as_u128());
     (trace.clone(), format!("00-{trace}-{CALLER_SPAN}-{flags}"))
+}
+
+async fn login(app: &TestApp, email: &str, traceparent: String) -> reqwest::StatusCode {
+    app.client
+        .post(app.url("/api/v1/login"))
+        .header("traceparent", traceparent)
+        .form(&[
+            ("username", email),
+            ("password", PASSWORD),
+            ("grant_type", "password"),
+        ])
+        .send()
+        .await
+        .expect("login")
+        .status()
 }
 
 fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
@@ -48,19 +63,7 @@ async fn requests_are_exported_with_their_queries_redis_commands_and_events_as_c
 
     // Not sampled by the caller, and a probe: neither is exported.
     let (unsampled, header) = traceparent("00");
-    let r = app
-        .client
-        .post(app.url("/api/v1/login"))
-        .header("traceparent", header)
-        .form(&[
-            ("username", email.as_str()),
-            ("password", PASSWORD),
-            ("grant_type", "password"),
-        ])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status(), 200);
+    assert_eq!(login(&app, &email, header).await, 200);
     let (probe, header) = traceparent("01");
     let r = app
         .client
@@ -72,19 +75,7 @@ async fn requests_are_exported_with_their_queries_redis_commands_and_events_as_c
     assert_eq!(r.status(), 200);
 
     let (logged_in, header) = traceparent("01");
-    let r = app
-        .client
-        .post(app.url("/api/v1/login"))
-        .header("traceparent", header)
-        .form(&[
-            ("username", email.as_str()),
-            ("password", PASSWORD),
-            ("grant_type", "password"),
-        ])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(r.status(), 200);
+    assert_eq!(login(&app, &email, header).await, 200);
 
     let wait = Duration::from_secs(20);
     let register = receiver

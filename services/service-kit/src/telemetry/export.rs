@@ -18,7 +18,10 @@
 use std::{
     borrow::Cow,
     future::Future,
-    sync::OnceLock,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        OnceLock,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -121,6 +124,97 @@ fn install(
     EXPORTER
         .set(Exporter { processor, scope })
         .map_err(|_| ExportError::AlreadyStarted)
+}
+
+/// Which traces are sampled (exported), as OpenTelemetry's `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` say: `always_on`, `always_off`, `traceidratio`, and their
+/// `parentbased_` forms (the default, `parentbased_always_on`), where a span with a caller
+/// follows the caller's decision (its `traceparent` flags) and only new traces are decided
+/// here. A ratio keeps the traces whose id falls in that share, so every service that decides
+/// decides alike. Read once, at [`super::init`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampler {
+    pub parent_based: bool,
+    /// The share of traces kept, 0 to 1.
+    pub ratio: f64,
+}
+
+static PARENT_BASED: AtomicBool = AtomicBool::new(true);
+/// Traces whose low 64 bits are below this are kept; `u64::MAX` keeps all.
+static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+impl Sampler {
+    /// The sampler the environment names (the default when it names none).
+    pub fn from_env() -> Result<Self, String> {
+        let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        Self::parse(name.trim(), arg.as_deref())
+    }
+
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Self, String> {
+        let (parent_based, rest) = match name.strip_prefix("parentbased_") {
+            Some(rest) => (true, rest),
+            None if name.is_empty() => (true, "always_on"),
+            None => (false, name),
+        };
+        let ratio = match rest {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => match arg.map(str::trim) {
+                None | Some("") => 1.0,
+                Some(arg) => arg
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        format!("OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio from 0 to 1")
+                    })?,
+            },
+            _ => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER={name:?} is not one of always_on, always_off, \
+                     traceidratio, parentbased_always_on, parentbased_always_off, \
+                     parentbased_traceidratio"
+                ))
+            }
+        };
+        Ok(Self {
+            parent_based,
+            ratio,
+        })
+    }
+
+    /// Makes this the process's sampler.
+    pub fn install(self) {
+        PARENT_BASED.store(self.parent_based, Ordering::Relaxed);
+        let threshold = if self.ratio >= 1.0 {
+            u64::MAX
+        } else {
+            // Below 2^64 once scaled: the cast saturates, and 0 keeps nothing.
+            (self.ratio * 18_446_744_073_709_551_616.0) as u64
+        };
+        THRESHOLD.store(threshold, Ordering::Relaxed);
+    }
+}
+
+/// Whether a new trace with id `trace` is sampled.
+pub fn sample_root(trace: u128) -> bool {
+    let threshold = THRESHOLD.load(Ordering::Relaxed);
+    threshold == u64::MAX || (trace as u64) < threshold
+}
+
+/// Whether a span of trace `trace` whose caller decided `caller_sampled` is sampled.
+pub fn sample_child(trace: u128, caller_sampled: bool) -> bool {
+    if PARENT_BASED.load(Ordering::Relaxed) {
+        caller_sampled
+    } else {
+        sample_root(trace)
+    }
+}
+
+/// Whether a caller's decision is followed (the default) rather than made again.
+pub fn parent_based() -> bool {
+    PARENT_BASED.load(Ordering::Relaxed)
 }
 
 /// Whether spans are exported.
@@ -388,7 +482,35 @@ fn query_name(sql: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::query_name;
+    use super::{query_name, Sampler};
+
+    #[test]
+    fn samplers_are_read_as_opentelemetry_names_them() {
+        let on = Sampler {
+            parent_based: true,
+            ratio: 1.0,
+        };
+        assert_eq!(Sampler::parse("", None), Ok(on));
+        assert_eq!(Sampler::parse("parentbased_always_on", None), Ok(on));
+        assert_eq!(
+            Sampler::parse("traceidratio", Some("0.25")),
+            Ok(Sampler {
+                parent_based: false,
+                ratio: 0.25
+            })
+        );
+        assert_eq!(
+            Sampler::parse("parentbased_always_off", None).map(|s| s.ratio),
+            Ok(0.0)
+        );
+        for (name, arg) in [
+            ("sometimes", None),
+            ("traceidratio", Some("2")),
+            ("traceidratio", Some("half")),
+        ] {
+            assert!(Sampler::parse(name, arg).is_err(), "{name} {arg:?}");
+        }
+    }
 
     #[test]
     fn queries_are_named_by_operation_and_table() {

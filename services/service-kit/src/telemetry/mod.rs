@@ -69,7 +69,11 @@ impl Span {
                 trace,
                 id,
                 parent: Some(parent),
-                flags,
+                flags: if export::sample_child(trace, flags & 1 == 1) {
+                    flags | 1
+                } else {
+                    flags & !1
+                },
                 quiet: false,
             },
             None => {
@@ -81,7 +85,7 @@ impl Span {
                     trace,
                     id,
                     parent: None,
-                    flags: 1,
+                    flags: u8::from(export::sample_root(trace)),
                     quiet: false,
                 }
             }
@@ -256,6 +260,10 @@ impl Drop for Guard {
 /// the returned guard alive until exit. Calling this twice is harmless, which tests rely on.
 pub fn init(default_filter: &str) -> Guard {
     let logs = install(Some(default_filter));
+    match export::Sampler::from_env() {
+        Ok(sampler) => sampler.install(),
+        Err(e) => tracing::error!(error = %e, "keeping the default sampler (every trace)"),
+    }
     match export::start_from_env() {
         Ok(true) => tracing::info!("exporting spans over OTLP"),
         Ok(false) => {}
