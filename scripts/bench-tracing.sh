@@ -6,6 +6,10 @@
 #                     caller's parsed), nothing logged;
 #   - "spans logged": as under `gravity up` (ACCESS_LOG=true): each request's line written
 #                     with its trace, span and parent ids;
+#   - "spans exported": each request's span sent over OTLP/HTTP (batched, protobuf) to a
+#                     real receiver on this machine (service-kit's, counting what it
+#                     decodes), nothing logged; its batch thread and HTTP client counted by
+#                     callgrind with the rest;
 #   - "before":       with BEFORE=<bare_axum binary> built from a revision without spans
 #                     (the tracing-off baseline), when given.
 # Rounds run the variants back to back (same machine state); the verdict is the median of
@@ -15,7 +19,8 @@
 # tenths of a percent where requests per second on two shared cores vary by tens.
 #
 # Prints a Markdown summary and writes it to target/bench-tracing.md; wrk's reports are kept in
-# target/bench-tracing/. Tunables: ROUNDS (3), LOAD_SECONDS (10), WARMUP_SECONDS (2), PORT (8793).
+# target/bench-tracing/. Tunables: ROUNDS (3), LOAD_SECONDS (10), WARMUP_SECONDS (2), PORT (8793),
+# OTLP_PORT (8795).
 
 set -euo pipefail
 
@@ -25,6 +30,7 @@ ROUNDS=${ROUNDS:-3}
 LOAD_SECONDS=${LOAD_SECONDS:-10}
 WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 PORT=${PORT:-8793}
+OTLP_PORT=${OTLP_PORT:-8795}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LOG_DIR=$TARGET_DIR/bench-tracing
 mkdir -p "$LOG_DIR"
@@ -37,13 +43,21 @@ CURRENT=$TARGET_DIR/release/examples/bare_axum
 TRACEPARENT="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 SERVER_PID=
+OTLP_PID=
 stop() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; return 0; }
-trap stop EXIT
+trap 'stop; [[ -n $OTLP_PID ]] && kill "$OTLP_PID" 2>/dev/null; true' EXIT
+# shellcheck source=scripts/bench/otlp.sh
+. scripts/bench/otlp.sh
+start_otlp_receiver "$OTLP_PORT" "$LOG_DIR/otlp-receiver.log"
+# The collector a variant exports to: only "spans exported" has one.
+otlp_of() { [[ $1 == spans-exported* ]] && echo "http://127.0.0.1:$OTLP_PORT"; return 0; }
 
 # Runs one variant: binary, ACCESS_LOG value; prints requests per second.
 measure() {
 	local name=$1 binary=$2 access_log=$3
-	BIND=127.0.0.1:$PORT STANDARD_LAYERS=1 ACCESS_LOG=$access_log "$binary" >"$LOG_DIR/$name.log" 2>&1 &
+	BIND=127.0.0.1:$PORT STANDARD_LAYERS=1 ACCESS_LOG=$access_log \
+		OTEL_EXPORTER_OTLP_ENDPOINT=$(otlp_of "$name") OTEL_SERVICE_NAME=bare_axum \
+		"$binary" >"$LOG_DIR/$name.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 1 100); do
 		curl -fs "http://127.0.0.1:$PORT/me" >/dev/null 2>&1 && break
@@ -55,7 +69,7 @@ measure() {
 	awk '/Requests\/sec/ {print $2}' "$LOG_DIR/$name.txt"
 }
 
-declare -a VARIANTS=("spans" "spans-logged")
+declare -a VARIANTS=("spans" "spans-logged" "spans-exported")
 [[ -n ${BEFORE:-} ]] && VARIANTS=("before" "${VARIANTS[@]}")
 declare -A RESULTS
 for round in $(seq 1 "$ROUNDS"); do
@@ -64,6 +78,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		before) rps=$(measure "before-$round" "$BEFORE" false) ;;
 		spans) rps=$(measure "spans-$round" "$CURRENT" false) ;;
 		spans-logged) rps=$(measure "spans-logged-$round" "$CURRENT" true) ;;
+		spans-exported) rps=$(measure "spans-exported-$round" "$CURRENT" false) ;;
 		esac
 		RESULTS[$variant,$round]=$rps
 		echo "round $round $variant: $rps req/s" >&2
@@ -74,7 +89,8 @@ done
 instructions() {
 	local name=$1 binary=$2 access_log=$3 out="$LOG_DIR/callgrind.$1"
 	rm -f "$out" "$out".*
-	BIND=127.0.0.1:$PORT STANDARD_LAYERS=1 ACCESS_LOG=$access_log valgrind --tool=callgrind \
+	BIND=127.0.0.1:$PORT STANDARD_LAYERS=1 ACCESS_LOG=$access_log \
+		OTEL_EXPORTER_OTLP_ENDPOINT=$(otlp_of "$name") OTEL_SERVICE_NAME=bare_axum valgrind --tool=callgrind \
 		--instr-atstart=no --callgrind-out-file="$out" "$binary" >"$LOG_DIR/$name.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 1 300); do
@@ -100,6 +116,7 @@ for variant in "${VARIANTS[@]}"; do
 	before) COUNTS[$variant]=$(instructions before "$BEFORE" false) ;;
 	spans) COUNTS[$variant]=$(instructions spans "$CURRENT" false) ;;
 	spans-logged) COUNTS[$variant]=$(instructions spans-logged "$CURRENT" true) ;;
+	spans-exported) COUNTS[$variant]=$(instructions spans-exported "$CURRENT" false) ;;
 	esac
 	echo "$variant: ${COUNTS[$variant]} instructions per request" >&2
 done
@@ -127,4 +144,7 @@ BASE=${VARIANTS[0]}
 	done
 	echo
 	echo "valgrind --tool=callgrind --instr-atstart=no, counting during wrk -d${LOAD_SECONDS}s -t2 -c16 after a 5 s warm-up"
+	echo
+	echo "spans the receiver decoded: $(stop_otlp_receiver "$LOG_DIR/otlp-receiver.log")"
+	OTLP_PID=
 } | tee "$TARGET_DIR/bench-tracing.md"

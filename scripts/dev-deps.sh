@@ -103,7 +103,8 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
 fi
 # opentelemetry-proto: the OTLP receiver the tests send spans to decodes them with it.
 OTLP_PROTO_VERSION=1.45.2
-if ! "$venv/bin/pip" show opentelemetry-proto 2>/dev/null | grep -q "^Version: $OTLP_PROTO_VERSION\$"; then
+# Read whole (grep -q would close the pipe early, and pipefail count that as a failure).
+if [[ $("$venv/bin/pip" show opentelemetry-proto 2>/dev/null) != *$'\n'"Version: $OTLP_PROTO_VERSION"$'\n'* ]]; then
     echo "installing opentelemetry-proto $OTLP_PROTO_VERSION" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check "opentelemetry-proto==$OTLP_PROTO_VERSION" >&2
 fi

@@ -18,9 +18,13 @@ start_otlp_receiver() {
 	return 1
 }
 
-# Stops the receiver; prints how many spans it received.
+# Stops the receiver; prints how many spans it received (its last line, once written: this
+# may run in a subshell, which cannot wait for it).
 stop_otlp_receiver() {
 	kill -INT "$OTLP_PID" 2>/dev/null || true
-	wait "$OTLP_PID" 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		grep -q '^{"received"' "$1" 2>/dev/null && break
+		sleep 0.05
+	done
 	sed -n 's/^{"received": \([0-9]*\)}$/\1/p' "$1"
 }

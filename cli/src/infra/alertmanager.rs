@@ -117,7 +117,6 @@ impl Kind for Alertmanager {
         http_healthcheck_any(PORT, "/-/ready")
     }
 
-
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/-/ready").await) })
     }

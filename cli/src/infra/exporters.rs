@@ -157,7 +157,6 @@ impl Kind for PostgresExporter {
         http_healthcheck_any(POSTGRES_PORT, "/")
     }
 
-
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/").await) })
     }
@@ -286,7 +285,6 @@ impl Kind for RedisExporter {
     fn healthcheck(&self) -> Vec<String> {
         http_healthcheck_any(REDIS_PORT, "/health")
     }
-
 
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/health").await) })

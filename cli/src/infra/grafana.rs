@@ -110,7 +110,6 @@ impl Kind for Grafana {
         http_healthcheck_any(PORT, "/api/health")
     }
 
-
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/api/health").await) })
     }

@@ -108,7 +108,6 @@ impl Kind for Jaeger {
         http_healthcheck_any(UI_PORT, "/")
     }
 
-
     fn probe<'a>(&'a self, reach: Reach<'a>) -> BoxFuture<'a, Result<bool, InfraError>> {
         Box::pin(async move { Ok(http_ready(reach.port, "/").await) })
     }

@@ -96,6 +96,7 @@ fn install(
     exporter: opentelemetry_otlp::SpanExporter,
     service: Option<&str>,
 ) -> Result<(), ExportError> {
+    let exporter = Watched(exporter);
     let config = BatchConfigBuilder::default()
         .with_max_queue_size(8192)
         .with_max_export_batch_size(512)
@@ -217,9 +218,60 @@ pub fn parent_based() -> bool {
     PARENT_BASED.load(Ordering::Relaxed)
 }
 
-/// Whether spans are exported.
+/// Whether spans are exported: there is a collector, and it did not refuse the last batch
+/// within the last [`PAUSE`].
 pub fn exporting() -> bool {
-    EXPORTER.get().is_some()
+    EXPORTER.get().is_some() && !paused()
+}
+
+/// How long spans are not made after the collector failed a batch: those made would be
+/// dropped (the queue fills), and making them cost a request several microseconds. Then
+/// spans flow again, and the next batch tells whether the collector is back.
+pub const PAUSE: Duration = Duration::from_secs(5);
+
+/// While the collector is failing: when spans may be made again, in milliseconds since
+/// `EPOCH`; 0 when it is not.
+static PAUSED_UNTIL: AtomicU64 = AtomicU64::new(0);
+static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+
+fn now_ms() -> u64 {
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn paused() -> bool {
+    let until = PAUSED_UNTIL.load(Ordering::Relaxed);
+    // The clock is read only while the collector is failing.
+    until != 0 && now_ms() < until
+}
+
+/// The OTLP exporter, watched: a failed batch pauses the making of spans for [`PAUSE`], a
+/// delivered one ends the pause.
+#[derive(Debug)]
+struct Watched(opentelemetry_otlp::SpanExporter);
+
+impl opentelemetry_sdk::trace::SpanExporter for Watched {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        let result = self.0.export(batch).await;
+        let until = match result {
+            Ok(()) => 0,
+            Err(_) => now_ms().saturating_add(PAUSE.as_millis() as u64).max(1),
+        };
+        PAUSED_UNTIL.store(until, Ordering::Relaxed);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
 }
 
 /// Sends what is queued and waits for it (bounded by the export timeout): at shutdown.
@@ -278,6 +330,9 @@ pub fn export(finished: Finished) {
     let Some(exporter) = EXPORTER.get() else {
         return;
     };
+    if paused() {
+        return;
+    }
     let span = finished.span;
     if !span.sampled() {
         return;
@@ -482,7 +537,35 @@ fn query_name(sql: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{query_name, Sampler};
+    use std::time::Duration;
+
+    use super::{query_name, Finished, Kind, Sampler};
+    use crate::telemetry::Span;
+
+    /// The only test in this binary that starts exporting (one exporter per process).
+    #[test]
+    fn a_collector_that_fails_a_batch_pauses_the_making_of_spans() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        // Nothing listens there now.
+        super::start(&format!("http://127.0.0.1:{port}"), "paused").expect("start");
+        assert!(super::exporting());
+        let span = Span::child_of(None);
+        assert!(span.sampled());
+        super::export(Finished::ending_now(
+            span,
+            Kind::Server,
+            "GET /",
+            Duration::ZERO,
+        ));
+        super::flush();
+        assert!(
+            !super::exporting(),
+            "no spans are made while the collector is failing"
+        );
+    }
 
     #[test]
     fn samplers_are_read_as_opentelemetry_names_them() {
