@@ -79,6 +79,9 @@ fn export_span(
     else {
         return;
     };
+    if !span.sampled() {
+        return;
+    }
     let finished = export::Finished::ending_now(
         span,
         export::Kind::Server,

@@ -824,7 +824,7 @@ async fn in_span(queue: &str, envelope: &Envelope, work: impl Future<Output = Ou
         Ok(Err(_)) => "failed",
         Err(_) => "unreadable",
     };
-    if export::exporting() {
+    if export::exporting() && span.sampled() {
         let finished = export::Finished::ending_now(
             span,
             export::Kind::Consumer,

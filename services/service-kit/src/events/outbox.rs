@@ -65,7 +65,8 @@ async fn traced(
     let recorded = insert.await;
     // Only what was written: an insert that failed recorded nothing. (Its transaction may
     // still roll back; then no consumer's span follows it.)
-    if let (Some(span), true, Ok(_)) = (span, export::exporting(), &recorded) {
+    let sampled = span.filter(crate::telemetry::Span::sampled);
+    if let (Some(span), true, Ok(_)) = (sampled, export::exporting(), &recorded) {
         export::export(
             export::Finished::ending_now(
                 span,
@@ -275,7 +276,9 @@ impl Relay {
         for (row, confirm) in rows.iter().zip(confirms) {
             let confirmation = confirm.await?;
             if export::exporting() {
-                export::export(send_span(row, started.elapsed(), confirmation.is_ack()));
+                if let Some(span) = send_span(row, started.elapsed(), confirmation.is_ack()) {
+                    export::export(span);
+                }
             }
             if confirmation.is_ack() && refused.is_none() {
                 confirmed.push(row.id);
@@ -299,7 +302,7 @@ impl Relay {
 
 /// The span of one event's publication, from its batch's start to the broker's confirm: a
 /// child of the span that recorded it, a sibling of its consumers'.
-fn send_span(row: &Row, took: Duration, confirmed: bool) -> export::Finished {
+fn send_span(row: &Row, took: Duration, confirmed: bool) -> Option<export::Finished> {
     #[derive(serde::Deserialize)]
     struct Traced {
         traceparent: Option<String>,
@@ -307,12 +310,11 @@ fn send_span(row: &Row, took: Duration, confirmed: bool) -> export::Finished {
     let traceparent = serde_json::from_str::<Traced>(&row.envelope)
         .ok()
         .and_then(|t| t.traceparent);
-    let span = crate::telemetry::Span::child_of(traceparent.as_deref());
-    let span = if traceparent.is_some() {
-        span
-    } else {
-        span.quiet()
-    };
+    // An event recorded outside any trace is not one of a trace's spans.
+    let span = crate::telemetry::Span::child_of(Some(traceparent.as_deref()?));
+    if !span.sampled() {
+        return None;
+    }
     let finished = export::Finished::ending_now(
         span,
         export::Kind::Producer,
@@ -329,11 +331,11 @@ fn send_span(row: &Row, took: Duration, confirmed: bool) -> export::Finished {
         "messaging.destination.name",
         row.event_type.clone(),
     ));
-    if confirmed {
+    Some(if confirmed {
         finished
     } else {
         finished.failed("the broker refused the event")
-    }
+    })
 }
 
 /// Exponential backoff from 100 ms to 5 s.

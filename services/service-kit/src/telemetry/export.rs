@@ -367,6 +367,11 @@ pub fn export(finished: Finished) {
     });
 }
 
+/// Whether the work on this task is in a span that is exported.
+fn traced_here() -> bool {
+    exporting() && super::current_span().is_some_and(|s| s.sampled())
+}
+
 /// Runs `call`, a request to another system (`system`, e.g. `redis`), as a client span named
 /// `name` within the current span, when spans are exported.
 pub async fn client_call<T, E: std::fmt::Display>(
@@ -399,7 +404,7 @@ impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Traced
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        if !exporting() {
+        if !traced_here() {
             return self.0.req_packed_command(cmd);
         }
         let name: Cow<'static, str> = match cmd.args_iter().next() {
@@ -417,7 +422,7 @@ impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for Traced
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        if !exporting() {
+        if !traced_here() {
             return self.0.req_packed_commands(cmd, offset, count);
         }
         Box::pin(client_call(
@@ -442,7 +447,8 @@ pub(super) struct OnlyQueries;
 
 impl<S> tracing_subscriber::layer::Filter<S> for OnlyQueries {
     fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: &Context<'_, S>) -> bool {
-        meta.target() == "sqlx::query" && exporting()
+        // sqlx formats a query's summary only for an enabled event: not for unsampled work.
+        meta.target() == "sqlx::query" && traced_here()
     }
 
     fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
