@@ -2183,6 +2183,87 @@ async fn a_new_service_builds_passes_its_tests_and_runs_behind_the_gateway() {
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
+/// The OTLP/HTTP receiver service-kit's tests use (`otlp_receiver.py`, decoding with
+/// opentelemetry-proto; `OTLP_PYTHON` names the Python that has it), run as a program: the
+/// platform manager links no service crate, not even in its tests.
+struct Collector {
+    child: std::process::Child,
+    port: u16,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../services/service-kit/src/otlp_receiver.py"
+        );
+        let python = std::env::var("OTLP_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let mut child = Command::new(&python)
+            .args([script, "--host", "0.0.0.0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{python} runs the OTLP receiver: {e}"));
+        let stdout = child.stdout.take().expect("its output");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let port = serde_json::from_str::<Value>(&first)
+            .ok()
+            .and_then(|v| v["listening"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("the receiver started (said {first:?}); see OTLP_PYTHON"));
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(span) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(span);
+                }
+            }
+        });
+        Self { child, port, spans }
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The spans of `trace_id` once `done` holds for them, or those that came by `timeout`.
+    async fn trace(
+        &self,
+        trace_id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>, Vec<Value>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let trace: Vec<Value> = self
+                .spans
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|s| s["trace_id"] == trace_id)
+                .cloned()
+                .collect();
+            if done(&trace) {
+                return Ok(trace);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(trace);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The shipped platform (gravity.toml as it is, on this run's ports) as a user meets it: an
 /// account registers through the gateway and its welcome mail is caught; a reset is asked
 /// for and `gravity mail` shows the mail, whose token resets the password, and the new
@@ -2216,8 +2297,7 @@ async fn the_platform_mails_a_welcome_and_a_reset_whose_token_resets_the_passwor
         std::fs::read_to_string(format!("{workspace}/gravity.toml")).expect("gravity.toml");
     // A real OTLP/HTTP endpoint on this machine, which the containers reach as
     // host.docker.internal: every service and the gateway send it their spans.
-    let collector =
-        service_kit::testing::OtlpReceiver::start("0.0.0.0").expect("the OTLP receiver");
+    let collector = Collector::start();
     let manifest = shipped
         .replace(
             "name = \"gravity\"",
