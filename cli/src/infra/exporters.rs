@@ -162,12 +162,7 @@ impl Kind for PostgresExporter {
     }
 
     fn scrape(&self) -> Vec<Scrape> {
-        vec![Scrape {
-            job: "postgres",
-            port: POSTGRES_PORT,
-            path: "/metrics",
-            params: vec![],
-        }]
+        vec![Scrape::metrics("postgres", POSTGRES_PORT)]
     }
 }
 
@@ -291,11 +286,6 @@ impl Kind for RedisExporter {
     }
 
     fn scrape(&self) -> Vec<Scrape> {
-        vec![Scrape {
-            job: "redis",
-            port: REDIS_PORT,
-            path: "/metrics",
-            params: vec![],
-        }]
+        vec![Scrape::metrics("redis", REDIS_PORT)]
     }
 }

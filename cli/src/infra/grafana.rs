@@ -115,12 +115,7 @@ impl Kind for Grafana {
     }
 
     fn scrape(&self) -> Vec<Scrape> {
-        vec![Scrape {
-            job: NAME,
-            port: PORT,
-            path: "/metrics",
-            params: vec![],
-        }]
+        vec![Scrape::metrics(NAME, PORT)]
     }
 
     /// Dashboards are reread from their folder every 10 s; data sources are reloaded

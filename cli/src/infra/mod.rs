@@ -258,6 +258,18 @@ pub struct Scrape {
     pub params: Vec<(&'static str, &'static str)>,
 }
 
+impl Scrape {
+    /// The usual job: `/metrics` on `port`, no parameters.
+    pub fn metrics(job: &'static str, port: u16) -> Self {
+        Self {
+            job,
+            port,
+            path: "/metrics",
+            params: vec![],
+        }
+    }
+}
+
 /// A service that uses an instance.
 #[derive(Debug, Clone)]
 pub struct Dependent<'a> {

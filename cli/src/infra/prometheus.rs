@@ -162,12 +162,7 @@ impl Kind for Prometheus {
     }
 
     fn scrape(&self) -> Vec<Scrape> {
-        vec![Scrape {
-            job: NAME,
-            port: PORT,
-            path: "/metrics",
-            params: vec![],
-        }]
+        vec![Scrape::metrics(NAME, PORT)]
     }
 
     fn reload<'a>(
