@@ -308,7 +308,8 @@ impl Finished {
             name: name.into(),
             start: end.checked_sub(took).unwrap_or(end),
             end,
-            attributes: Vec::new(),
+            // Room for a server span's attributes: one allocation, not a growing vector.
+            attributes: Vec::with_capacity(6),
             error: None,
         }
     }
