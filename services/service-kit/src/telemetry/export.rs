@@ -3,13 +3,15 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) names one; `OTEL_SERVICE_NAME` names the service
 //! (default: the program's name).
 //!
-//! The spans are this crate's own [`Span`]s, handed to the SDK's batch processor as finished
-//! span data when they end, rather than spans of the SDK's tracer or of `tracing`: their ids
-//! are already on the wire (`traceparent`, the events' envelopes) and in the log lines
-//! `gravity trace` reads, and a `tracing` span per request cost a tenth of a service's peak
-//! throughput. With no endpoint nothing is built, and ending a span costs one atomic load.
-//! The processor's queue is bounded and drops when full: a slow or absent collector never
-//! slows a request down nor grows the service's memory.
+//! The spans are this crate's own [`Span`]s, written as OTLP protobuf when they end
+//! (`super::wire`) into a bounded queue that a thread of its own sends in batches, rather
+//! than spans of the OpenTelemetry SDK's tracer or of `tracing`: their ids are already on
+//! the wire (`traceparent`, the events' envelopes) and in the log lines `gravity trace`
+//! reads; a `tracing` span per request cost a tenth of a service's peak throughput, and
+//! the SDK's conversions most of what exporting cost (see `docs/BENCHMARKS.md`). With no
+//! endpoint nothing is built, and ending a span costs one atomic load. The queue drops
+//! when full: a slow or absent collector never slows a request down nor grows the
+//! service's memory, and one that fails a batch pauses the making of spans ([`PAUSE`]).
 //!
 //! Children come from three places: the database queries sqlx reports (`sqlx::query` events,
 //! read by [`QuerySpans`]), the Redis commands sent through [`TracedRedis`], and the events
@@ -20,21 +22,11 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        OnceLock,
+        Condvar, Mutex, OnceLock, PoisonError,
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
-use opentelemetry::{
-    trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState},
-    InstrumentationScope,
-};
-use opentelemetry_sdk::{
-    trace::{
-        BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor,
-    },
-    Resource,
-};
 use tracing::{
     field::{Field, Visit},
     subscriber::Interest,
@@ -42,41 +34,177 @@ use tracing::{
 };
 use tracing_subscriber::layer::{Context, Layer};
 
-pub use opentelemetry::{trace::SpanKind as Kind, KeyValue};
+use super::{wire, Span};
 
-use super::Span;
+/// What a span is to its trace (OTLP's `SpanKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Internal,
+    /// Handles a request from another process.
+    Server,
+    /// Calls another system (a database, Redis, a service).
+    Client,
+    /// Hands a message over for later delivery.
+    Producer,
+    /// Handles a message.
+    Consumer,
+}
+
+/// An attribute of a span: a key from OpenTelemetry's semantic conventions (or `gravity.*`)
+/// and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyValue {
+    pub key: &'static str,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(Cow<'static, str>),
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+}
+
+impl KeyValue {
+    pub fn new(key: &'static str, value: impl Into<Value>) -> Self {
+        Self {
+            key,
+            value: value.into(),
+        }
+    }
+}
+
+impl From<&'static str> for Value {
+    fn from(s: &'static str) -> Self {
+        Self::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Self::Str(Cow::Owned(s))
+    }
+}
+
+impl From<Cow<'static, str>> for Value {
+    fn from(s: Cow<'static, str>) -> Self {
+        Self::Str(s)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Self::Bool(b)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Self::I64(i)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Self::F64(f)
+    }
+}
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
+/// Spans waiting to be sent, as bytes ready for the wire, and a thread that sends them.
 struct Exporter {
-    processor: BatchSpanProcessor,
-    scope: InstrumentationScope,
+    queue: Mutex<Queue>,
+    /// Wakes the sending thread: a full batch, or a flush asked for.
+    wake: Condvar,
+    /// Wakes those waiting for a flush.
+    flushed: Condvar,
+    timeout: Duration,
 }
+
+#[derive(Default)]
+struct Queue {
+    /// `ScopeSpans.spans` entries (`wire::write_span`).
+    spans: Vec<u8>,
+    count: usize,
+    /// Spans dropped because the queue was full, since the last batch was sent.
+    dropped: u64,
+    /// Flushes asked for, and the last one done.
+    flush_asked: u64,
+    flush_done: u64,
+}
+
+/// A batch is sent when it holds this many spans, or when the oldest has waited
+/// [`BATCH_DELAY`].
+const BATCH_SPANS: usize = 512;
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// Spans beyond this many bytes waiting (some 15,000 spans) are dropped: a slow or absent
+/// collector never grows the service's memory.
+const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot export spans: {0}")]
-    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("OTLP endpoint {0:?} is not an http:// URL (spans are sent to a collector over plain OTLP/HTTP; run one beside the service)")]
+    Endpoint(String),
+    #[error("{var}: {why} (expected key=value pairs separated by commas, values percent-encoded)")]
+    Headers { var: &'static str, why: String },
+    #[error("{var}={value:?} is not a timeout in milliseconds")]
+    Timeout { var: &'static str, value: String },
+    #[error("cannot start the span exporter: {0}")]
+    Start(String),
     #[error("spans are already exported (to one endpoint per process)")]
     AlreadyStarted,
 }
 
+/// The first of `vars` the environment sets to something other than blanks.
+fn env_first(vars: &[&'static str]) -> Option<(&'static str, String)> {
+    vars.iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (*var, v.trim().to_owned()))
+    })
+}
+
 /// Starts exporting when the environment names an endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); `Ok(false)` when it names none.
+/// to which `/v1/traces` is appended, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, used as it
+/// is); `Ok(false)` when it names none. `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` and
+/// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` (milliseconds, 10 s by default) are read too, as the
+/// OpenTelemetry specification has them, and the resource's attributes from
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
 pub fn start_from_env() -> Result<bool, ExportError> {
-    let named = [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
-    if !named || exporting() {
+    let url = match (
+        env_first(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]),
+        env_first(&["OTEL_EXPORTER_OTLP_ENDPOINT"]),
+    ) {
+        (Some((_, url)), _) => url,
+        (None, Some((_, base))) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        (None, None) => return Ok(false),
+    };
+    if exporting() {
         return Ok(false);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
-    install(exporter, None)?;
+    let headers = match env_first(&[
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    ]) {
+        Some((var, value)) => {
+            parse_headers(&value).map_err(|why| ExportError::Headers { var, why })?
+        }
+        None => Vec::new(),
+    };
+    let timeout = match env_first(&[
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]) {
+        Some((var, value)) => value
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| ExportError::Timeout { var, value })?,
+        None => Duration::from_secs(10),
+    };
+    install(&url, headers, timeout, resource(None))?;
     Ok(true)
 }
 
@@ -84,47 +212,188 @@ pub fn start_from_env() -> Result<bool, ExportError> {
 /// tests: installs the subscriber that turns database queries into spans when none is yet.
 pub fn start(base: &str, service: &str) -> Result<(), ExportError> {
     std::mem::forget(super::install(None));
-    use opentelemetry_otlp::WithExportConfig;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))
-        .build()?;
-    install(exporter, Some(service))
+    let url = format!("{}/v1/traces", base.trim_end_matches('/'));
+    install(
+        &url,
+        Vec::new(),
+        Duration::from_secs(10),
+        resource(Some(service)),
+    )
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`' form: `key=value,key2=value2`, values percent-encoded.
+fn parse_headers(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} has no '='"))?;
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .map_err(|_| format!("the value of {:?} is not UTF-8", key.trim()))?;
+            Ok((key.trim().to_owned(), value.into_owned()))
+        })
+        .collect()
+}
+
+/// The resource the spans come from: `service.name` (`service`, else `OTEL_SERVICE_NAME`,
+/// else the program's name), what `OTEL_RESOURCE_ATTRIBUTES` adds, and the SDK's own.
+fn resource(service: Option<&str>) -> Vec<KeyValue> {
+    let mut attributes: Vec<KeyValue> = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+        .ok()
+        .and_then(|v| parse_headers(&v).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key != "service.name")
+        // Keys are 'static for the spans' attributes; the resource's are made once.
+        .map(|(key, value)| KeyValue::new(Box::leak(key.into_boxed_str()), value))
+        .collect();
+    let name = match service {
+        Some(name) => name.to_owned(),
+        None => env_first(&["OTEL_SERVICE_NAME"])
+            .map(|(_, name)| name)
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            })
+            .unwrap_or_else(|| "unknown_service".to_owned()),
+    };
+    attributes.insert(0, KeyValue::new("service.name", name));
+    attributes.push(KeyValue::new("telemetry.sdk.name", "gravity.service-kit"));
+    attributes.push(KeyValue::new("telemetry.sdk.language", "rust"));
+    attributes.push(KeyValue::new(
+        "telemetry.sdk.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    attributes
 }
 
 fn install(
-    exporter: opentelemetry_otlp::SpanExporter,
-    service: Option<&str>,
+    url: &str,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    resource: Vec<KeyValue>,
 ) -> Result<(), ExportError> {
-    let exporter = Watched(exporter);
-    let config = BatchConfigBuilder::default()
-        .with_max_queue_size(8192)
-        .with_max_export_batch_size(512)
-        .with_scheduled_delay(Duration::from_millis(500))
-        .build();
-    let mut processor = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(config)
-        .build();
-    let mut resource = Resource::builder();
-    let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty());
-    match service {
-        Some(name) => resource = resource.with_service_name(name.to_owned()),
-        None if !named_by_env => {
-            let program = std::env::current_exe()
-                .ok()
-                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "unknown_service".to_owned());
-            resource = resource.with_service_name(program);
-        }
-        None => {}
+    if !url.starts_with("http://") || reqwest::Url::parse(url).is_err() {
+        return Err(ExportError::Endpoint(url.to_owned()));
     }
-    processor.set_resource(&resource.build());
-    let scope = InstrumentationScope::builder("gravity.service-kit")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
+    let mut header_map = reqwest::header::HeaderMap::new();
+    for (key, value) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(key.as_bytes());
+        let value = reqwest::header::HeaderValue::from_str(&value);
+        match (name, value) {
+            (Ok(name), Ok(value)) => {
+                header_map.insert(name, value);
+            }
+            _ => {
+                return Err(ExportError::Headers {
+                    var: "OTEL_EXPORTER_OTLP_HEADERS",
+                    why: format!("{key:?} is not a valid header"),
+                })
+            }
+        }
+    }
+    let client = reqwest::Client::builder()
+        .default_headers(header_map)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ExportError::Start(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ExportError::Start(e.to_string()))?;
+    let exporter = Exporter {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        flushed: Condvar::new(),
+        timeout,
+    };
     EXPORTER
-        .set(Exporter { processor, scope })
-        .map_err(|_| ExportError::AlreadyStarted)
+        .set(exporter)
+        .map_err(|_| ExportError::AlreadyStarted)?;
+    let header = wire::Header::new(&resource, "gravity.service-kit", env!("CARGO_PKG_VERSION"));
+    let url = url.to_owned();
+    std::thread::Builder::new()
+        .name("otlp-export".to_owned())
+        .spawn(move || send_batches(&runtime, &client, &url, &header))
+        .map(drop)
+        .map_err(|e| ExportError::Start(e.to_string()))
+}
+
+/// The sending thread: waits for a full batch, a flush or [`BATCH_DELAY`], then sends what is
+/// queued, forever.
+fn send_batches(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+    header: &wire::Header,
+) {
+    let Some(exporter) = EXPORTER.get() else {
+        return;
+    };
+    let mut spare = Vec::new();
+    loop {
+        let (mut batch, count, dropped, flush) = {
+            let mut queue = exporter.lock();
+            let deadline = Instant::now() + BATCH_DELAY;
+            while queue.count < BATCH_SPANS && queue.flush_asked == queue.flush_done {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                queue = exporter
+                    .wake
+                    .wait_timeout(queue, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            let batch = std::mem::replace(&mut queue.spans, std::mem::take(&mut spare));
+            let count = std::mem::take(&mut queue.count);
+            (
+                batch,
+                count,
+                std::mem::take(&mut queue.dropped),
+                queue.flush_asked,
+            )
+        };
+        if dropped > 0 {
+            tracing::warn!(dropped, "spans dropped: the collector is not keeping up");
+        }
+        if count > 0 {
+            let body = header.request(&batch);
+            let sent = runtime.block_on(async {
+                let response = client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await?;
+                response.error_for_status()?.bytes().await
+            });
+            let until = match sent {
+                Ok(_) => 0,
+                Err(error) => {
+                    tracing::warn!(%error, spans = count, "the OTLP collector did not take a batch of spans");
+                    now_ms().saturating_add(PAUSE.as_millis() as u64).max(1)
+                }
+            };
+            PAUSED_UNTIL.store(until, Ordering::Relaxed);
+        }
+        batch.clear();
+        spare = batch;
+        let mut queue = exporter.lock();
+        queue.flush_done = flush;
+        exporter.flushed.notify_all();
+    }
+}
+
+impl Exporter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Which traces are sampled (exported), as OpenTelemetry's `OTEL_TRACES_SAMPLER` and
@@ -245,39 +514,26 @@ fn paused() -> bool {
     until != 0 && now_ms() < until
 }
 
-/// The OTLP exporter, watched: a failed batch pauses the making of spans for [`PAUSE`], a
-/// delivered one ends the pause.
-#[derive(Debug)]
-struct Watched(opentelemetry_otlp::SpanExporter);
-
-impl opentelemetry_sdk::trace::SpanExporter for Watched {
-    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-        let result = self.0.export(batch).await;
-        let until = match result {
-            Ok(()) => 0,
-            Err(_) => now_ms().saturating_add(PAUSE.as_millis() as u64).max(1),
-        };
-        PAUSED_UNTIL.store(until, Ordering::Relaxed);
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
-    }
-}
-
 /// Sends what is queued and waits for it (bounded by the export timeout): at shutdown.
 pub fn flush() {
-    if let Some(exporter) = EXPORTER.get() {
-        let _ = exporter.processor.force_flush();
+    let Some(exporter) = EXPORTER.get() else {
+        return;
+    };
+    let mut queue = exporter.lock();
+    queue.flush_asked += 1;
+    let ticket = queue.flush_asked;
+    exporter.wake.notify_one();
+    let deadline = Instant::now() + exporter.timeout + Duration::from_secs(1);
+    while queue.flush_done < ticket {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        queue = exporter
+            .flushed
+            .wait_timeout(queue, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -331,41 +587,19 @@ pub fn export(finished: Finished) {
     let Some(exporter) = EXPORTER.get() else {
         return;
     };
-    if paused() {
+    if paused() || !finished.span.sampled() {
         return;
     }
-    let span = finished.span;
-    if !span.sampled() {
+    let mut queue = exporter.lock();
+    if queue.spans.len() >= MAX_QUEUED_BYTES {
+        queue.dropped += 1;
         return;
     }
-    let context = SpanContext::new(
-        TraceId::from(span.trace),
-        SpanId::from(span.id),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::NONE,
-    );
-    // A server or consumer span's parent is in another process; the others' in this one.
-    let remote = matches!(finished.kind, Kind::Server | Kind::Consumer);
-    let status = match finished.error {
-        Some(why) => Status::Error { description: why },
-        None => Status::Unset,
-    };
-    exporter.processor.on_end(SpanData {
-        span_context: context,
-        parent_span_id: span.parent.map_or(SpanId::INVALID, SpanId::from),
-        parent_span_is_remote: remote && span.parent.is_some(),
-        span_kind: finished.kind,
-        name: finished.name,
-        start_time: finished.start,
-        end_time: finished.end,
-        attributes: finished.attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: exporter.scope.clone(),
-    });
+    wire::write_span(&finished, &mut queue.spans);
+    queue.count += 1;
+    if queue.count == BATCH_SPANS {
+        exporter.wake.notify_one();
+    }
 }
 
 /// Whether the work on this task is in a span that is exported.
@@ -572,6 +806,19 @@ mod tests {
             !super::exporting(),
             "no spans are made while the collector is failing"
         );
+    }
+
+    #[test]
+    fn exporter_headers_are_read_as_the_specification_writes_them() {
+        assert_eq!(
+            super::parse_headers("api-key=s%20ecret, x-tenant = a=b ,"),
+            Ok(vec![
+                ("api-key".to_owned(), "s ecret".to_owned()),
+                ("x-tenant".to_owned(), "a=b".to_owned()),
+            ])
+        );
+        assert!(super::parse_headers("no-value").is_err());
+        assert!(super::parse_headers("k=%ff").is_err());
     }
 
     #[test]

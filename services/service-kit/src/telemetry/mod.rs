@@ -12,6 +12,7 @@
 //! writer blocks rather than drops when its buffer is full: no log line is ever lost.
 
 pub mod export;
+mod wire;
 
 use std::{fmt, future::Future};
 
