@@ -10,12 +10,17 @@
 # once per serving thread), then counts during a fixed-length load from wrk. Only user-space
 # instructions of the gateway process are counted (not the kernel's, not the load tool's).
 #
+# Each scenario is counted twice: `off` (no OTLP endpoint, as by default) and `traced` (every
+# request's span exported over OTLP/HTTP to a real receiver on this machine, each request
+# starting a sampled trace: the worst case), so what tracing costs the gateway is a count too.
+#
 # Needs cargo and apt-get (valgrind and wrk are installed when missing). Prints a Markdown
 # table and writes it to target/bench-gateway-instructions.md.
 #
 # Tunables: SECONDS_PER_RUN (10), CONNECTIONS (16), GATEWAY (a gateway binary to measure
 # instead of building this checkout's), UPSTREAM_PORT (8811), GATEWAY_PORT (8813),
-# GATEWAY_ADMIN_PORT (8814).
+# GATEWAY_ADMIN_PORT (8814), OTLP_PORT (8815), KEEP (a directory to keep the callgrind
+# profiles in, for callgrind_annotate).
 
 set -euo pipefail
 
@@ -27,9 +32,12 @@ CONNECTIONS=${CONNECTIONS:-16}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8811}
 GATEWAY_PORT=${GATEWAY_PORT:-8813}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-8814}
+OTLP_PORT=${OTLP_PORT:-8815}
 
 # shellcheck source=scripts/bench/gateway-common.sh
 . scripts/bench/gateway-common.sh
+# shellcheck source=scripts/bench/otlp.sh
+. scripts/bench/otlp.sh
 install_missing valgrind:valgrind wrk:wrk
 
 echo "--- building (release)" >&2
@@ -40,6 +48,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	[[ -n ${OTLP_PID:-} ]] && kill "$OTLP_PID" 2>/dev/null
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -49,11 +58,14 @@ PIDS+=($!)
 wait_port "$UPSTREAM_PORT"
 
 export TOKENS_FILE=$WORK/tokens.txt
+start_otlp_receiver "$OTLP_PORT" "$WORK/otlp-receiver.log"
 
-measure() { # $1: scenario -> "requests instructions"
-	local scenario=$1 out="$WORK/callgrind.$1"
+measure() { # $1: scenario, $2: off or traced -> "requests instructions"
+	local scenario=$1 out="$WORK/callgrind.$1-$2" otlp=""
+	[[ $2 == traced ]] && otlp=http://127.0.0.1:$OTLP_PORT
 	gateway_conf "$scenario" >"$WORK/gateway.toml"
-	GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn valgrind --tool=callgrind \
+	GATEWAY_CONFIG=$WORK/gateway.toml RUST_LOG=warn \
+		OTEL_EXPORTER_OTLP_ENDPOINT=$otlp OTEL_SERVICE_NAME=gateway valgrind --tool=callgrind \
 		--instr-atstart=no --callgrind-out-file="$out" "$GATEWAY" >"$WORK/gateway.log" 2>&1 &
 	local pid=$!
 	PIDS+=("$pid")
@@ -77,18 +89,23 @@ measure() { # $1: scenario -> "requests instructions"
 	# The dump taken on request (`.1`), not the one written at exit.
 	instructions=$(callgrind_annotate "$out.1" 2>/dev/null |
 		awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
+	[[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out.1" "$KEEP/callgrind.$scenario-$2"
 	echo "$requests $instructions"
 }
 
 {
 	echo "### Gateway instructions per request (callgrind, wrk -t2 -c$CONNECTIONS, ${SECONDS_PER_RUN}s)"
 	echo
-	echo "| scenario | requests counted | instructions | instructions/request |"
-	echo "|---|---:|---:|---:|"
+	echo "| scenario | spans | requests counted | instructions | instructions/request |"
+	echo "|---|---|---:|---:|---:|"
 	for scenario in plain edge; do
-		echo "--- $scenario" >&2
-		read -r requests instructions < <(measure "$scenario")
-		echo "| $scenario | $requests | $instructions | $((instructions / requests)) |"
+		for variant in off traced; do
+			echo "--- $scenario, $variant" >&2
+			read -r requests instructions < <(measure "$scenario" "$variant")
+			echo "| $scenario | $variant | $requests | $instructions | $((instructions / requests)) |"
+		done
 	done
+	echo
+	echo "spans the receiver decoded: $(stop_otlp_receiver "$WORK/otlp-receiver.log")"
 } >target/bench-gateway-instructions.md
 cat target/bench-gateway-instructions.md

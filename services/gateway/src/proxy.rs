@@ -88,10 +88,7 @@ fn export_span(
         format!("{method} {route}"),
         took,
     )
-    .with(export::KeyValue::new(
-        "http.request.method",
-        method.to_string(),
-    ))
+    .with(export::KeyValue::new("http.request.method", method))
     .with(export::KeyValue::new(
         "http.response.status_code",
         i64::from(status),

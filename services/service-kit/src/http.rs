@@ -244,7 +244,7 @@ fn server_span(
     let mut finished = export::Finished::ending_now(span, export::Kind::Server, name, took)
         // The route template, never the path: a path may hold a token (a reset or
         // unsubscribe link's), and spans leave the platform for a collector.
-        .with(KeyValue::new("http.request.method", method.to_string()))
+        .with(KeyValue::new("http.request.method", method))
         .with(KeyValue::new(
             "http.response.status_code",
             i64::from(status.as_u16()),

@@ -93,6 +93,24 @@ impl From<Cow<'static, str>> for Value {
     }
 }
 
+/// A request's method: the standard ones without an allocation.
+impl From<&http::Method> for Value {
+    fn from(method: &http::Method) -> Self {
+        use http::Method;
+        let name = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => return Self::Str(Cow::Owned(method.as_str().to_owned())),
+        };
+        Self::Str(Cow::Borrowed(name))
+    }
+}
+
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         Self::Bool(b)
