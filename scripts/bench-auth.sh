@@ -10,7 +10,9 @@
 # What tracing costs, side by side with the same service without: a second auth service
 # exports every /me request's span (and its Redis and database children) over OTLP/HTTP to a
 # real receiver on this machine (service-kit's, counting what it decodes), in the same
-# alternating rounds; target under 5 % of throughput lost.
+# alternating rounds; target under 5 % of throughput lost. The service's own CPU time per
+# request is reported beside, for both: the collector decodes on the same cores, which
+# throughput counts against the service and CPU per request does not.
 #
 # Starts PostgreSQL and Redis with scripts/dev-deps.sh unless ADMIN_DATABASE_URL (a role allowed
 # to create databases) and REDIS_URL are given; needs cargo, curl, psql, python3 and wrk (installed with apt-get when
@@ -192,6 +194,15 @@ run_wrk() {
 	wrk -d"${LOAD_SECONDS}s" "$@" | tee "$LOG_DIR/$name.txt" >&2
 }
 
+# CPU time (user + system, clock ticks) process $1 has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU µs per request over the wrk report $1, from the ticks before ($2) and after ($3) it.
+cpu_per_request() {
+	local requests
+	requests=$(awk '/requests in/ {print $1}' "$1")
+	awk -v t=$(($3 - $2)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}'
+}
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
@@ -369,13 +380,17 @@ start_rss_sampler "$AUTH_PID" "$LOG_DIR/rss-me.kib"
 # Rounds alternate the three servers, so a slow spell of the machine hits them alike; each
 # figure is the median of its rounds. The same request, token included, goes to all three.
 me_rps=() me_p99=() bare_rps=() bare_p99=() stack_rps=() stack_p99=() me_pct=()
-traced_rps=() traced_p99=() traced_pct=()
+traced_rps=() traced_p99=() traced_pct=() me_cpu=() traced_cpu=()
 ME_ERRORS=0 BARE_ERRORS=0
 for round in $(seq 1 "$ROUNDS"); do
+	before=$(cpu_ticks "$AUTH_PID")
 	run_wrk "me-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$AUTH_URL/api/v1/me"
+	me_cpu+=("$(cpu_per_request "$LOG_DIR/me-$round.txt" "$before" "$(cpu_ticks "$AUTH_PID")")")
 	run_wrk "bare-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$BARE_URL/me"
 	run_wrk "stack-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$STACK_URL/me"
+	before=$(cpu_ticks "$TRACED_PID")
 	run_wrk "traced-$round" -t2 -c64 --latency -s scripts/wrk/bearer.lua "$TRACED_URL/api/v1/me"
+	traced_cpu+=("$(cpu_per_request "$LOG_DIR/traced-$round.txt" "$before" "$(cpu_ticks "$TRACED_PID")")")
 	traced_rps+=("$(wrk_rps "$LOG_DIR/traced-$round.txt")")
 	traced_p99+=("$(wrk_p99_ms "$LOG_DIR/traced-$round.txt")")
 	traced_pct+=("$(percent "${traced_rps[-1]}" "$(wrk_rps "$LOG_DIR/me-$round.txt")")")
@@ -401,6 +416,9 @@ TRACED_RPS=$(median "${traced_rps[@]}")
 TRACED_P99=$(median "${traced_p99[@]}")
 TRACED_PCT=$(median "${traced_pct[@]}")
 TRACED_PCTS="${traced_pct[*]}"
+# The service's own CPU per request (the collector's, on the same cores, not counted).
+ME_CPU=$(median "${me_cpu[@]}")
+TRACED_CPU=$(median "${traced_cpu[@]}")
 SPANS_RECEIVED=$(stop_otlp_receiver "$LOG_DIR/otlp-receiver.log")
 OTLP_PID=
 TRACED_VERDICT=$(verdict "$TRACED_PCT" 95)
@@ -477,8 +495,8 @@ fi
 	printf '| GET /api/v1/me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$ME_RPS" "$ME_P99" "$ME_ROUNDS"
 	printf '| bare axum GET /me, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms (rounds: %s) | | |\n' "$ROUNDS" "$BARE_RPS" "$BARE_P99" "$BARE_ROUNDS"
 	printf '| bare axum GET /me behind the standard stack, -t2 -c64 | %s req/s, p99 %s ms, %s%% of bare | | |\n' "$STACK_RPS" "$STACK_P99" "$(percent "$STACK_RPS" "$BARE_RPS")"
-	printf '| GET /api/v1/me exporting its spans over OTLP, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms; %s%% of /api/v1/me without (rounds: %s); %s spans received | ≥ 95%% | %s |\n' \
-		"$ROUNDS" "$TRACED_RPS" "$TRACED_P99" "$TRACED_PCT" "$TRACED_PCTS" "$SPANS_RECEIVED" "$TRACED_VERDICT"
+	printf '| GET /api/v1/me exporting its spans over OTLP, -t2 -c64, median of %s rounds | %s req/s, p99 %s ms; %s%% of /api/v1/me without (rounds: %s); %s spans received; the service'"'"'s CPU %s µs/request against %s without | ≥ 95%% | %s |\n' \
+		"$ROUNDS" "$TRACED_RPS" "$TRACED_P99" "$TRACED_PCT" "$TRACED_PCTS" "$SPANS_RECEIVED" "$TRACED_CPU" "$ME_CPU" "$TRACED_VERDICT"
 	printf '| /api/v1/me against bare axum, median of per-round ratios | %s%% of its req/s (rounds: %s) | ≥ 70%% | %s |\n' "$ME_PCT" "$ME_PCTS" "$ME_VERDICT"
 	printf '| Errors under wrk (non-2xx/3xx, socket) | login %s, me %s, bare %s | 0 | %s |\n' \
 		"$LOGIN_ERRORS" "$ME_ERRORS" "$BARE_ERRORS" "$ERRORS_VERDICT"

@@ -48,7 +48,8 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	[[ -n ${OTLP_PID:-} ]] && kill "$OTLP_PID" 2>/dev/null
+	# The receiver may have stopped already (it exits once it printed its count).
+	if [[ -n ${OTLP_PID:-} ]]; then kill "$OTLP_PID" 2>/dev/null || :; fi
 	rm -rf "$WORK"
 }
 trap cleanup EXIT

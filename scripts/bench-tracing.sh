@@ -45,7 +45,8 @@ TRACEPARENT="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SERVER_PID=
 OTLP_PID=
 stop() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; return 0; }
-trap 'stop; [[ -n $OTLP_PID ]] && kill "$OTLP_PID" 2>/dev/null; true' EXIT
+# The receiver may have stopped already (it exits once it printed its count).
+trap 'stop; if [[ -n $OTLP_PID ]]; then kill "$OTLP_PID" 2>/dev/null || :; fi' EXIT
 # shellcheck source=scripts/bench/otlp.sh
 . scripts/bench/otlp.sh
 start_otlp_receiver "$OTLP_PORT" "$LOG_DIR/otlp-receiver.log"

@@ -827,6 +827,30 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_and_headers_that_cannot_be_used_are_refused_before_anything_starts() {
+        use super::{install, ExportError};
+        let second = Duration::from_secs(1);
+        for url in [
+            "https://collector:4318/v1/traces",
+            "collector:4318",
+            "http://",
+        ] {
+            assert!(
+                matches!(
+                    install(url, Vec::new(), second, Vec::new()),
+                    Err(ExportError::Endpoint(_))
+                ),
+                "{url}"
+            );
+        }
+        let bad = vec![("api key".to_owned(), "v".to_owned())];
+        assert!(matches!(
+            install("http://127.0.0.1:4318/v1/traces", bad, second, Vec::new()),
+            Err(ExportError::Headers { .. })
+        ));
+    }
+
+    #[test]
     fn exporter_headers_are_read_as_the_specification_writes_them() {
         assert_eq!(
             super::parse_headers("api-key=s%20ecret, x-tenant = a=b ,"),
