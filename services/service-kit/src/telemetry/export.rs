@@ -24,7 +24,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Condvar, Mutex, OnceLock, PoisonError,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use tracing::{
@@ -355,19 +355,12 @@ fn send_batches(
     let mut spare = Vec::new();
     loop {
         let (mut batch, count, dropped, flush) = {
-            let mut queue = exporter.lock();
-            let deadline = Instant::now() + BATCH_DELAY;
-            while queue.count < BATCH_SPANS && queue.flush_asked == queue.flush_done {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                queue = exporter
-                    .wake
-                    .wait_timeout(queue, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
+            let (mut queue, _) = exporter
+                .wake
+                .wait_timeout_while(exporter.lock(), BATCH_DELAY, |queue| {
+                    queue.count < BATCH_SPANS && queue.flush_asked == queue.flush_done
+                })
+                .unwrap_or_else(PoisonError::into_inner);
             let batch = std::mem::replace(&mut queue.spans, std::mem::take(&mut spare));
             let count = std::mem::take(&mut queue.count);
             (
@@ -541,18 +534,13 @@ pub fn flush() {
     queue.flush_asked += 1;
     let ticket = queue.flush_asked;
     exporter.wake.notify_one();
-    let deadline = Instant::now() + exporter.timeout + Duration::from_secs(1);
-    while queue.flush_done < ticket {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        queue = exporter
+    let wait = exporter.timeout + Duration::from_secs(1);
+    drop(
+        exporter
             .flushed
-            .wait_timeout(queue, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-    }
+            .wait_timeout_while(queue, wait, |queue| queue.flush_done < ticket)
+            .unwrap_or_else(PoisonError::into_inner),
+    );
 }
 
 /// A span that has ended, as exported.
