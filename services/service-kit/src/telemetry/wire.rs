@@ -15,6 +15,7 @@
 use prost::encoding::{encoded_len_varint, key_len, WireType};
 
 /// Appends `value` as a protobuf varint (seven bits a byte, low first).
+#[inline]
 fn encode_varint(mut value: u64, buf: &mut Vec<u8>) {
     while value >= 0x80 {
         buf.push((value as u8) | 0x80);
@@ -23,6 +24,7 @@ fn encode_varint(mut value: u64, buf: &mut Vec<u8>) {
     buf.push(value as u8);
 }
 
+#[inline]
 fn encode_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
     encode_varint(u64::from(tag << 3 | wire_type as u32), buf);
 }
@@ -47,32 +49,38 @@ const FLAGS_IS_REMOTE: u32 = 0x200;
 /// `Status.code`: `STATUS_CODE_ERROR`.
 const STATUS_ERROR: u64 = 2;
 
+#[inline]
 fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+#[inline]
 fn write_len_delimited(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(bytes.len() as u64, buf);
     buf.extend_from_slice(bytes);
 }
 
+#[inline]
 fn write_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
 }
 
+#[inline]
 fn write_fixed64(tag: u32, value: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::SixtyFourBit, buf);
     buf.extend_from_slice(&value.to_le_bytes());
 }
 
+#[inline]
 fn write_varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::Varint, buf);
     encode_varint(value, buf);
 }
 
 /// The length of an `AnyValue` holding `value`.
+#[inline]
 fn any_value_len(value: &Value) -> usize {
     match value {
         Value::Str(s) => len_delimited_len(1, s.len()),
@@ -82,6 +90,7 @@ fn any_value_len(value: &Value) -> usize {
     }
 }
 
+#[inline]
 fn write_any_value(value: &Value, buf: &mut Vec<u8>) {
     match value {
         Value::Str(s) => write_len_delimited(1, s.as_bytes(), buf),
@@ -93,11 +102,13 @@ fn write_any_value(value: &Value, buf: &mut Vec<u8>) {
 }
 
 /// The length of a `KeyValue` message.
+#[inline]
 fn key_value_len(kv: &KeyValue) -> usize {
     len_delimited_len(1, kv.key.len()) + len_delimited_len(2, any_value_len(&kv.value))
 }
 
 /// Writes `kv` as field `tag` of the enclosing message.
+#[inline]
 fn write_key_value(tag: u32, kv: &KeyValue, buf: &mut Vec<u8>) {
     write_header(tag, key_value_len(kv), buf);
     write_len_delimited(1, kv.key.as_bytes(), buf);
