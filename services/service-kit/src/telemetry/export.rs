@@ -200,7 +200,8 @@ pub fn start_from_env() -> Result<bool, ExportError> {
         (None, Some((_, base))) => format!("{}/v1/traces", base.trim_end_matches('/')),
         (None, None) => return Ok(false),
     };
-    if exporting() {
+    // Already started (a paused exporter is started too: `exporting()` is not the test).
+    if EXPORTER.get().is_some() {
         return Ok(false);
     }
     let headers = match env_first(&[
